@@ -1,0 +1,185 @@
+"""The `netdsl` command. The only place that prints diagnostics and chooses exit codes:
+0 success, 1 a mistake in the user's input (the .net file, a weights file), 2 bad command-line usage.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import traceback
+
+from .errors import NetDSLError
+from .limits import DEFAULT_LIMITS
+
+EXIT_OK, EXIT_USER_ERROR, EXIT_USAGE = 0, 1, 2
+
+_EPILOG = """\
+FILE is a .net file, FILE:NET for one net of a file with several, or the name of a shipped
+network (vgg16, resnet50, vgg:D, ...).
+
+examples:
+  netdsl compile networks/vgg16.net
+  netdsl summary resnet:resnet152 --depth 1
+  netdsl check my.net --input 3x32x32 --strict
+  netdsl expand networks/lenet5.net
+"""
+
+
+class _UsageError(Exception):
+    pass
+
+
+def _shape_arg(text: str):
+    from .shapes import parse_shape
+    try:
+        return parse_shape(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _common(parser: argparse.ArgumentParser, several: bool = False) -> None:
+    if several:
+        parser.add_argument("files", nargs="+", metavar="FILE", help="the .net file(s) to check")
+    else:
+        parser.add_argument("file", metavar="FILE", help="the .net file (or FILE:NET, or a shipped name)")
+    parser.add_argument("--net", metavar="NAME", help="the net to use in a file that defines several")
+    parser.add_argument("--input", metavar="SHAPE", type=_shape_arg,
+                        help="input shape CxHxW or C (e.g. 3x224x224), overriding the file's `input`")
+    parser.add_argument("--strict", action="store_true",
+                        help="treat warnings (such as a stride that leaves input rows unused) as errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="netdsl", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
+        description="Compile networks written the way papers and slides write them, such as\n"
+                    "  [(conv3-64)*2 - pool]*5 - fc4096*2 - fc1000\n"
+                    "Shapes are checked before any tensor exists; statistics need no framework.")
+    parser.add_argument("--version", action="version", version="netdsl 0.1.0")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands.required = True
+
+    check = commands.add_parser(
+        "check", help="type-check .net files (every net in each file)",
+        description="Parse, expand and shape-check every net in each FILE. Prints one line per net; "
+                    "exit status 0 if all are correct, 1 if any has an error.")
+    _common(check, several=True)
+    check.add_argument("-q", "--quiet", action="store_true", help="print only errors and warnings")
+
+    summary = commands.add_parser(
+        "summary", help="per-layer shapes, params, MACs, receptive field",
+        description="Print every layer's output shape, parameters, multiply-accumulates, receptive "
+                    "field and effective stride, grouped by definition call, with totals.")
+    _common(summary)
+    summary.add_argument("--json", action="store_true",
+                         help="print one JSON object (network, input, output, params, buffers, macs, "
+                              "activations, layers, groups)")
+    summary.add_argument("--depth", type=int, metavar="N",
+                         help="show groups nested at most N deep (0: top-level rows only)")
+
+    expand = commands.add_parser(
+        "expand", help="print the fully explicit program",
+        description="Print the program with every definition call inlined (as a labelled group), "
+                    "every repeat unrolled, every op in keyword form and every implicit activation "
+                    "written out. The output parses back to the same network.")
+    _common(expand)
+
+    compile_ = commands.add_parser(
+        "compile", help="check a network and print its summary",
+        description="Check the network and print its summary. Backends (numpy, torch) add outputs.")
+    _common(compile_)
+    compile_.add_argument("--depth", type=int, metavar="N", help="as for summary")
+    return parser
+
+
+def _load(args, file: str):
+    from .network import load
+    return load(file, net=args.net, input=args.input, strict=args.strict, limits=DEFAULT_LIMITS)
+
+
+def _print_warnings(network) -> None:
+    for warning in network.warnings:
+        print(warning.render(), file=sys.stderr)
+
+
+def _cmd_check(args) -> int:
+    from .network import parse_all, read_source, resolve_path
+    from .shapes import format_shape
+    status = EXIT_OK
+    for target in args.files:
+        try:
+            path, net = resolve_path(target)
+            net = args.net or net
+            text = read_source(path)
+            if net is not None:
+                from .network import parse
+                networks = [parse(text, input=args.input, net=net, path=path, strict=args.strict)]
+            else:
+                networks = parse_all(text, input=args.input, path=path, strict=args.strict)
+        except NetDSLError as error:
+            _report(error)
+            status = EXIT_USER_ERROR
+            continue
+        if not networks and not args.quiet:
+            print(f"{path}: ok (definitions only)")
+        for network in networks:
+            _print_warnings(network)
+            if not args.quiet:
+                print(f"{path}: {network.name}: ok, {format_shape(network.input_shape)} -> "
+                      f"{format_shape(network.output_shape)}, {network.params:,} params, "
+                      f"{network.macs:,} MACs")
+    return status
+
+
+def _cmd_summary(args) -> int:
+    network = _load(args, args.file)
+    _print_warnings(network)
+    if getattr(args, "json", False):
+        print(json.dumps(network.summary_dict(), indent=2))
+    else:
+        print(network.summary(depth=args.depth), end="")
+    return EXIT_OK
+
+
+def _cmd_expand(args) -> int:
+    network = _load(args, args.file)
+    _print_warnings(network)
+    print(network.expand(), end="")
+    return EXIT_OK
+
+
+COMMANDS = {"check": _cmd_check, "summary": _cmd_summary, "expand": _cmd_expand,
+            "compile": _cmd_summary}
+
+
+def _report(error: NetDSLError) -> None:
+    for warning in error.warnings:
+        print(warning.render(), file=sys.stderr)
+    print(str(error), file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if getattr(args, "depth", None) is not None and args.depth < 0:
+        parser.error("--depth must be 0 or more")
+    try:
+        return COMMANDS[args.command](args)
+    except NetDSLError as error:
+        _report(error)
+        return EXIT_USER_ERROR
+    except _UsageError as error:
+        parser.error(str(error))
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        return EXIT_OK
+    except Exception:  # an internal error is a bug: say so, and keep the evidence
+        traceback.print_exc()
+        print("netdsl: internal error: this is a bug in netdsl, please report it with the input "
+              "that caused it", file=sys.stderr)
+        return 70
+
+
+if __name__ == "__main__":
+    sys.exit(main())

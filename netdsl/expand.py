@@ -1,0 +1,626 @@
+"""Surface AST -> IR: definitions called, repeats unrolled, labels resolved, activations made explicit.
+
+`expand_net` walks one net's chain with an environment of definition parameters and emits IR nodes
+in topological order. Beside the graph it records a `Layout` (the chain/scope/merge structure the
+nodes came from), which the pretty-printer uses to write the expanded program back out.
+
+Names: each definition call, labelled group and merge opens a scope; nodes are named inside it by
+op and count (conv1, conv2, maxpool1) or by their label, giving stable paths such as
+`stage2.bottleneck1.conv2`. See docs/language.md for the rules on implicit activations.
+"""
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Union
+
+from . import ast
+from .errors import NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Span
+from .ir import Frame, Graph, Node, freeze_attrs
+from .limits import Limits
+from .modules import Module
+from .ops import ACTIVATIONS, ALIASES, DERIVED, IDENTITY, IMPLICIT, OPS, REQUIRED, RESERVED, WEIGHT_OPS
+
+# -- layout: the structure the printer needs ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutOp:
+    node: int
+    label: str | None
+    refs: tuple[tuple[str, str], ...] = ()  # reference arguments as written: (("like", "p3"),)
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutIdentity:
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutScope:
+    name: str  # the local name, printed as a label: block1: ( ... )
+    body: "LayoutChain"
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutMerge:
+    node: int
+    label: str | None
+    branches: tuple["LayoutChain", ...]
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutChain:
+    start: str | None  # the label a branch starts from
+    items: tuple[Union[LayoutOp, LayoutIdentity, LayoutScope, LayoutMerge], ...]
+
+
+# -- values of expressions ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """A bare name that is not a parameter: `bilinear`, `true`, `relu`."""
+
+    name: str
+    span: Span
+
+
+_MAX_MAGNITUDE = 2**62
+
+
+# -- scopes ---------------------------------------------------------------------------------------
+
+
+class _Scope:
+    def __init__(self, path: str, parent: "_Scope | None"):
+        self.path = path
+        self.parent = parent
+        self.counters: dict[str, int] = {}
+        self.local_names: dict[str, Span | None] = {}
+        self.labels: dict[str, int] = {}
+        self.children: dict[str, _Scope] = {}  # named sub-scopes, for @scope.label
+
+    def child(self, local: str, path: str | None = None) -> "_Scope":
+        scope = _Scope(path or self.full(local), self)
+        self.children[local] = scope
+        return scope
+
+    def full(self, local: str) -> str:
+        return f"{self.path}.{local}" if self.path else local
+
+    def claim(self, kind: str, label: str | None, span: Span | None) -> str:
+        """Reserve the next name for an element of this kind; returns the local name."""
+        count = self.counters.get(kind, 0) + 1
+        if label is None:
+            while f"{kind}{count}" in self.local_names:  # skip a name a label already took
+                count += 1
+        self.counters[kind] = count
+        local = label if label is not None else f"{kind}{count}"
+        if local in self.local_names:
+            first = self.local_names[local]
+            notes = [f"first used at {first.location()}"] if first is not None else []
+            if label is not None:
+                notes.append("a label inside a repeat names every iteration alike; "
+                             "put the repeated part in a definition instead")
+            raise NetDSLNameError(f"the name {local} is used twice in the same scope", span, notes)
+        self.local_names[local] = span
+        return local
+
+    def lookup(self, label: str) -> int | None:
+        """A label visible from here; `a.b.p` finds scope a outward, then b inside it, then p."""
+        first, *rest = label.split(".")
+        scope: _Scope | None = self
+        while scope is not None:
+            if not rest and first in scope.labels:
+                return scope.labels[first]
+            if rest and first in scope.children:
+                inner = scope.children[first]
+                for part in rest[:-1]:
+                    inner = inner.children.get(part)
+                    if inner is None:
+                        return None
+                return inner.labels.get(rest[-1])
+            scope = scope.parent
+        return None
+
+    def visible_labels(self) -> list[str]:
+        names, scope = [], self
+        while scope is not None:
+            names.extend(scope.labels)
+            scope = scope.parent
+        return names
+
+
+@dataclass
+class _Draft:
+    op: str
+    attrs: dict
+    inputs: list[int]
+    name: str
+    span: Span | None
+    context: tuple[Frame, ...]
+
+
+@dataclass(frozen=True)
+class ExpandedNet:
+    graph: Graph
+    layout: LayoutChain
+    activation: str
+    input_shape: tuple[int, ...] | None
+    input_span: Span | None
+    named: bool  # False for a file's one unnamed chain
+
+
+def net_activation(module: Module, net: ast.Net) -> str:
+    setting = net.activation or module.program.activation
+    if setting is None:
+        return "relu"
+    name, span = setting
+    if name not in ("none", *ACTIVATIONS):
+        raise NetDSLNameError(f"unknown activation {name}", span,
+                              ["choose one of: none, " + ", ".join(ACTIVATIONS)])
+    return name
+
+
+def expand_net(module: Module, net: ast.Net, limits: Limits, default_name: str = "net") -> ExpandedNet:
+    """Expand one net of a module into its IR graph (an unnamed net is called `default_name`)."""
+    activation = net_activation(module, net)
+    expander = _Expander(module, limits)
+    root = _Scope("", None)
+    root.labels["input"] = 0
+    root.local_names["input"] = None
+    expander.nodes.append(_Draft("input", {}, [], "input", net.span, ()))
+    _, layout = expander.chain(net.body, 0, root, {}, (), 0)
+    _assign_activations(expander.nodes, activation)
+    nodes = tuple(Node(i, d.op, freeze_attrs(d.attrs), tuple(d.inputs), d.name, d.span, d.context)
+                  for i, d in enumerate(expander.nodes))
+    setting = net.input or module.program.input
+    return ExpandedNet(Graph(net.name or default_name, nodes), layout, activation,
+                       setting[0] if setting else None, setting[1] if setting else None,
+                       net.name is not None)
+
+
+def _context_notes(context: tuple[Frame, ...]) -> list[str]:
+    return [f"in {frame.description} at {frame.span.location()}" for frame in reversed(context)]
+
+
+class _Expander:
+    def __init__(self, module: Module, limits: Limits):
+        self.defs = module.defs
+        self.limits = limits
+        self.nodes: list[_Draft] = []
+        self.steps = 0
+
+    # -- bookkeeping ------------------------------------------------------------------------------
+
+    def step(self, span: Span) -> None:
+        self.steps += 1
+        if self.steps > self.limits.max_expansion_steps:
+            raise NetDSLLimitError(
+                f"expansion takes more than {self.limits.max_expansion_steps:,} steps", span,
+                ["a repeat or definition multiplies out too far; raise Limits.max_expansion_steps"])
+
+    def add_node(self, draft: _Draft) -> int:
+        if len(self.nodes) >= self.limits.max_nodes:
+            raise NetDSLLimitError(
+                f"the network expands to more than {self.limits.max_nodes:,} nodes", draft.span,
+                [*_context_notes(draft.context), "raise Limits.max_nodes to accept it"])
+        self.nodes.append(draft)
+        return len(self.nodes) - 1
+
+    # -- chains and elements ----------------------------------------------------------------------
+
+    def chain(self, chain: ast.Chain, current: int, scope: _Scope, env: dict, context: tuple,
+              depth: int) -> tuple[int, LayoutChain]:
+        start = None
+        if chain.start is not None:
+            current = self.resolve_ref(chain.start, scope, context)
+            start = chain.start.label
+        items: list = []
+        for element in chain.items:
+            current = self.element(element, current, scope, env, context, depth, items, None)
+        return current, LayoutChain(start, tuple(items))
+
+    def element(self, element, current: int, scope: _Scope, env: dict, context: tuple, depth: int,
+                out: list, label: str | None) -> int:
+        self.step(element.span)
+        if isinstance(element, ast.Labelled):
+            if element.label in RESERVED:
+                raise NetDSLNameError(f"{element.label} is a reserved word and cannot be a label",
+                                      Span(element.span.source, element.span.start,
+                                           element.span.start + len(element.label)))
+            result = self.element(element.body, current, scope, env, context, depth, out, element.label)
+            scope.labels[element.label] = result
+            return result
+        if isinstance(element, ast.Atom):
+            if element.name == IDENTITY and element.slide is None:
+                if element.args:
+                    raise NetDSLNameError("id takes no arguments", element.args[0].span)
+                out.append(LayoutIdentity(label))
+                return current
+            if element.name in OPS or element.name in ALIASES:
+                node = self.op(element, current, scope, env, context, label)
+                refs = tuple((arg.name, arg.value.label)
+                             for arg in element.args if isinstance(arg.value, ast.Ref))
+                out.append(LayoutOp(node, label, refs))
+                return node
+            if element.name in self.defs:
+                return self.call(element, current, scope, env, context, depth, out, label)
+            raise self.unknown_name(element, context)
+        if isinstance(element, ast.Group):
+            if label is None:  # a plain group is only grouping: no scope of its own
+                if element.body.start is not None:
+                    current = self.resolve_ref(element.body.start, scope, context)
+                for item in element.body.items:
+                    current = self.element(item, current, scope, env, context, depth, out, None)
+                return current
+            return self.scoped(element, label, current, scope, env, context, depth, out)
+        if isinstance(element, ast.Repeat):
+            if label is not None:
+                return self.scoped(element, label, current, scope, env, context, depth, out)
+            count = self.repeat_count(element, env, context)
+            for i in range(count):
+                frame = Frame(f"repeat iteration {i + 1} of {count}", element.span)
+                current = self.element(element.body, current, scope, env, (*context, frame), depth,
+                                       out, None)
+            return current
+        if isinstance(element, ast.Merge):
+            return self.merge(element, current, scope, env, context, depth, out, label)
+        raise TypeError(f"unexpected AST node {element!r}")  # pragma: no cover
+
+    def scoped(self, element, label: str, current: int, scope: _Scope, env: dict, context: tuple,
+               depth: int, out: list) -> int:
+        """A labelled group or repeat: its own scope, named by the label."""
+        local = scope.claim("group", label, element.span)
+        inner = scope.child(local)
+        items: list = []
+        current = self.element(element, current, inner, env, context, depth + 1, items, None)
+        out.append(LayoutScope(local, LayoutChain(None, tuple(items))))
+        return current
+
+    def repeat_count(self, element: ast.Repeat, env: dict, context: tuple) -> int:
+        count = self.evaluate(element.count, env, context)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise NetDSLNameError(f"a repeat count must be a whole number, got {_show(count)}",
+                                  element.count.span, _context_notes(context))
+        if count < 0:
+            raise NetDSLNameError(f"a repeat count cannot be negative, got {count}", element.count.span,
+                                  _context_notes(context))
+        if count > self.limits.max_repeat:
+            raise NetDSLLimitError(f"repeat count {count:,} is over the limit of "
+                                   f"{self.limits.max_repeat:,}", element.count.span,
+                                   [*_context_notes(context), "raise Limits.max_repeat to accept it"])
+        return count
+
+    def merge(self, element: ast.Merge, current: int, scope: _Scope, env: dict, context: tuple,
+              depth: int, out: list, label: str | None) -> int:
+        word = "add" if element.kind == "add" else "cat"
+        if len(element.branches) < 2:
+            raise NetDSLNameError(f"{word}{{}} needs at least two branches separated by '|'", element.span,
+                                  [f"write {word}{{ a | b }}; use id for a branch that passes its input"])
+        local = scope.claim(word, label, element.span)
+        outputs, branches = [], []
+        for i, branch in enumerate(element.branches, 1):
+            inner = _Scope(f"{scope.full(local)}.b{i}", scope)
+            output, layout = self.chain(branch, current, inner, env, context, depth + 1)
+            outputs.append(output)
+            branches.append(layout)
+        node = self.add_node(_Draft(element.kind, {}, outputs, scope.full(local), element.span, context))
+        out.append(LayoutMerge(node, label, tuple(branches)))
+        return node
+
+    def resolve_ref(self, ref: ast.Ref, scope: _Scope, context: tuple) -> int:
+        node = scope.lookup(ref.label)
+        if node is None:
+            visible = scope.visible_labels()
+            notes = _context_notes(context)
+            close = difflib.get_close_matches(ref.label, visible, n=1)
+            if close:
+                notes.append(f"did you mean @{close[0]}?")
+            notes.append("a label is visible after it is defined, in its scope and the scopes inside "
+                         "it; reach into a named scope with @scope.label")
+            raise NetDSLNameError(f"unknown label @{ref.label}", ref.span, notes)
+        return node
+
+    def unknown_name(self, atom: ast.Atom, context: tuple) -> NetDSLNameError:
+        notes = _context_notes(context)
+        known = [*OPS, *ALIASES, *self.defs]
+        close = difflib.get_close_matches(atom.name, known, n=1)
+        for op in ("conv", "deconv"):
+            if atom.name.startswith(op) and atom.name[len(op):].isdigit():
+                notes.append(f"{op} needs channels too, as in {atom.name}-64")
+                break
+        else:
+            if close:
+                notes.append(f"did you mean {close[0]}?")
+        span = Span(atom.span.source, atom.span.start, atom.span.start + len(atom.name))
+        return NetDSLNameError(f"unknown op or definition {atom.name}", span, notes)
+
+    # -- definition calls -------------------------------------------------------------------------
+
+    def call(self, atom: ast.Atom, current: int, scope: _Scope, env: dict, context: tuple, depth: int,
+             out: list, label: str | None) -> int:
+        definition = self.defs[atom.name]
+        calls = [frame for frame in context if frame.description.startswith(f"{atom.name}(")]
+        if calls:
+            chain = " -> ".join(f.description.split("(")[0] for f in context if "(" in f.description)
+            raise NetDSLNameError(f"definition {atom.name} calls itself ({chain} -> {atom.name})",
+                                  atom.span, ["definitions cannot recurse; use a repeat: block*3"])
+        call_depth = sum(1 for frame in context if "(" in frame.description)
+        if call_depth >= self.limits.max_call_depth:
+            raise NetDSLLimitError(f"definition calls nested more than {self.limits.max_call_depth} deep",
+                                   atom.span, _context_notes(context))
+        bound = self.bind_call(definition, atom, env, context)
+        shown = ", ".join(_show(value) for value in bound.values())
+        frame = Frame(f"{atom.name}({shown})", atom.span)
+        local = scope.claim(atom.name, label, atom.span)
+        inner = scope.child(local)
+        current, body = self.chain(definition.body, current, inner, bound, (*context, frame), depth + 1)
+        out.append(LayoutScope(local, body))
+        return current
+
+    def bind_call(self, definition: ast.Def, atom: ast.Atom, env: dict, context: tuple) -> dict:
+        if atom.slide is not None:
+            raise NetDSLNameError(f"{atom.name} is a definition, not a layer", atom.span)
+        params = definition.params
+        values: dict[str, object] = {}
+        spans: dict[str, Span] = {}
+        positional = [arg for arg in atom.args if arg.name is None]
+        if len(positional) > len(params):
+            raise NetDSLNameError(
+                f"{atom.name} takes {len(params)} argument{'s' * (len(params) != 1)}, "
+                f"got {len(positional)}", positional[len(params)].span,
+                [*_context_notes(context), f"{atom.name} is defined at {definition.span.location()}"])
+        for param, arg in zip(params, positional):
+            values[param.name] = self.argument_value(arg, env, context)
+            spans[param.name] = arg.span
+        names = [param.name for param in params]
+        for arg in atom.args:
+            if arg.name is None:
+                continue
+            if arg.name not in names:
+                raise NetDSLNameError(f"{atom.name} has no parameter {arg.name}", arg.span,
+                                      [f"its parameters are: {', '.join(names) or 'none'}"])
+            if arg.name in values:
+                raise NetDSLNameError(f"{arg.name} is given twice", arg.span,
+                                      [f"first given at {spans[arg.name].location()}"])
+            values[arg.name] = self.argument_value(arg, env, context)
+            spans[arg.name] = arg.span
+        bound: dict[str, object] = {}
+        for param in params:
+            if param.name in values:
+                bound[param.name] = values[param.name]
+            elif param.default is not None:
+                bound[param.name] = self.evaluate(param.default, bound, context)
+            else:
+                raise NetDSLNameError(f"{atom.name} needs a value for {param.name}", atom.span,
+                                      [*_context_notes(context),
+                                       f"{atom.name} is defined at {definition.span.location()}"])
+        return bound
+
+    def argument_value(self, arg: ast.Arg, env: dict, context: tuple):
+        if isinstance(arg.value, ast.Ref):
+            raise NetDSLNameError("a definition's arguments are numbers or names, not references",
+                                  arg.value.span)
+        return self.evaluate(arg.value, env, context)
+
+    # -- ops --------------------------------------------------------------------------------------
+
+    def op(self, atom: ast.Atom, current: int, scope: _Scope, env: dict, context: tuple,
+           label: str | None) -> int:
+        op_name, preset = ALIASES.get(atom.name, (atom.name, {}))
+        spec = OPS[op_name]
+        if not spec.writable:
+            hint = {"add": "write add{ a | b }", "concat": "write cat{ a | b }",
+                    "input": "use @input to start a branch from the input"}[op_name]
+            raise NetDSLNameError(f"{atom.name} is not written as a layer", atom.span, [hint])
+        given: dict[str, tuple[object, Span]] = {key: (value, atom.span) for key, value in preset.items()}
+
+        def give(name: str, value, span: Span) -> None:
+            if name in given and name not in preset:
+                raise NetDSLNameError(f"{name} is given twice", span,
+                                      [f"first given at {given[name][1].location()}"])
+            given[name] = (value, span)
+
+        if atom.slide is not None:
+            slide = atom.slide
+            for name, expr in (("k", slide.kernel), ("c", slide.channels), ("stride", slide.stride)):
+                if expr is not None and spec.attr(name) is not None:
+                    give(name, self.evaluate(expr, env, context), expr.span)
+        positional = list(spec.positional)
+        for arg in atom.args:
+            value = arg.value
+            if arg.name is not None:
+                if spec.attr(arg.name) is None:
+                    raise NetDSLNameError(
+                        f"{op_name} has no argument {arg.name}", arg.span,
+                        [f"its arguments are: {', '.join(spec.attr_names) or 'none'}"])
+                give(arg.name, self.value_or_ref(value, scope, env, context), arg.span)
+                continue
+            # A bare name that is a boolean argument is a flag: maxpool3/2(ceil).
+            if isinstance(value, ast.Var) and value.name not in env:
+                flag = spec.attr(value.name)
+                if flag is not None and flag.kind == "bool":
+                    give(value.name, True, arg.span)
+                    continue
+            while positional and positional[0] in given:
+                positional.pop(0)
+            if not positional:
+                raise NetDSLNameError(f"too many positional arguments for {op_name}", arg.span,
+                                      [f"name them instead: {op_name}({', '.join(f'{n}=...' for n in spec.attr_names)})"
+                                       if spec.attrs else f"{op_name} takes no arguments"])
+            give(positional.pop(0), self.value_or_ref(value, scope, env, context), arg.span)
+        attrs: dict[str, object] = {}
+        inputs = [current]
+        for attr in spec.attrs:
+            if attr.name in given:
+                value, span = given[attr.name]
+                value = self.coerce(op_name, attr, value, span, context)
+            elif attr.default is REQUIRED:
+                raise NetDSLNameError(f"{op_name} needs {attr.name} ({attr.doc})", atom.span,
+                                      _context_notes(context))
+            else:
+                value = attr.default
+            if attr.kind == "ref":
+                inputs.append(value)
+            else:
+                attrs[attr.name] = value
+        _derive_defaults(op_name, attrs)
+        local = scope.claim(op_name, label, atom.span)
+        return self.add_node(_Draft(op_name, attrs, inputs, scope.full(local), atom.span, context))
+
+    def value_or_ref(self, value, scope: _Scope, env: dict, context: tuple):
+        if isinstance(value, ast.Ref):
+            return ("ref", self.resolve_ref(value, scope, context), value.span)
+        return self.evaluate(value, env, context)
+
+    def coerce(self, op: str, attr, value, span: Span, context: tuple):
+        notes = _context_notes(context)
+        if attr.kind == "ref":
+            if isinstance(value, tuple) and value and value[0] == "ref":
+                return value[1]
+            raise NetDSLNameError(f"{op} {attr.name} must be a reference such as @p3", span, notes)
+        if isinstance(value, tuple):
+            raise NetDSLNameError(f"{op} {attr.name} takes a value, not a reference", value[2], notes)
+        if attr.kind == "bool":
+            if isinstance(value, Symbol) and value.name in ("true", "false"):
+                return value.name == "true"
+            if isinstance(value, bool):
+                return value
+            raise NetDSLNameError(f"{op} {attr.name} must be true or false, got {_show(value)}", span, notes)
+        if attr.kind == "symbol":
+            if isinstance(value, Symbol) and value.name in attr.choices:
+                return value.name
+            raise NetDSLNameError(f"{op} {attr.name} must be one of {', '.join(attr.choices)}, "
+                                  f"got {_show(value)}", span, notes)
+        if isinstance(value, Symbol):
+            raise NetDSLNameError(f"unknown name {value.name}", value.span,
+                                  [*notes, f"{op} {attr.name} takes a number"])
+        if attr.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise NetDSLNameError(f"{op} {attr.name} must be a whole number, got {_show(value)}",
+                                      span, notes)
+            if value > self.limits.max_dimension:
+                raise NetDSLLimitError(f"{op} {attr.name}={value:,} is over the limit of "
+                                       f"{self.limits.max_dimension:,}", span,
+                                       [*notes, "raise Limits.max_dimension to accept it"])
+        else:
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise NetDSLNameError(f"{op} {attr.name} must be a number, got {_show(value)}", span, notes)
+            value = float(value)
+        if attr.minimum is not None and value < attr.minimum:
+            raise NetDSLNameError(f"{op} {attr.name} must be at least {_show(attr.minimum)}, "
+                                  f"got {_show(value)}", span, notes)
+        if attr.maximum is not None and value >= attr.maximum:
+            raise NetDSLNameError(f"{op} {attr.name} must be below {_show(attr.maximum)}, "
+                                  f"got {_show(value)}", span, notes)
+        return value
+
+    # -- expressions ------------------------------------------------------------------------------
+
+    def evaluate(self, expr: ast.Expr, env: dict, context: tuple):
+        if isinstance(expr, ast.Num):
+            return expr.value
+        if isinstance(expr, ast.Var):
+            return env[expr.name] if expr.name in env else Symbol(expr.name, expr.span)
+        if isinstance(expr, ast.Neg):
+            return -self.number(self.evaluate(expr.operand, env, context), expr.operand, context)
+        left = self.number(self.evaluate(expr.left, env, context), expr.left, context)
+        right = self.number(self.evaluate(expr.right, env, context), expr.right, context)
+        if expr.op in ("//", "%"):
+            if right == 0:
+                raise NetDSLNameError("division by zero", expr.span, _context_notes(context))
+            result = left // right if expr.op == "//" else left % right
+        elif expr.op == "+":
+            result = left + right
+        elif expr.op == "-":
+            result = left - right
+        else:
+            result = left * right
+        if abs(result) > _MAX_MAGNITUDE:
+            raise NetDSLLimitError("number too large", expr.span, _context_notes(context))
+        return result
+
+    def number(self, value, expr: ast.Expr, context: tuple):
+        if isinstance(value, Symbol):
+            raise NetDSLNameError(f"unknown name {value.name}", value.span,
+                                  [*_context_notes(context), "only definition parameters can be used in arithmetic"])
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise NetDSLNameError(f"arithmetic needs numbers, got {_show(value)}", expr.span,
+                                  _context_notes(context))
+        return value
+
+
+def _show(value) -> str:
+    if isinstance(value, Symbol):
+        return value.name
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, tuple):
+        return "a reference"
+    return str(value)
+
+
+def _derive_defaults(op: str, attrs: dict) -> None:
+    """Fill the defaults that depend on other attributes (see ops.DERIVED)."""
+    if op == "conv" and attrs["pad"] is DERIVED:
+        attrs["pad"] = attrs["dilation"] * (attrs["k"] - 1) // 2
+    elif op == "deconv" and attrs["pad"] is DERIVED:
+        attrs["pad"] = max(0, attrs["dilation"] * (attrs["k"] - 1) + 1 - attrs["stride"]) // 2
+    elif op in ("maxpool", "avgpool") and attrs["stride"] is DERIVED:
+        attrs["stride"] = attrs["k"]
+
+
+# -- implicit activations -------------------------------------------------------------------------
+
+_EXPLICIT_ACTIVATIONS = frozenset({*ACTIVATIONS, "softmax"})
+
+
+def _assign_activations(nodes: list[_Draft], activation: str) -> None:
+    """Resolve every `act=implicit` (docs/language.md, "Implicit activations").
+
+    1. conv, deconv and fc get the net's activation, except the output layers: those with no other
+       weight layer between them and the net's output.
+    2. A bn read only by such a layer's output takes the activation instead (conv-bn-relu).
+    3. If the layer (or its bn) is read only by an explicit activation, none is added.
+    """
+    readers: list[list[int]] = [[] for _ in nodes]
+    for i, node in enumerate(nodes):
+        for position, source in enumerate(node.inputs):
+            if not (node.op == "crop" and position > 0):  # crop's `like` reads only the shape
+                readers[source].append(i)
+    # reaches_output[i]: node i's value reaches the output through non-weight ops only.
+    reaches_output = [False] * len(nodes)
+    reaches_output[-1] = True
+    for i in range(len(nodes) - 1, -1, -1):
+        if reaches_output[i] and nodes[i].op not in WEIGHT_OPS:
+            for source in nodes[i].inputs[:1] if nodes[i].op == "crop" else nodes[i].inputs:
+                reaches_output[source] = True
+
+    def sole_reader(i: int) -> _Draft | None:
+        return nodes[readers[i][0]] if len(readers[i]) == 1 else None
+
+    for i, node in enumerate(nodes):
+        if node.op not in WEIGHT_OPS or node.attrs["act"] != IMPLICIT:
+            continue
+        node.attrs["act"] = "none"
+        if activation == "none" or reaches_output[i]:
+            continue
+        target = node
+        reader = sole_reader(i)
+        if reader is not None and reader.op == "bn" and reader.attrs["act"] == IMPLICIT:
+            target = reader
+            reader = sole_reader(readers[i][0])
+        if reader is not None and reader.op in _EXPLICIT_ACTIVATIONS:
+            continue
+        target.attrs["act"] = activation
+    for node in nodes:
+        if node.attrs.get("act") == IMPLICIT:
+            node.attrs["act"] = "none"
+
+
+__all__ = ["expand_net", "ExpandedNet", "LayoutChain", "LayoutOp", "LayoutScope", "LayoutMerge",
+           "LayoutIdentity", "net_activation", "NetDSLSyntaxError"]

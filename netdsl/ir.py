@@ -1,0 +1,81 @@
+"""The IR: a flat, topologically ordered DAG of frozen nodes.
+
+A `Graph` is plain data. Node 0 is the input; every node's inputs come earlier in the list; the
+last node is the output. Attributes are fully explicit (no defaults left to guess, implicit
+activations resolved into `act`), so passes and backends never re-derive surface rules.
+
+>>> graph = netdsl.parse("conv3-64 - pool - fc10", input="3x32x32").graph
+>>> [node.name for node in graph.nodes]
+['input', 'conv1', 'maxpool1', 'fc1']
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any, Iterator, Mapping
+
+from .errors import Span
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """Where a node came from beyond its own span: a definition call or a repeat iteration."""
+
+    description: str  # "block(3, 512)" or "repeat 2 of 5"
+    span: Span
+
+
+@dataclass(frozen=True, slots=True)
+class Node:
+    id: int
+    op: str
+    attrs: Mapping[str, Any]
+    inputs: tuple[int, ...]
+    name: str  # stable and hierarchical: stage2.bottleneck1.conv2
+    span: Span | None
+    context: tuple[Frame, ...] = ()
+
+    def __repr__(self) -> str:
+        attrs = ", ".join(f"{key}={value!r}" for key, value in self.attrs.items())
+        return f"Node({self.id}, {self.name!r}, {self.op}({attrs}), inputs={self.inputs})"
+
+
+@dataclass(frozen=True, slots=True)
+class Graph:
+    name: str
+    nodes: tuple[Node, ...]
+
+    @property
+    def output(self) -> Node:
+        return self.nodes[-1]
+
+    def __iter__(self) -> Iterator[Node]:
+        return iter(self.nodes)
+
+    def __len__(self) -> int:
+        return len(self.nodes)
+
+    def __getitem__(self, node_id: int) -> Node:
+        return self.nodes[node_id]
+
+    def node(self, name: str) -> Node:
+        for node in self.nodes:
+            if node.name == name:
+                return node
+        raise KeyError(name)
+
+    def consumers(self) -> list[list[int]]:
+        """For each node id, the ids of the nodes that read it."""
+        readers: list[list[int]] = [[] for _ in self.nodes]
+        for node in self.nodes:
+            for source in node.inputs:
+                readers[source].append(node.id)
+        return readers
+
+    def structure(self) -> tuple:
+        """Everything but spans and context: what 'the same IR' means in round-trip tests."""
+        return tuple((n.op, tuple(n.attrs.items()), n.inputs, n.name) for n in self.nodes)
+
+
+def freeze_attrs(attrs: dict[str, Any]) -> Mapping[str, Any]:
+    return MappingProxyType(dict(attrs))

@@ -1,0 +1,139 @@
+"""The summary of a network as text (`netdsl summary`) and as JSON (`netdsl summary --json`).
+
+Layers are grouped by definition call (and labelled group), each group with its subtotals, so a
+152-layer ResNet reads as stem, stages and head; `depth` hides what is nested deeper.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+from .expand import LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope
+from .ir import Graph
+from .ops import slide_notation
+from .shapes import format_shape
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    kind: str  # "layer" or "group"
+    name: str
+    depth: int
+    nodes: tuple[int, ...]  # the node itself, or every node in the group
+
+
+def layout_rows(graph: Graph, layout: LayoutChain) -> list[Row]:
+    """Rows in program order: each group row is followed by the rows inside it."""
+    rows: list[Row] = [Row("layer", "input", 0, (0,))]
+    _walk(graph, layout, "", 0, rows)
+    return rows
+
+
+def _walk(graph: Graph, chain: LayoutChain, prefix: str, depth: int, rows: list[Row]) -> list[int]:
+    ids: list[int] = []
+    for item in chain.items:
+        if isinstance(item, LayoutOp):
+            rows.append(Row("layer", graph[item.node].name, depth, (item.node,)))
+            ids.append(item.node)
+        elif isinstance(item, LayoutScope):
+            path = prefix + item.name
+            at = len(rows)
+            rows.append(Row("group", path, depth, ()))
+            inner = _walk(graph, item.body, path + ".", depth + 1, rows)
+            rows[at] = Row("group", path, depth, tuple(inner))
+            ids.extend(inner)
+        elif isinstance(item, LayoutMerge):
+            name = graph[item.node].name
+            for i, branch in enumerate(item.branches, 1):
+                ids.extend(_walk(graph, branch, f"{name}.b{i}.", depth, rows))
+            rows.append(Row("layer", name, depth, (item.node,)))
+            ids.append(item.node)
+        elif not isinstance(item, LayoutIdentity):  # pragma: no cover
+            raise TypeError(item)
+    return ids
+
+
+def notation(node) -> str:
+    """conv3-64+relu: the slide notation with the layer's activation."""
+    text = slide_notation(node.op, node.attrs)
+    act = node.attrs.get("act", "none")
+    return f"{text}+{act}" if act != "none" else text
+
+
+def _number(value: Fraction | int) -> int | float:
+    return int(value) if value == int(value) else float(value)
+
+
+def _human(value: float, unit: str = "") -> str:
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "K")):
+        if value >= scale:
+            return f"{value / scale:.2f} {suffix}{unit}"
+    return f"{value:.0f} {unit}".rstrip()
+
+
+def summary_text(network, depth: int | None = None) -> str:
+    graph, stats = network.graph, network.stats
+    rows = layout_rows(graph, network._expanded.layout)
+    header = ("layer", "op", "output", "params", "MACs", "rf", "stride")
+    table: list[tuple[str, ...]] = []
+    for row in rows:
+        if depth is not None and row.depth > depth:
+            continue
+        indent = "  " * row.depth
+        if row.kind == "group":
+            layers = [stats.layers[i] for i in row.nodes]
+            last = stats.layers[row.nodes[-1]] if row.nodes else None
+            table.append((indent + row.name, "", format_shape(last.shape) if last else "",
+                          f"{sum(l.params for l in layers):,}", f"{sum(l.macs for l in layers):,}",
+                          str(_number(last.rf)) if last else "", str(_number(last.stride)) if last else ""))
+        else:
+            node, layer = graph[row.nodes[0]], stats.layers[row.nodes[0]]
+            table.append((indent + row.name, notation(node), format_shape(layer.shape),
+                          f"{layer.params:,}", f"{layer.macs:,}", str(layer.rf), str(_number(layer.stride))))
+    widths = [max(len(header[i]), *(len(r[i]) for r in table)) for i in range(len(header))]
+    right = {3, 4, 5, 6}
+
+    def line(cells) -> str:
+        return "  ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
+
+    rule = "-" * len(line(["x" * w for w in widths]))
+    out = [f"{network.name} ({network.path}): {format_shape(network.input_shape)} -> "
+           f"{format_shape(network.output_shape)}", "", line(header), rule]
+    out.extend(line(cells) for cells in table)
+    out.append(rule)
+    out.append(f"params       {stats.params:>17,}")
+    if stats.buffers:
+        out.append(f"buffers      {stats.buffers:>17,}   (BN running statistics, fixed weights)")
+    out.append(f"MACs         {stats.macs:>17,}   ({_human(stats.macs)}MAC, {_human(2 * stats.macs)}FLOP)")
+    out.append(f"activations  {stats.activations:>17,}   ({stats.activation_bytes / 1e6:.1f} MB in "
+               f"float32, one input, forward)")
+    return "\n".join(out) + "\n"
+
+
+def summary_dict(network) -> dict:
+    graph, stats = network.graph, network.stats
+    layers = []
+    for node, layer in zip(graph.nodes, stats.layers):
+        layers.append({
+            "name": node.name, "op": node.op, "notation": slide_notation(node.op, node.attrs),
+            "act": node.attrs.get("act", "none"), "shape": list(layer.shape),
+            "params": layer.params, "buffers": layer.buffers, "macs": layer.macs,
+            "activations": layer.activations, "rf": layer.rf, "stride": _number(layer.stride),
+            "inputs": [graph[i].name for i in node.inputs],
+        })
+    groups = []
+    for row in layout_rows(graph, network._expanded.layout):
+        if row.kind == "group":
+            members = [stats.layers[i] for i in row.nodes]
+            groups.append({"name": row.name, "depth": row.depth,
+                           "params": sum(l.params for l in members),
+                           "macs": sum(l.macs for l in members),
+                           "layers": [graph[i].name for i in row.nodes]})
+    return {
+        "network": network.name, "file": network.path, "input": list(network.input_shape),
+        "output": list(network.output_shape), "params": stats.params, "buffers": stats.buffers,
+        "macs": stats.macs, "activations": stats.activations,
+        "activation_bytes": stats.activation_bytes, "layers": layers, "groups": groups,
+        "warnings": [w.render() for w in network.warnings],
+    }

@@ -1,0 +1,1 @@
+"""The shipped network zoo: .net files found by name (`netdsl compile vgg16`)."""
