@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Union
 
 from . import ast
-from .errors import NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Span
+from .errors import NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Span
 from .ir import Frame, Graph, Node, freeze_attrs
 from .limits import Limits
 from .modules import Module
@@ -167,6 +167,7 @@ def expand_net(module: Module, net: ast.Net, limits: Limits, default_name: str =
     """Expand one net of a module into its IR graph (an unnamed net is called `default_name`)."""
     activation = net_activation(module, net)
     expander = _Expander(module, limits)
+    _check_size(expander, net.body, limits)
     root = _Scope("", None)
     root.labels["input"] = 0
     root.local_names["input"] = None
@@ -179,6 +180,104 @@ def expand_net(module: Module, net: ast.Net, limits: Limits, default_name: str =
     return ExpandedNet(Graph(net.name or default_name, nodes), layout, activation,
                        setting[0] if setting else None, setting[1] if setting else None,
                        net.name is not None)
+
+
+class _Unsized(Exception):
+    """The sizing pass met something only the expander can report properly."""
+
+
+class _Sizer:
+    """Counts the nodes and expansion steps of a chain without building anything.
+
+    The iterations of a repeat are identical, so a repeat multiplies its body's size, and a
+    definition call is sized once per argument list: a program's size is known before expansion,
+    and a repeat bomb is refused at once instead of after a million steps.
+    """
+
+    def __init__(self, expander: "_Expander"):
+        self.expander = expander
+        self.memo: dict[tuple, tuple[int, int]] = {}
+        self.calls: list[str] = []
+
+    def chain(self, chain: ast.Chain, env: dict) -> tuple[int, int]:
+        nodes = steps = 0
+        for element in chain.items:
+            n, s = self.element(element, env)
+            nodes, steps = nodes + n, steps + s
+        return nodes, steps
+
+    def element(self, element, env: dict) -> tuple[int, int]:
+        if isinstance(element, ast.Labelled):
+            n, s = self.element(element.body, env)
+            return n, s + 1
+        if isinstance(element, ast.Atom):
+            if element.name == IDENTITY:
+                return 0, 1
+            if element.name in OPS or element.name in ALIASES:
+                return 1, 1
+            if element.name in self.expander.defs:
+                return self.call(element, env)
+            raise _Unsized
+        if isinstance(element, ast.Group):
+            n, s = self.chain(element.body, env)
+            return n, s + 1
+        if isinstance(element, ast.Repeat):
+            count = self.value(element.count, env)
+            if (isinstance(count, bool) or not isinstance(count, int) or count < 0
+                    or count > self.expander.limits.max_repeat):
+                raise _Unsized  # the expander says exactly what is wrong with the count
+            n, s = self.element(element.body, env)
+            return count * n, 1 + count * s
+        if isinstance(element, ast.Merge):
+            sizes = [self.chain(branch, env) for branch in element.branches]
+            return 1 + sum(n for n, _ in sizes), 1 + sum(s for _, s in sizes)
+        raise _Unsized
+
+    def call(self, atom: ast.Atom, env: dict) -> tuple[int, int]:
+        if atom.name in self.calls or len(self.calls) >= self.expander.limits.max_call_depth:
+            raise _Unsized
+        try:
+            bound = self.expander.bind_call(self.expander.defs[atom.name], atom, env, ())
+        except NetDSLError:
+            raise _Unsized from None
+        key = (atom.name, tuple((k, v) for k, v in bound.items() if not isinstance(v, Symbol)))
+        if key not in self.memo:
+            self.calls.append(atom.name)
+            try:
+                n, s = self.chain(self.expander.defs[atom.name].body, bound)
+            finally:
+                self.calls.pop()
+            self.memo[key] = (n, s + 1)
+        return self.memo[key]
+
+    def value(self, expr: ast.Expr, env: dict):
+        try:
+            return self.expander.evaluate(expr, env, ())
+        except NetDSLError:
+            raise _Unsized from None
+
+
+def _check_size(expander: "_Expander", body: ast.Chain, limits: Limits) -> None:
+    """Refuse a net that would expand past the node or step limit, before expanding it."""
+    sizer = _Sizer(expander)
+    try:
+        nodes, steps = sizer.chain(body, {})
+    except _Unsized:  # the expander will report the problem with its full context
+        return
+    if nodes + 1 > limits.max_nodes:
+        raise NetDSLLimitError(
+            f"the network expands to more than {limits.max_nodes:,} nodes", _culprit(sizer, body, 0),
+            [f"it would have {nodes + 1:,} nodes", "raise Limits.max_nodes to accept it"])
+    if steps > limits.max_expansion_steps:
+        raise NetDSLLimitError(
+            f"expansion takes more than {limits.max_expansion_steps:,} steps", _culprit(sizer, body, 1),
+            [f"it would take {steps:,} steps; a repeat or definition multiplies out too far",
+             "raise Limits.max_expansion_steps to accept it"])
+
+
+def _culprit(sizer: _Sizer, body: ast.Chain, which: int) -> Span:
+    """The top-level element that contributes the most nodes (or steps)."""
+    return max(body.items, key=lambda element: sizer.element(element, {})[which]).span
 
 
 def _context_notes(context: tuple[Frame, ...]) -> list[str]:

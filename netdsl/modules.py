@@ -31,7 +31,8 @@ class Module:
 
 
 def load_module(text: str, path: str = "<string>", limits: Limits = DEFAULT_LIMITS) -> Module:
-    return _Loader(limits).load(text, path, ())
+    stack = (Path(path).resolve(),) if path != "<string>" else ()
+    return _Loader(limits).load(text, path, stack)
 
 
 class _Loader:

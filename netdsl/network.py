@@ -11,7 +11,7 @@ from functools import cached_property
 from pathlib import Path
 
 from . import ast
-from .errors import Diagnostic, NetDSLError, NetDSLNameError, NetDSLShapeError
+from .errors import Diagnostic, NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLShapeError
 from .expand import ExpandedNet, expand_net
 from .ir import Graph
 from .limits import DEFAULT_LIMITS, Limits
@@ -34,6 +34,13 @@ class Network:
         result = infer_shapes(self.graph, self.input_shape, limits, strict)
         self.shapes: tuple[Shape, ...] = result.shapes
         self.warnings: tuple[Diagnostic, ...] = result.warnings
+        for spec in self.weights:
+            if spec.size > limits.max_tensor_elements:
+                node = self.graph.node(spec.node)
+                raise NetDSLLimitError(
+                    f"{spec.name} would hold {spec.size:,} values "
+                    f"({format_shape(spec.shape)}), over the limit of {limits.max_tensor_elements:,}",
+                    node.span, ["raise Limits.max_tensor_elements to accept it"], self.warnings)
 
     def __repr__(self) -> str:
         return (f"<Network {self.name}: {format_shape(self.input_shape)} -> "
@@ -106,13 +113,17 @@ def _coerce_input(value) -> Shape | None:
     return tuple(int(d) for d in value)
 
 
+def _default_name(path: str) -> str:
+    return Path(path).stem if path != "<string>" else "net"  # what an unnamed chain is called
+
+
 def _select(module: Module, net: str | None, path: str) -> list[ast.Net]:
     nets = module.program.nets
     if net is not None:
         for candidate in nets:
-            if candidate.name == net:
+            if (candidate.name or _default_name(path)) == net:
                 return [candidate]
-        names = ", ".join(n.name for n in nets if n.name) or "none"
+        names = ", ".join(n.name or _default_name(path) for n in nets) or "none"
         raise NetDSLNameError(f"{path} has no net named {net} (its nets: {names})")
     if not nets:
         raise NetDSLNameError(f"{path} defines no network, only definitions",
@@ -121,8 +132,7 @@ def _select(module: Module, net: str | None, path: str) -> list[ast.Net]:
 
 
 def _build(module: Module, decl: ast.Net, input, path: str, limits: Limits, strict: bool) -> Network:
-    stem = Path(path).stem if path != "<string>" else "net"  # an unnamed chain takes the file's name
-    expanded = expand_net(module, decl, limits, default_name=stem)
+    expanded = expand_net(module, decl, limits, default_name=_default_name(path))
     shape = _coerce_input(input)
     span = expanded.input_span
     if shape is None:

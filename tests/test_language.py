@@ -1,0 +1,258 @@
+"""Semantics of the language: names, implicit activations, labels, definitions, files, round trip."""
+import time
+
+import pytest
+
+import netdsl
+from conftest import NETWORKS
+from netdsl import Limits
+
+
+def ops(net):
+    return [(n.name, n.op, n.attrs.get("act")) for n in net.graph if n.op != "input"]
+
+
+# -- names ------------------------------------------------------------------------------------------
+
+def test_names_follow_definition_calls():
+    net = netdsl.load("vgg16")
+    names = [n.name for n in net.graph]
+    assert names[:4] == ["input", "block1.conv1", "block1.conv2", "block1.maxpool1"]
+    assert "block5.conv3" in names and names[-1] == "fc3"
+
+
+def test_names_in_residual_blocks_are_stable_paths():
+    net = netdsl.load("resnet:resnet50")
+    names = {n.name for n in net.graph}
+    assert "stage2.bottleneck_down1.add1.b1.cbr2.conv1" in names  # the strided 3x3 of stage 2
+    assert "stage2.bottleneck_down1.add1.b2.cb1.conv1" in names  # its projection shortcut
+    assert "stage4.bottleneck2.relu1" in names
+
+
+def test_auto_names_skip_names_taken_by_labels():
+    net = netdsl.parse("conv2: conv3-8 - conv3-8", input="3x8x8")
+    assert [n.name for n in net.graph][1:] == ["conv2", "conv3"]
+
+
+def test_repeats_share_the_scope():
+    net = netdsl.parse("(conv3-8 - relu)*2 - fc10", input="3x8x8", )
+    assert [n.name for n in net.graph][1:] == ["conv1", "relu1", "conv2", "relu2", "fc1"]
+
+
+# -- implicit activations -----------------------------------------------------------------------------
+
+def test_every_hidden_weight_layer_gets_the_activation_and_the_output_layer_none():
+    net = netdsl.parse("conv3-8 - pool - fc20 - dropout - fc10", input="3x8x8")
+    assert ops(net) == [("conv1", "conv", "relu"), ("maxpool1", "maxpool", None),
+                        ("fc1", "fc", "relu"), ("dropout1", "dropout", None), ("fc2", "fc", "none")]
+
+
+def test_bn_after_a_conv_takes_the_activation():
+    net = netdsl.parse("conv3-8(bias=false) - bn - conv3-8 - fc10", input="3x8x8")
+    assert ops(net)[:3] == [("conv1", "conv", "none"), ("bn1", "bn", "relu"), ("conv2", "conv", "relu")]
+
+
+def test_an_explicit_activation_replaces_the_implicit_one():
+    net = netdsl.parse("conv3-8 - tanh - conv3-8 - bn - relu - fc10", input="3x8x8")
+    assert [a for _, op, a in ops(net) if op in ("conv", "bn")] == ["none", "none", "none"]
+
+
+def test_act_argument_overrides_and_opts_out():
+    net = netdsl.parse("conv3-8(act=none) - conv3-8(act=tanh) - fc10(act=sigmoid)", input="3x8x8")
+    assert [a for _, _, a in ops(net)] == ["none", "tanh", "sigmoid"]
+
+
+def test_activation_setting_per_file_and_per_net():
+    text = "activation tanh\ninput 3x8x8\nnet a = conv3-8 - fc10\nnet b activation none = conv3-8 - fc10"
+    a, b = netdsl.parse_all(text)
+    assert [x for _, _, x in ops(a)] == ["tanh", "none"]
+    assert [x for _, _, x in ops(b)] == ["none", "none"]
+
+
+def test_output_layers_through_merges_get_no_activation():
+    net = netdsl.parse("conv3-8 - cat{ conv1-4 | conv1-4 }", input="3x8x8")
+    assert [a for _, op, a in ops(net) if op == "conv"] == ["relu", "none", "none"]
+
+
+def test_a_layer_read_twice_keeps_its_activation():
+    net = netdsl.parse("x: conv3-8 - bn - add{ id | @x } - fc10", input="3x8x8")
+    assert ops(net)[:2] == [("x", "conv", "relu"), ("bn1", "bn", "none")]
+
+
+def test_a_layer_whose_value_reaches_the_output_directly_is_an_output_layer():
+    net = netdsl.parse("x: conv3-8 - bn - add{ id | @x }", input="3x8x8")
+    assert ops(net)[0] == ("x", "conv", "none")
+
+
+# -- labels and references ------------------------------------------------------------------------------
+
+def test_references_start_branches_from_labels_and_the_input():
+    net = netdsl.parse("a: conv3-8 - conv3-8 - add{ id | @a } - cat{ id | @input }", input="3x8x8")
+    graph = net.graph
+    add = next(n for n in graph if n.op == "add")
+    assert [graph[i].name for i in add.inputs] == ["conv2", "a"]
+    assert net.output_shape == (11, 8, 8)
+
+
+def test_dotted_references_reach_into_named_scopes():
+    text = "def body = conv3-8 - p: pool - conv3-8\nf: body - add{ id | @f.p - conv1-8 }"
+    net = netdsl.parse(text, input="3x8x8")
+    conv = net.graph.node("add1.b2.conv1")
+    assert net.graph[conv.inputs[0]].name == "f.p"
+
+
+def test_labels_inside_a_definition_are_local_to_its_call():
+    with pytest.raises(netdsl.NetDSLNameError, match="unknown label @p"):
+        netdsl.parse("def body = p: conv3-8\nbody - add{ id | @p }", input="3x8x8")
+
+
+# -- definitions and expressions ------------------------------------------------------------------------
+
+def test_definitions_with_defaults_keywords_and_arithmetic():
+    text = "def b(c, k=3, s=1) = conv(k=k, c=c, stride=s) - conv1-{4*c} - fc{c // 2 + c % 3}\nb(8, s=2)"
+    net = netdsl.parse(text, input="3x16x16")
+    convs = [n for n in net.graph if n.op == "conv"]
+    assert [(c.attrs["k"], c.attrs["c"], c.attrs["stride"]) for c in convs] == [(3, 8, 2), (1, 32, 1)]
+    assert net.output_shape == (4 + 2,)
+
+
+def test_repeat_counts_are_expressions_and_zero_is_identity():
+    net = netdsl.parse("def s(n) = conv3-8*(n-1)\ns(1) - s(3) - fc10*0", input="3x8x8")
+    assert [n.op for n in net.graph] == ["input", "conv", "conv"]
+
+
+def test_slide_notation_and_keyword_form_are_the_same():
+    a = netdsl.parse("conv7-64/2 - maxpool3/2(pad=1, ceil) - fc10", input="3x64x64")
+    b = netdsl.parse("conv(k=7, c=64, stride=2, pad=3) - maxpool(k=3, stride=2, pad=1, ceil=true) - fc(c=10)",
+                     input="3x64x64")
+    assert a.graph.structure() == b.graph.structure()
+
+
+def test_positional_arguments_of_ops():
+    net = netdsl.parse("dropout(0.3) - lrelu(0.2) - elu(2.0) - fc10", input="8")
+    attrs = [dict(n.attrs) for n in net.graph][1:4]
+    assert attrs == [{"p": 0.3}, {"slope": 0.2}, {"alpha": 2.0}]
+
+
+def test_merges_concatenate_and_add():
+    net = netdsl.load("googlenet:googlenet")
+    first = next(n for n in net.graph if n.op == "concat")
+    assert [net.shapes[i][0] for i in first.inputs] == [64, 128, 32, 32]
+
+
+def test_several_nets_need_a_choice():
+    with pytest.raises(netdsl.NetDSLNameError, match="defines 6 nets|defines 7 nets"):
+        netdsl.parse((NETWORKS / "vgg.net").read_text(), path="vgg.net")
+    assert netdsl.load(NETWORKS / "vgg.net", net="A").params == 132_863_336
+    assert netdsl.load("vgg:A").params == 132_863_336
+
+
+def test_input_override():
+    net = netdsl.load("resnet50", input="3x32x32")
+    assert net.input_shape == (3, 32, 32) and net.output_shape == (1000,)
+    assert netdsl.load("resnet50", input=(3, 64, 64)).shapes[1] == (64, 32, 32)
+
+
+# -- use ------------------------------------------------------------------------------------------------
+
+def test_use_imports_definitions_beside_the_file_and_shipped(tmp_path):
+    (tmp_path / "lib.net").write_text("def twice(c) = conv3-c*2")
+    main = tmp_path / "main.net"
+    main.write_text('use "lib.net"\nuse "resnet.net"\ninput 3x32x32\ntwice(8) - stem - fc10')
+    net = netdsl.load(main)
+    assert [n.name for n in net.graph][1:3] == ["twice1.conv1", "twice1.conv2"]
+
+
+@pytest.mark.parametrize("path,message", [
+    ("/etc/passwd", "use takes a relative path to a .net file"),
+    ("../x.net", "use cannot leave the importing file's folder ('..')"),
+    ("notes.txt", "use reads only .net files"),
+    ("missing.net", "cannot find missing.net"),
+])
+def test_use_refuses_other_files(tmp_path, path, message):
+    main = tmp_path / "main.net"
+    main.write_text(f'use "{path}"\ninput 3x8x8\nconv3-8')
+    with pytest.raises(netdsl.NetDSLNameError) as error:
+        netdsl.load(main)
+    assert error.value.message == message
+    assert (error.value.line, error.value.column) == (1, 5)
+
+
+def test_use_cycles_are_errors(tmp_path):
+    (tmp_path / "a.net").write_text('use "b.net"\ndef x = relu')
+    (tmp_path / "b.net").write_text('use "a.net"\ndef y = relu')
+    with pytest.raises(netdsl.NetDSLNameError, match="use cycle: a.net -> b.net -> a.net"):
+        netdsl.load(tmp_path / "a.net")
+
+
+# -- expand round trip ----------------------------------------------------------------------------------
+
+def _all_shipped():
+    for path in sorted(NETWORKS.glob("*.net")):
+        for net in netdsl.parse_all(path.read_text(), path=str(path)):
+            yield pytest.param(str(path), net.name, id=f"{path.stem}:{net.name}")
+
+
+@pytest.mark.parametrize("path,name", list(_all_shipped()))
+def test_expand_parses_back_to_the_same_ir_and_is_a_fixed_point(path, name):
+    net = netdsl.load(path, net=name)
+    text = net.expand()
+    again = netdsl.parse(text, path="expanded.net")
+    assert again.graph.structure() == net.graph.structure()
+    assert again.shapes == net.shapes
+    assert again.expand().splitlines()[1:] == text.splitlines()[1:]  # line 0 names the source
+
+
+# -- limits: bad input stays cheap ----------------------------------------------------------------------
+
+def _fails_fast(text, error=netdsl.NetDSLLimitError, limits=Limits(), **kwargs):
+    start = time.perf_counter()
+    with pytest.raises(error) as caught:
+        netdsl.parse(text, input="3x8x8", limits=limits, **kwargs)
+    assert time.perf_counter() - start < 1.0
+    return caught.value
+
+
+def test_deep_nesting_is_refused_before_parsing():
+    error = _fails_fast("(" * 100_000 + "relu" + ")" * 100_000)
+    assert error.message == "brackets nested more than 64 deep"
+
+
+def test_deep_but_allowed_nesting_does_not_hit_the_recursion_limit():
+    net = netdsl.parse("(" * 64 + "conv3-8" + ")" * 64, input="3x8x8")
+    assert net.output_shape == (8, 8, 8)
+
+
+def test_deeply_nested_definition_calls():
+    defs = "\n".join(f"def d{i} = d{i - 1}" for i in range(1, 200))
+    error = _fails_fast("def d0 = relu\n" + defs + "\nd199")
+    assert error.message == "definition calls nested more than 64 deep"
+
+
+def test_repeat_bombs_stop_at_the_node_limit():
+    error = _fails_fast("[[[conv3-8*1000]*1000]*1000]")
+    assert error.message == "the network expands to more than 100,000 nodes"
+
+
+def test_empty_repeat_bombs_stop_at_the_step_limit():
+    error = _fails_fast("[[[id*0]*10000]*10000]*10000")
+    assert error.message == "expansion takes more than 1,000,000 steps"
+
+
+def test_huge_repeat_count():
+    assert _fails_fast("relu*99999999").message == "repeat count 99,999,999 is over the limit of 10,000"
+
+
+def test_huge_tensors():
+    error = _fails_fast("conv3-999999 - conv3-999999")
+    assert "over the limit of 2,147,483,647" in error.message
+
+
+def test_source_size_limit():
+    error = _fails_fast("relu - " * 10 + "relu", limits=Limits(max_source_chars=20))
+    assert error.message == "source is 74 characters, over the limit of 20"
+
+
+def test_recursion_is_an_error():
+    with pytest.raises(netdsl.NetDSLNameError, match=r"definition a calls itself \(a -> b -> a\)"):
+        netdsl.parse("def a = b\ndef b = a\na", input="3x8x8")
