@@ -290,6 +290,7 @@ class _Expander:
         self.limits = limits
         self.nodes: list[_Draft] = []
         self.steps = 0
+        self.calls: list[str] = []  # the definitions being expanded, outermost first
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -441,13 +442,11 @@ class _Expander:
     def call(self, atom: ast.Atom, current: int, scope: _Scope, env: dict, context: tuple, depth: int,
              out: list, label: str | None) -> int:
         definition = self.defs[atom.name]
-        calls = [frame for frame in context if frame.description.startswith(f"{atom.name}(")]
-        if calls:
-            chain = " -> ".join(f.description.split("(")[0] for f in context if "(" in f.description)
+        if atom.name in self.calls:
+            chain = " -> ".join(self.calls[self.calls.index(atom.name):])
             raise NetDSLNameError(f"definition {atom.name} calls itself ({chain} -> {atom.name})",
                                   atom.span, ["definitions cannot recurse; use a repeat: block*3"])
-        call_depth = sum(1 for frame in context if "(" in frame.description)
-        if call_depth >= self.limits.max_call_depth:
+        if len(self.calls) >= self.limits.max_call_depth:
             raise NetDSLLimitError(f"definition calls nested more than {self.limits.max_call_depth} deep",
                                    atom.span, _context_notes(context))
         bound = self.bind_call(definition, atom, env, context)
@@ -455,13 +454,15 @@ class _Expander:
         frame = Frame(f"{atom.name}({shown})", atom.span)
         local = scope.claim(atom.name, label, atom.span)
         inner = scope.child(local)
-        current, body = self.chain(definition.body, current, inner, bound, (*context, frame), depth + 1)
+        self.calls.append(atom.name)
+        try:
+            current, body = self.chain(definition.body, current, inner, bound, (*context, frame), depth + 1)
+        finally:
+            self.calls.pop()
         out.append(LayoutScope(local, body))
         return current
 
     def bind_call(self, definition: ast.Def, atom: ast.Atom, env: dict, context: tuple) -> dict:
-        if atom.slide is not None:
-            raise NetDSLNameError(f"{atom.name} is a definition, not a layer", atom.span)
         params = definition.params
         values: dict[str, object] = {}
         spans: dict[str, Span] = {}
@@ -641,14 +642,11 @@ class _Expander:
             raise NetDSLLimitError("number too large", expr.span, _context_notes(context))
         return result
 
-    def number(self, value, expr: ast.Expr, context: tuple):
+    def number(self, value, expr: ast.Expr, context: tuple) -> int | float:
         if isinstance(value, Symbol):
             raise NetDSLNameError(f"unknown name {value.name}", value.span,
                                   [*_context_notes(context), "only definition parameters can be used in arithmetic"])
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise NetDSLNameError(f"arithmetic needs numbers, got {_show(value)}", expr.span,
-                                  _context_notes(context))
-        return value
+        return value  # parameters are numbers or symbols: nothing else reaches arithmetic
 
 
 def _show(value) -> str:

@@ -84,6 +84,7 @@ class _Loader:
             candidate = (place / relative).resolve()
             if candidate.is_file() and candidate.is_relative_to(place.resolve()):
                 return candidate
+        where = ["the importing file's folder"] if importer != "<string>" else []
         raise NetDSLNameError(f"cannot find {use.path}", use.span,
-                              ["looked in " + " and ".join(str(place) for place in places)])
+                              ["looked in " + " and ".join([*where, "the shipped networks"])])
 

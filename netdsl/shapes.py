@@ -41,33 +41,42 @@ def _image(op: str, shape: Shape) -> Shape:
     return shape
 
 
-def _window(op: str, size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool,
-            axis: str, warn: Callable[[str], None]) -> int:
-    """Output length of a sliding window, with the "doesn't fit" check of the slides."""
+def _window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool) -> tuple[int, int]:
+    """Output length of a sliding window, and how many trailing input rows no window reaches."""
     span = dilation * (k - 1) + 1
     room = size + 2 * pad - span
     if room < 0 and not ceil:
-        return room // stride + 1  # <= 0: reported as an empty tensor
+        return room // stride + 1, 0  # <= 0: reported as an empty tensor
     out = (-(-room // stride) if ceil else room // stride) + 1
     if ceil and (out - 1) * stride >= size + pad:
         out -= 1  # the last window must start inside the input or its left padding (torch, Caffe)
     last_covered = (out - 1) * stride - pad + span - 1
-    unused = size - 1 - last_covered
-    if unused > 0 and span >= stride:
-        word = {"H": "row", "W": "column"}[axis]
-        warn(f"{op} leaves {unused} input {word}{'s' * (unused != 1)} unused: "
-             f"({size} + 2*{pad} - {span}) is not a multiple of stride {stride}")
-    return out
+    # A stride larger than the window skips rows on purpose (a 1x1 stride-2 shortcut): only a
+    # window that does not fit at the end is the slides' "doesn't fit".
+    unused = size - 1 - last_covered if span >= stride else 0
+    return out, max(0, unused)
+
+
+def _sliding(op: str, shape: Shape, k: int, stride: int, pad: int, dilation: int, ceil: bool,
+             warn: Callable[[str], None]) -> tuple[int, int]:
+    """Output height and width; warns once if the window leaves input rows or columns unused."""
+    _, h, w = shape
+    out_h, rows = _window(h, k, stride, pad, dilation, ceil)
+    out_w, cols = _window(w, k, stride, pad, dilation, ceil)
+    if rows or cols:
+        parts = [f"{n} {word}{'s' * (n != 1)}" for n, word in ((rows, "row"), (cols, "column")) if n]
+        size = h if rows else w
+        warn(f"{op} leaves {' and '.join(parts)} of the input unused: "
+             f"({size} + 2*{pad} - {dilation * (k - 1) + 1}) is not a multiple of stride {stride}")
+    return out_h, out_w
 
 
 def _conv(node: Node, inputs: list[Shape], warn) -> Shape:
     a = node.attrs
-    c, h, w = _image("conv", inputs[0])
+    c, _, _ = _image("conv", inputs[0])
     _groups("conv", c, a["c"], a["groups"])
-    name = slide_notation("conv", a)
-    return (a["c"],
-            _window(name, h, a["k"], a["stride"], a["pad"], a["dilation"], False, "H", warn),
-            _window(name, w, a["k"], a["stride"], a["pad"], a["dilation"], False, "W", warn))
+    return (a["c"], *_sliding(slide_notation("conv", a), inputs[0], a["k"], a["stride"], a["pad"],
+                              a["dilation"], False, warn))
 
 
 def _groups(op: str, c_in: int, c_out: int, groups: int) -> None:
@@ -94,13 +103,12 @@ def _deconv(node: Node, inputs: list[Shape], warn) -> Shape:
 
 def _pool(node: Node, inputs: list[Shape], warn) -> Shape:
     a = node.attrs
-    c, h, w = _image(node.op, inputs[0])
+    c, _, _ = _image(node.op, inputs[0])
     if a["pad"] > a["k"] // 2:
         raise ShapeProblem(f"{node.op} pad must be at most half the window ({a['k'] // 2}), "
                            f"got {a['pad']}")
-    name = slide_notation(node.op, a)
-    return (c, _window(name, h, a["k"], a["stride"], a["pad"], 1, a["ceil"], "H", warn),
-            _window(name, w, a["k"], a["stride"], a["pad"], 1, a["ceil"], "W", warn))
+    return (c, *_sliding(slide_notation(node.op, a), inputs[0], a["k"], a["stride"], a["pad"], 1,
+                         a["ceil"], warn))
 
 
 def _gap(node: Node, inputs: list[Shape], warn) -> Shape:

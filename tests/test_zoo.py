@@ -155,8 +155,8 @@ def test_slide_conv_arithmetic():
 def test_doesnt_fit_is_a_warning_then_an_error_under_strict():
     net = netdsl.parse("conv3-1/3(pad=0)", input="1x7x7")
     assert [w.message for w in net.warnings] == [
-        "conv3-1/3 leaves 1 input row unused: (7 + 2*0 - 3) is not a multiple of stride 3",
-        "conv3-1/3 leaves 1 input column unused: (7 + 2*0 - 3) is not a multiple of stride 3"]
+        "conv3-1/3 leaves 1 row and 1 column of the input unused: (7 + 2*0 - 3) is not a multiple "
+        "of stride 3"]
     with pytest.raises(netdsl.NetDSLShapeError):
         netdsl.parse("conv3-1/3(pad=0)", input="1x7x7", strict=True)
 
