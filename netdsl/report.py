@@ -89,7 +89,8 @@ def summary_text(network, depth: int | None = None) -> str:
         else:
             node, layer = graph[row.nodes[0]], stats.layers[row.nodes[0]]
             table.append((indent + row.name, notation(node), format_shape(layer.shape),
-                          f"{layer.params:,}", f"{layer.macs:,}", str(layer.rf), str(_number(layer.stride))))
+                          f"{layer.params:,}", f"{layer.macs:,}", str(_number(layer.rf)),
+                          str(_number(layer.stride))))
     widths = [max(len(header[i]), *(len(r[i]) for r in table)) for i in range(len(header))]
     right = {3, 4, 5, 6}
 
@@ -119,7 +120,7 @@ def summary_dict(network) -> dict:
             "name": node.name, "op": node.op, "notation": slide_notation(node.op, node.attrs),
             "act": node.attrs.get("act", "none"), "shape": list(layer.shape),
             "params": layer.params, "buffers": layer.buffers, "macs": layer.macs,
-            "activations": layer.activations, "rf": layer.rf, "stride": _number(layer.stride),
+            "activations": layer.activations, "rf": _number(layer.rf), "stride": _number(layer.stride),
             "inputs": [graph[i].name for i in node.inputs],
         })
     groups = []

@@ -46,7 +46,7 @@ COUNTS_ACTIVATION: dict[str, bool] = {op: False for op in WEIGHT_SHAPES} | {
 
 # Receptive field: (size, jump) where jump is the distance in input pixels between neighbouring
 # outputs (the effective stride; a Fraction after upsampling).
-Field = tuple[int, Fraction]
+Field = tuple[Fraction, Fraction]
 
 
 def _window_field(k: int, stride: int, dilation: int, field: Field) -> Field:
@@ -101,8 +101,8 @@ class LayerStats:
     buffers: int  # BN running statistics, fixed weights
     macs: int
     activations: int  # elements counted towards activation memory (0 if the op does not count)
-    rf: int
-    stride: Fraction
+    rf: Fraction  # receptive field in input pixels (whole unless upsampling made it fractional)
+    stride: Fraction  # effective stride: input pixels between neighbouring outputs
 
 
 @dataclass(frozen=True, slots=True)
@@ -131,7 +131,7 @@ def measure(graph: Graph, shapes: tuple[Shape, ...]) -> NetworkStats:
         inputs = [shapes[i] for i in node.inputs] or [shapes[0]]
         shape = shapes[node.id]
         field = RECEPTIVE_FIELD[node.op](node, [fields[i] for i in node.inputs], inputs) \
-            if node.inputs else (1, Fraction(1))
+            if node.inputs else (Fraction(1), Fraction(1))
         fields.append(field)
         layers.append(LayerStats(
             node.name, node.op, shape, params.get(node.name, 0), buffers.get(node.name, 0),
