@@ -22,6 +22,7 @@ examples:
   netdsl summary resnet:resnet152 --depth 1
   netdsl check my.net --input 3x32x32 --strict
   netdsl expand networks/lenet5.net
+  netdsl draw networks/resnet50.net -o resnet50.png
 """
 
 
@@ -89,6 +90,29 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check the network and print its summary. Backends (numpy, torch) add outputs.")
     _common(compile_)
     compile_.add_argument("--depth", type=int, metavar="N", help="as for summary")
+
+    draw = commands.add_parser(
+        "draw", help="draw the network (SVG, PNG, DOT; no system Graphviz needed)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draw the network: layers in slide notation with their output shapes, edges "
+                    "labelled with tensor shapes,\ndefinition calls as clusters, collapsed below "
+                    "--depth into one box per call (repeats merged: bottleneck(256) x5).",
+        epilog="Formats come from the -o extension: .svg .png .jpg (graphviz-pure, installed with\n"
+               "netdsl), .dot/.gv (the DOT text), .pdf (needs a system Graphviz `dot`, used when\n"
+               "present). Without -o the picture is written to NAME.svg in the current folder.")
+    _common(draw)
+    draw.add_argument("-o", "--output", metavar="OUT",
+                      help="output file: .svg, .png, .jpg, .pdf or .dot (default NAME.svg)")
+    level = draw.add_mutually_exclusive_group()
+    level.add_argument("--depth", type=int, default=1, metavar="N",
+                       help="draw definition calls nested less than N deep as clusters and collapse "
+                            "deeper ones into boxes (default 1; 0 collapses every call)")
+    level.add_argument("--expand", action="store_true", help="draw every layer")
+    draw.add_argument("--rankdir", choices=("TB", "LR", "BT", "RL"), default="TB",
+                      help="layout direction: TB top to bottom (default), LR left to right")
+    draw.add_argument("--stats", action="store_true", help="add params, MACs and receptive field")
+    draw.add_argument("--renderer", choices=("auto", "dot", "pure"), default="auto",
+                      help="auto: the system `dot` if installed, else graphviz-pure (default)")
     return parser
 
 
@@ -148,8 +172,35 @@ def _cmd_expand(args) -> int:
     return EXIT_OK
 
 
+_DRAW_FORMATS = {".svg": "svg", ".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".pdf": "pdf",
+                 ".dot": "dot", ".gv": "dot"}
+
+
+def _cmd_draw(args) -> int:
+    from pathlib import Path
+
+    from .draw import render
+    output = Path(args.output) if args.output else None
+    fmt = _DRAW_FORMATS.get(output.suffix.lower()) if output else "svg"
+    if fmt is None:
+        raise _UsageError(f"-o {args.output}: unknown format; use one of "
+                          f"{', '.join(sorted(_DRAW_FORMATS))}")
+    network = _load(args, args.file)
+    _print_warnings(network)
+    graph = network.draw(depth=None if args.expand else args.depth, rankdir=args.rankdir,
+                         stats=args.stats)
+    data = graph.source.encode() if fmt == "dot" else render(graph.source, fmt, args.renderer)
+    output = output or Path(f"{network.name}.svg")
+    try:
+        output.write_bytes(data)
+    except OSError as error:
+        raise NetDSLError(f"cannot write {output}: {error.strerror}") from None
+    print(f"wrote {output} ({len(data):,} bytes)")
+    return EXIT_OK
+
+
 COMMANDS = {"check": _cmd_check, "summary": _cmd_summary, "expand": _cmd_expand,
-            "compile": _cmd_summary}
+            "compile": _cmd_summary, "draw": _cmd_draw}
 
 
 def _report(error: NetDSLError) -> None:

@@ -40,6 +40,7 @@ class LayoutIdentity:
 class LayoutScope:
     name: str  # the local name, printed as a label: block1: ( ... )
     body: "LayoutChain"
+    call: str | None = None  # the definition call it came from, "block(3, 256)"; None for a group
 
 
 @dataclass(frozen=True, slots=True)
@@ -459,7 +460,7 @@ class _Expander:
             current, body = self.chain(definition.body, current, inner, bound, (*context, frame), depth + 1)
         finally:
             self.calls.pop()
-        out.append(LayoutScope(local, body))
+        out.append(LayoutScope(local, body, frame.description))
         return current
 
     def bind_call(self, definition: ast.Def, atom: ast.Atom, env: dict, context: tuple) -> dict:

@@ -97,6 +97,22 @@ class Network:
         from .report import summary_dict
         return summary_dict(self)
 
+    def draw(self, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
+             title: str | None = None):
+        """A graphviz.Digraph of the network (see `netdsl.draw.draw`); `depth=None` expands all."""
+        from .draw import draw
+        return draw(self, depth=depth, rankdir=rankdir, stats=stats, title=title)
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """Jupyter shows a Network as its drawing (rendered without a system Graphviz)."""
+        from .draw import render
+        bundle = {"text/plain": repr(self)}
+        try:
+            bundle["image/svg+xml"] = render(self.draw().source, "svg").decode()
+        except (NetDSLError, RuntimeError, OSError):
+            pass  # fall back to the text form rather than fail to display
+        return bundle
+
     def expand(self) -> str:
         """The fully explicit program; it parses back to the same IR."""
         return print_program(self.graph, self._expanded.layout, self.input_shape,

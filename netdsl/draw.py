@@ -1,0 +1,236 @@
+"""Pictures of networks: IR + layout -> a graphviz.Digraph, and DOT -> SVG/PNG without system Graphviz.
+
+Nodes read as the slides write layers (conv3-64+relu, maxpool3/2, fc4096, cat, add) with their
+output shape; edges carry tensor shapes. Definition calls deeper than `depth` collapse into one box,
+and consecutive identical calls merge into one (`bottleneck(256) x5`), so ResNet-152 fits on a
+screen; shallower calls are drawn as clusters around their layers.
+
+>>> netdsl.load("resnet50").draw(depth=1).source   # DOT text, byte-identical for the same input
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import graphviz
+
+from .errors import NetDSLError
+from .expand import LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope
+from .report import notation
+from .shapes import format_shape
+
+#: Fill colours by op family (ColorBrewer pastels, readable in print and on a projector).
+_COLOURS = {
+    "input": "#eeeeee", "conv": "#c6dbef", "deconv": "#c6dbef", "fc": "#c7e9c0",
+    "maxpool": "#fdd0a2", "avgpool": "#fdd0a2", "gap": "#fdd0a2", "bn": "#dadaeb", "lrn": "#dadaeb",
+    "dropout": "#f0f0f0", "concat": "#fff2a8", "add": "#fff2a8", "crop": "#f0f0f0",
+    "flatten": "#f0f0f0",
+}
+_ACTIVATION_COLOUR = "#f7f7f7"
+_BOX_COLOUR = "#9ecae1"
+
+
+def _text(value: object) -> str:
+    """A label line that cannot break the DOT: backslashes and quotes escaped."""
+    return str(value).replace("\\", "\\\\").replace('"', '\\"')
+
+
+def _label(*lines: str) -> str:
+    return "\\n".join(_text(line) for line in lines if line)
+
+
+def _stat_lines(params: int, macs: int, rf=None) -> list[str]:
+    lines = []
+    if params:
+        lines.append(f"{params:,} params")
+    if macs:
+        lines.append(f"{macs:,} MACs")
+    if rf is not None:
+        lines.append(f"rf {rf}")
+    return lines
+
+
+def _node_ids(chain: LayoutChain) -> list[int]:
+    ids: list[int] = []
+    for item in chain.items:
+        if isinstance(item, LayoutOp):
+            ids.append(item.node)
+        elif isinstance(item, LayoutScope):
+            ids.extend(_node_ids(item.body))
+        elif isinstance(item, LayoutMerge):
+            for branch in item.branches:
+                ids.extend(_node_ids(branch))
+            ids.append(item.node)
+    return ids
+
+
+class _Drawing:
+    def __init__(self, network, depth: int | None, stats: bool):
+        self.network = network
+        self.graph_ir = network.graph
+        self.layers = network.stats.layers
+        self.depth = depth
+        self.stats = stats
+        self.owner: dict[int, str] = {0: "n0"}  # IR node -> the visual node that shows it
+
+    def op_node(self, graph: graphviz.Digraph, node_id: int) -> None:
+        node = self.graph_ir[node_id]
+        layer = self.layers[node_id]
+        lines = [notation(node), format_shape(layer.shape)]
+        if self.stats:
+            lines += _stat_lines(layer.params, layer.macs, _plain(layer.rf))
+        colour = _COLOURS.get(node.op, _ACTIVATION_COLOUR)
+        graph.node(f"n{node_id}", _label(*lines), fillcolor=colour)
+        self.owner[node_id] = f"n{node_id}"
+
+    def box(self, graph: graphviz.Digraph, scopes: list[LayoutScope]) -> None:
+        ids = [i for scope in scopes for i in _node_ids(scope.body)]
+        if not ids:
+            return
+        title = _scope_title(scopes[0])
+        if len(scopes) > 1:
+            title += f" x{len(scopes)}"
+        members = [self.layers[i] for i in ids]
+        lines = [title, format_shape(self.layers[ids[-1]].shape)]
+        if self.stats:
+            lines += _stat_lines(sum(l.params for l in members), sum(l.macs for l in members))
+        name = f"g{ids[0]}"
+        graph.node(name, _label(*lines), fillcolor=_BOX_COLOUR, penwidth="1.5")
+        for i in ids:
+            self.owner[i] = name
+
+    def chain(self, graph: graphviz.Digraph, chain: LayoutChain, depth: int, prefix: str) -> None:
+        items = chain.items
+        i = 0
+        while i < len(items):
+            item = items[i]
+            if isinstance(item, LayoutScope):
+                if self.depth is not None and depth >= self.depth:
+                    j = i + 1
+                    mergeable = item.call is not None and _is_auto_name(item.name, item.call)
+                    while (mergeable and j < len(items) and isinstance(items[j], LayoutScope)
+                           and items[j].call == item.call and _is_auto_name(items[j].name, item.call)):
+                        j += 1
+                    self.box(graph, list(items[i:j]))
+                    i = j
+                    continue
+                path = prefix + item.name
+                with graph.subgraph(name=f"cluster_{path}") as cluster:
+                    cluster.attr(label=_text(_scope_title(item)), style="rounded,dashed",
+                                 color="#6b6b6b", fontcolor="#404040")
+                    self.chain(cluster, item.body, depth + 1, path + ".")
+            elif isinstance(item, LayoutOp):
+                self.op_node(graph, item.node)
+            elif isinstance(item, LayoutMerge):
+                name = self.graph_ir[item.node].name
+                for b, branch in enumerate(item.branches, 1):
+                    self.chain(graph, branch, depth, f"{name}.b{b}.")
+                self.op_node(graph, item.node)
+            elif not isinstance(item, LayoutIdentity):  # pragma: no cover
+                raise TypeError(item)
+            i += 1
+
+    def edges(self, graph: graphviz.Digraph) -> None:
+        drawn: set[tuple[str, str]] = set()
+        for node in self.graph_ir.nodes:
+            for position, source in enumerate(node.inputs):
+                tail, head = self.owner[source], self.owner[node.id]
+                if tail == head or (tail, head) in drawn:
+                    continue
+                drawn.add((tail, head))
+                shape = format_shape(self.layers[source].shape)
+                if node.op == "crop" and position == 1:  # `like` reads only the size
+                    graph.edge(tail, head, label=_text(f"size of {shape}"), style="dashed")
+                else:
+                    graph.edge(tail, head, label=_text(shape))
+
+
+def _plain(value):
+    return int(value) if value == int(value) else float(value)
+
+
+def _scope_title(scope: LayoutScope) -> str:
+    """bottleneck(256), or p3: block(3, 256) when the call was labelled, or the group's label."""
+    if scope.call is None:
+        return scope.name
+    call = scope.call.removesuffix("()")  # stem, not stem()
+    if _is_auto_name(scope.name, scope.call):
+        return call
+    return f"{scope.name}: {call}"
+
+
+def _is_auto_name(name: str, call: str) -> bool:
+    """block3 for block(...): a name the expander chose, not a label the user wrote."""
+    base = call.split("(", 1)[0]
+    return name.startswith(base) and name[len(base):].isdigit()
+
+
+def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
+         title: str | None = None) -> graphviz.Digraph:
+    """The network as a graphviz.Digraph. `depth=None` draws every layer; `depth=0` only the
+    top-level layers and one box per top-level definition call."""
+    if rankdir not in ("TB", "LR", "BT", "RL"):
+        raise ValueError(f"rankdir must be TB, LR, BT or RL, got {rankdir!r}")
+    graph = graphviz.Digraph(name=_text(network.name))
+    heading = title if title is not None else (
+        f"{network.name}: {format_shape(network.input_shape)} -> {format_shape(network.output_shape)}, "
+        f"{network.params:,} params, {network.macs:,} MACs")
+    graph.attr(rankdir=rankdir, label=_text(heading), labelloc="t", fontname="Helvetica",
+               fontsize="16", nodesep="0.25", ranksep="0.35")
+    graph.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="11",
+               color="#4d4d4d", margin="0.12,0.04")
+    graph.attr("edge", fontname="Helvetica", fontsize="9", color="#4d4d4d", fontcolor="#404040",
+               arrowsize="0.7")
+    drawing = _Drawing(network, depth, stats)
+    graph.node("n0", _label("input", format_shape(network.input_shape)), shape="oval",
+               fillcolor=_COLOURS["input"])
+    drawing.chain(graph, network._expanded.layout, 0, "")
+    drawing.edges(graph)
+    return graph
+
+
+# -- rendering ------------------------------------------------------------------------------------
+
+#: What each renderer can write. graphviz-pure is a declared dependency, so svg and png always work.
+PURE_FORMATS = ("svg", "png", "jpg", "jpeg", "json", "plain")
+DOT_FORMATS = ("svg", "png", "jpg", "jpeg", "pdf", "json", "plain", "ps", "eps")
+
+
+def _pure_binary() -> str | None:
+    for folder in (Path(sys.executable).parent, Path(sysconfig.get_path("scripts"))):
+        candidate = folder / ("graphviz-pure.exe" if os.name == "nt" else "graphviz-pure")
+        if candidate.is_file():
+            return str(candidate)
+    return shutil.which("graphviz-pure")
+
+
+def find_renderer(fmt: str, prefer: str = "auto") -> list[str]:
+    """The command that renders DOT to `fmt`: the system `dot` if present, else graphviz-pure."""
+    system = shutil.which("dot") if prefer in ("auto", "dot") else None
+    if system and fmt in DOT_FORMATS:
+        return [system, f"-T{fmt}"]
+    if prefer == "dot":
+        raise NetDSLError("no system Graphviz (`dot`) found",
+                          notes=["use --renderer pure (svg, png, jpg) or install Graphviz"])
+    pure = _pure_binary()
+    if pure is None:
+        raise NetDSLError("cannot find the graphviz-pure renderer",
+                          notes=["reinstall netdsl (pip install netdsl) or install Graphviz"])
+    if fmt not in PURE_FORMATS:
+        raise NetDSLError(f"graphviz-pure cannot write {fmt}",
+                          notes=[f"it writes {', '.join(PURE_FORMATS)}; for {fmt}, install Graphviz "
+                                 "(its `dot` is used when present) or write svg and convert it"])
+    return [pure, f"-T{fmt}"]
+
+
+def render(source: str, fmt: str, prefer: str = "auto") -> bytes:
+    """Render DOT text to `fmt` bytes."""
+    command = find_renderer(fmt, prefer)
+    result = subprocess.run(command, input=source.encode(), capture_output=True, timeout=300)
+    if result.returncode != 0:
+        raise RuntimeError(f"{Path(command[0]).name} failed: {result.stderr.decode(errors='replace')}")
+    return result.stdout
