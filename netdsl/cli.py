@@ -23,6 +23,7 @@ examples:
   netdsl check my.net --input 3x32x32 --strict
   netdsl expand networks/lenet5.net
   netdsl draw networks/resnet50.net -o resnet50.png
+  netdsl run lenet5 --backend numpy --batch 8
 """
 
 
@@ -90,6 +91,22 @@ def build_parser() -> argparse.ArgumentParser:
         description="Check the network and print its summary. Backends (numpy, torch) add outputs.")
     _common(compile_)
     compile_.add_argument("--depth", type=int, metavar="N", help="as for summary")
+
+    run = commands.add_parser(
+        "run", help="run a forward pass on seeded random input",
+        description="Compile the network with a backend, run a forward pass (and with --backward a "
+                    "backward pass) on seeded standard-normal input, and print the output shape, "
+                    "a checksum and the time taken.")
+    _common(run)
+    run.add_argument("--backend", default="numpy", help="the backend to compile with (default numpy)")
+    run.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
+    run.add_argument("--seed", type=int, default=0, metavar="S",
+                     help="seed of the weights and the input (default 0)")
+    run.add_argument("--dtype", choices=("float32", "float64"), default="float32",
+                     help="number type (default float32)")
+    run.add_argument("--weights", metavar="FILE",
+                     help="weights to load (.safetensors or .npz) instead of the seeded initialisation")
+    run.add_argument("--backward", action="store_true", help="also time a backward pass")
 
     draw = commands.add_parser(
         "draw", help="draw the network (SVG, PNG, DOT; no system Graphviz needed)",
@@ -172,6 +189,39 @@ def _cmd_expand(args) -> int:
     return EXIT_OK
 
 
+def _cmd_run(args) -> int:
+    import time
+
+    import numpy as np
+    if args.batch < 1:
+        raise _UsageError("--batch must be at least 1")
+    network = _load(args, args.file)
+    _print_warnings(network)
+    start = time.perf_counter()
+    try:
+        module = network.compile(args.backend, dtype=args.dtype, seed=args.seed)
+    except ValueError as error:
+        raise _UsageError(str(error)) from None
+    if args.weights:
+        module.load(args.weights)
+    module.eval()
+    built = time.perf_counter() - start
+    x = np.random.default_rng(args.seed).standard_normal((args.batch, *network.input_shape))
+    start = time.perf_counter()
+    y = np.asarray(module(x.astype(args.dtype)))
+    forward = time.perf_counter() - start
+    print(f"{network.name} on {args.backend} ({args.dtype}), batch {args.batch}")
+    print(f"output    {'x'.join(map(str, y.shape))}")
+    print(f"checksum  sum {float(y.sum(dtype=np.float64)):.6e}, "
+          f"mean |y| {float(np.abs(y).mean(dtype=np.float64)):.6e}")
+    print(f"time      build {built * 1e3:.1f} ms, forward {forward * 1e3:.1f} ms")
+    if args.backward:
+        start = time.perf_counter()
+        module.backward(np.ones_like(y))
+        print(f"          backward {(time.perf_counter() - start) * 1e3:.1f} ms")
+    return EXIT_OK
+
+
 _DRAW_FORMATS = {".svg": "svg", ".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".pdf": "pdf",
                  ".dot": "dot", ".gv": "dot"}
 
@@ -200,7 +250,7 @@ def _cmd_draw(args) -> int:
 
 
 COMMANDS = {"check": _cmd_check, "summary": _cmd_summary, "expand": _cmd_expand,
-            "compile": _cmd_summary, "draw": _cmd_draw}
+            "compile": _cmd_summary, "draw": _cmd_draw, "run": _cmd_run}
 
 
 def _report(error: NetDSLError) -> None:

@@ -97,6 +97,15 @@ class Network:
         from .report import summary_dict
         return summary_dict(self)
 
+    def compile(self, backend: str = "numpy", **options):
+        """A runnable module from a backend plugin: `net.compile("numpy", dtype="float64", seed=0)`.
+
+        Options are the backend's (numpy: dtype, seed, weights). `weights` takes a dict of arrays
+        under the canonical names; every name and shape is checked.
+        """
+        from .plugins import get_backend
+        return get_backend(backend)(self, **options)
+
     def draw(self, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
              title: str | None = None):
         """A graphviz.Digraph of the network (see `netdsl.draw.draw`); `depth=None` expands all."""

@@ -123,3 +123,31 @@ def test_front_end_commands_do_not_import_torch(command):
 def test_console_script_is_installed():
     result = subprocess.run(["netdsl", "--version"], capture_output=True, text=True)
     assert result.returncode == 0 and result.stdout.strip() == "netdsl 0.1.0"
+
+
+def test_run_prints_shape_checksum_and_time(capsys):
+    status, out, err = run(capsys, "run", "lenet5", "--batch", "4", "--seed", "3", "--backward")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == "lenet5 on numpy (float32), batch 4"
+    assert lines[1] == "output    4x10"
+    assert lines[2].startswith("checksum  sum ") and "forward" in lines[3] and "backward" in lines[4]
+    _, again, _ = run(capsys, "run", "lenet5", "--batch", "4", "--seed", "3")
+    assert again.splitlines()[2] == lines[2]  # seeded: the same checksum every time
+
+
+def test_run_with_a_weights_file(capsys, tmp_path):
+    import netdsl
+    path = tmp_path / "w.safetensors"
+    netdsl.load("mlp:mlp2").compile("numpy", seed=5).save(path)
+    status, out, _ = run(capsys, "run", "mlp:mlp2", "--weights", str(path), "--seed", "1")
+    assert status == 0
+    _, seeded, _ = run(capsys, "run", "mlp:mlp2", "--seed", "5")
+    status, _, err = run(capsys, "run", "lenet5", "--weights", str(path))
+    assert status == 1 and "w.safetensors: " in err and "Traceback" not in err
+
+
+def test_run_unknown_backend_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["run", "lenet5", "--backend", "nope"])
+    assert caught.value.code == 2 and "installed backends: numpy" in capsys.readouterr().err

@@ -1,0 +1,653 @@
+"""The NumPy reference backend: forward and backward for every op, the oracle other backends meet.
+
+Convolution is the slides' lesson made executable: the input's sliding windows are viewed in place
+(as_strided), copied once into columns, and multiplied by the weights in one GEMM (AlexNet's conv1
+is a [96 x 363] by [363 x 3025] product per image). The backward pass gets dW by GEMM and dX by
+col2im as kh*kw strided adds. Columns are never kept between passes.
+
+Internally every tensor is channels-first, then batch: (C, N, H, W) or (C, N). A conv's GEMM output
+(Cout, N*Ho*Wo) is then already the next layer's input, and channel-wise ops (bn, lrn, softmax,
+concat) act on axis 0 for images and vectors alike. The module converts at its boundary.
+
+>>> net = netdsl.load("lenet5")
+>>> m = net.compile("numpy", dtype="float64", seed=0)
+>>> y = m(np.zeros((2, 1, 32, 32))); dx = m.backward(np.ones_like(y)); sorted(m.grads)[:2]
+['conv1.bias', 'conv1.weight']
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import numpy as np
+from numpy.lib.stride_tricks import as_strided
+
+from netdsl.ir import Node
+
+# -- convolution primitives -------------------------------------------------------------------------
+
+
+def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: float = 0.0) -> np.ndarray:
+    if not (top or bottom or left or right):
+        return np.ascontiguousarray(x)
+    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+
+
+def _windows(xp: np.ndarray, k: int, stride: int, dilation: int, ho: int, wo: int) -> np.ndarray:
+    """A (C, k, k, N, Ho, Wo) view of the sliding windows of a padded (C, N, Hp, Wp) array."""
+    c, n, _, _ = xp.shape
+    sc, sn, sh, sw = xp.strides
+    return as_strided(xp, shape=(c, k, k, n, ho, wo),
+                      strides=(sc, sh * dilation, sw * dilation, sn, sh * stride, sw * stride),
+                      writeable=False)
+
+
+def _im2col(xp: np.ndarray, k: int, stride: int, dilation: int, ho: int, wo: int,
+            groups: int) -> np.ndarray:
+    """Columns (groups, C/groups*k*k, N*Ho*Wo): one contiguous copy of the window view."""
+    c, n = xp.shape[:2]
+    return _windows(xp, k, stride, dilation, ho, wo).reshape(groups, c // groups * k * k, n * ho * wo)
+
+
+def _col2im(cols: np.ndarray, padded_shape: tuple, k: int, stride: int, dilation: int,
+            ho: int, wo: int) -> np.ndarray:
+    """The adjoint of _im2col: sums each column back into its window, as k*k strided adds."""
+    c, n = padded_shape[:2]
+    cols = cols.reshape(c, k, k, n, ho, wo)
+    out = np.zeros(padded_shape, dtype=cols.dtype)
+    for i in range(k):
+        for j in range(k):
+            out[:, :, i * dilation: i * dilation + stride * (ho - 1) + 1: stride,
+                j * dilation: j * dilation + stride * (wo - 1) + 1: stride] += cols[:, i, j]
+    return out
+
+
+def _conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, dilation: int, groups: int) -> np.ndarray:
+    """Convolution of x (C, N, H, W) with w (Cout, C/groups, k, k) -> (Cout, N, Ho, Wo)."""
+    c, n, h, wid = x.shape
+    cout, _, k, _ = w.shape
+    span = dilation * (k - 1) + 1
+    ho = (h + 2 * pad - span) // stride + 1
+    wo = (wid + 2 * pad - span) // stride + 1
+    cols = _im2col(_pad(x, pad, pad, pad, pad), k, stride, dilation, ho, wo, groups)
+    out = np.matmul(w.reshape(groups, cout // groups, -1), cols)
+    return out.reshape(cout, n, ho, wo)
+
+
+def _conv_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple, stride: int, pad: int,
+                     dilation: int, groups: int) -> np.ndarray:
+    """d(conv)/dx applied to dy (Cout, N, Ho, Wo) -> (C, N, H, W)."""
+    c, n, h, wid = x_shape
+    cout, _, k, _ = w.shape
+    _, _, ho, wo = dy.shape
+    wg = w.reshape(groups, cout // groups, -1)
+    dcols = np.matmul(wg.transpose(0, 2, 1), dy.reshape(groups, cout // groups, n * ho * wo))
+    hp = max(h + 2 * pad, (ho - 1) * stride + dilation * (k - 1) + 1)
+    wp = max(wid + 2 * pad, (wo - 1) * stride + dilation * (k - 1) + 1)
+    dxp = _col2im(dcols, (c, n, hp, wp), k, stride, dilation, ho, wo)
+    return dxp[:, :, pad:pad + h, pad:pad + wid]
+
+
+def _conv_grad_weight(x: np.ndarray, dy: np.ndarray, k: int, stride: int, pad: int, dilation: int,
+                      groups: int) -> np.ndarray:
+    """d(conv)/dw for input x (C, N, H, W) and dy (Cout, N, Ho, Wo) -> (Cout, C/groups, k, k)."""
+    c = x.shape[0]
+    cout, n, ho, wo = dy.shape
+    cols = _im2col(_pad(x, pad, pad, pad, pad), k, stride, dilation, ho, wo, groups)
+    dw = np.matmul(dy.reshape(groups, cout // groups, n * ho * wo), cols.transpose(0, 2, 1))
+    return dw.reshape(cout, c // groups, k, k)
+
+
+# -- per-op kernels -----------------------------------------------------------------------------------
+# forward(node, inputs, weights, state) -> (output, cache); backward(node, dy, cache, weights)
+# -> (input gradients, weight gradients keyed by suffix). `state` carries train/eval and the rng.
+
+
+@dataclass
+class _State:
+    training: bool
+    rng: np.random.Generator
+
+
+def _conv_forward(node: Node, inputs, weights, state):
+    a = node.attrs
+    x = inputs[0]
+    y = _conv(x, weights["weight"], a["stride"], a["pad"], a["dilation"], a["groups"])
+    if a["bias"]:
+        y += weights["bias"].reshape(-1, 1, 1, 1)
+    return y, x
+
+
+def _conv_backward(node: Node, dy, x, weights):
+    a = node.attrs
+    w = weights["weight"]
+    dx = _conv_grad_input(dy, w, x.shape, a["stride"], a["pad"], a["dilation"], a["groups"])
+    grads = {"weight": _conv_grad_weight(x, dy, w.shape[2], a["stride"], a["pad"], a["dilation"],
+                                         a["groups"])}
+    if a["bias"]:
+        grads["bias"] = dy.sum(axis=(1, 2, 3))
+    return [dx], grads
+
+
+def _deconv_out(node: Node, x_shape: tuple, w: np.ndarray) -> tuple:
+    a = node.attrs
+    c_in, n, h, wid = x_shape
+    k = w.shape[2]
+
+    def grow(size):
+        return (size - 1) * a["stride"] - 2 * a["pad"] + a["dilation"] * (k - 1) + 1 + a["output_pad"]
+    return (w.shape[1] * a["groups"], n, grow(h), grow(wid))
+
+
+def _deconv_forward(node: Node, inputs, weights, state):
+    # A transposed convolution is the input-gradient of the convolution it inverts: its weight
+    # (Cin, Cout/groups, k, k) is that convolution's weight, mapping Cout channels to Cin.
+    a = node.attrs
+    x = inputs[0]
+    w = weights["weight"]
+    y = _conv_grad_input(x, w, _deconv_out(node, x.shape, w), a["stride"], a["pad"], a["dilation"],
+                         a["groups"])
+    y = np.ascontiguousarray(y)
+    if a["bias"]:
+        y += weights["bias"].reshape(-1, 1, 1, 1)
+    return y, x
+
+
+def _deconv_backward(node: Node, dy, x, weights):
+    # <deconv_w(x), dy> = <x, conv_w(dy)>: the input gradient is a convolution of dy, and the
+    # weight gradient is the convolution's weight gradient with dy as its input and x as its output.
+    a = node.attrs
+    w = weights["weight"]
+    dx = _conv(dy, w, a["stride"], a["pad"], a["dilation"], a["groups"])
+    grads = {"weight": _conv_grad_weight(dy, x, w.shape[2], a["stride"], a["pad"], a["dilation"],
+                                         a["groups"])}
+    if a["bias"]:
+        grads["bias"] = dy.sum(axis=(1, 2, 3))
+    return [dx], grads
+
+
+def _pool_geometry(node: Node, shape: tuple) -> tuple[int, int, int, int, int, int]:
+    """Output size and padding (top/left, bottom, right) of a pool, ceil mode included."""
+    a = node.attrs
+    _, _, h, w = shape
+    k, s, p = a["k"], a["stride"], a["pad"]
+
+    def out(size):
+        room = size + 2 * p - k
+        o = (-(-room // s) if a["ceil"] else room // s) + 1
+        if a["ceil"] and (o - 1) * s >= size + p:
+            o -= 1
+        return o
+    ho, wo = out(h), out(w)
+    bottom = max(p, (ho - 1) * s + k - h - p)
+    right = max(p, (wo - 1) * s + k - w - p)
+    return ho, wo, p, bottom, right, k
+
+
+def _maxpool_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    ho, wo, p, bottom, right, k = _pool_geometry(node, x.shape)
+    xp = _pad(x, p, bottom, p, right, -np.inf)
+    view = _windows(xp, k, node.attrs["stride"], 1, ho, wo)  # (C, k, k, N, Ho, Wo)
+    flat = view.reshape(x.shape[0], k * k, x.shape[1], ho, wo)
+    index = flat.argmax(axis=1)
+    y = np.take_along_axis(flat, index[:, None], axis=1)[:, 0]
+    return y, (x.shape, xp.shape, index)
+
+
+def _maxpool_backward(node: Node, dy, cache, weights):
+    shape, padded, index = cache
+    ho, wo, p, _, _, k = _pool_geometry(node, shape)
+    s = node.attrs["stride"]
+    dxp = np.zeros(padded, dtype=dy.dtype)
+    for i in range(k):
+        for j in range(k):
+            dxp[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s] += dy * (index == i * k + j)
+    return [dxp[:, :, p:p + shape[2], p:p + shape[3]]], {}
+
+
+def _avgpool_divisor(node: Node, shape: tuple, dtype) -> np.ndarray:
+    """How many values each window averages: torch's and Caffe's rule, ceil mode included."""
+    a = node.attrs
+    ho, wo, p, bottom, right, k = _pool_geometry(node, shape)
+    _, _, h, w = shape
+    mask = np.zeros((1, 1, h + p + bottom, w + p + right), dtype=dtype)
+    if a["count_pad"]:
+        mask[:, :, :h + 2 * p, :w + 2 * p] = 1  # padding counts, the ceil overhang does not
+    else:
+        mask[:, :, p:p + h, p:p + w] = 1
+    return _windows(mask, k, a["stride"], 1, ho, wo).sum(axis=(1, 2))[0, 0]
+
+
+def _avgpool_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    ho, wo, p, bottom, right, k = _pool_geometry(node, x.shape)
+    xp = _pad(x, p, bottom, p, right)
+    divisor = _avgpool_divisor(node, x.shape, x.dtype)
+    y = _windows(xp, k, node.attrs["stride"], 1, ho, wo).sum(axis=(1, 2)) / divisor
+    return y, (x.shape, xp.shape, divisor)
+
+
+def _avgpool_backward(node: Node, dy, cache, weights):
+    shape, padded, divisor = cache
+    ho, wo, p, _, _, k = _pool_geometry(node, shape)
+    s = node.attrs["stride"]
+    share = dy / divisor
+    dxp = np.zeros(padded, dtype=dy.dtype)
+    for i in range(k):
+        for j in range(k):
+            dxp[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s] += share
+    return [dxp[:, :, p:p + shape[2], p:p + shape[3]]], {}
+
+
+def _gap_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    return x.mean(axis=(2, 3), keepdims=True), x.shape
+
+
+def _gap_backward(node: Node, dy, shape, weights):
+    return [np.broadcast_to(dy / (shape[2] * shape[3]), shape).copy()], {}
+
+
+def _as_matrix(x: np.ndarray) -> np.ndarray:
+    """(C, N, H, W) -> (C*H*W, N), flattening each sample in C, H, W order; (C, N) stays."""
+    if x.ndim == 2:
+        return x
+    c, n, h, w = x.shape
+    return x.transpose(0, 2, 3, 1).reshape(c * h * w, n)
+
+
+def _from_matrix(dx: np.ndarray, shape: tuple) -> np.ndarray:
+    if len(shape) == 2:
+        return dx
+    c, n, h, w = shape
+    return dx.reshape(c, h, w, n).transpose(0, 3, 1, 2)
+
+
+def _fc_forward(node: Node, inputs, weights, state):
+    x = _as_matrix(inputs[0])
+    y = weights["weight"] @ x
+    if node.attrs["bias"]:
+        y += weights["bias"][:, None]
+    return y, (x, inputs[0].shape)
+
+
+def _fc_backward(node: Node, dy, cache, weights):
+    x, shape = cache
+    grads = {"weight": dy @ x.T}
+    if node.attrs["bias"]:
+        grads["bias"] = dy.sum(axis=1)
+    return [_from_matrix(weights["weight"].T @ dy, shape)], grads
+
+
+def _channel_axes(x: np.ndarray) -> tuple:
+    return tuple(range(1, x.ndim))
+
+
+def _expand(v: np.ndarray, ndim: int) -> np.ndarray:
+    return v.reshape(-1, *([1] * (ndim - 1)))
+
+
+def _bn_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    eps, momentum = node.attrs["eps"], node.attrs["momentum"]
+    running = weights  # running_mean and running_var, updated in place while training
+    axes = _channel_axes(x)
+    if state.training:
+        mean = x.mean(axis=axes)
+        var = x.var(axis=axes)
+        count = x.size // x.shape[0]
+        unbiased = var * count / max(count - 1, 1)  # torch keeps the unbiased variance
+        running["running_mean"] *= 1 - momentum
+        running["running_mean"] += momentum * mean
+        running["running_var"] *= 1 - momentum
+        running["running_var"] += momentum * unbiased
+    else:
+        mean, var = running["running_mean"], running["running_var"]
+    inv = 1.0 / np.sqrt(var + eps)
+    xhat = (x - _expand(mean, x.ndim)) * _expand(inv, x.ndim)
+    y = xhat * _expand(weights["weight"], x.ndim) + _expand(weights["bias"], x.ndim)
+    return y, (xhat, inv, state.training)
+
+
+def _bn_backward(node: Node, dy, cache, weights):
+    xhat, inv, training = cache
+    axes = _channel_axes(dy)
+    grads = {"weight": (dy * xhat).sum(axis=axes), "bias": dy.sum(axis=axes)}
+    dxhat = dy * _expand(weights["weight"], dy.ndim)
+    if training:  # the batch statistics depend on x too
+        dx = _expand(inv, dy.ndim) * (dxhat - _expand(dxhat.mean(axis=axes), dy.ndim)
+                                      - xhat * _expand((dxhat * xhat).mean(axis=axes), dy.ndim))
+    else:
+        dx = dxhat * _expand(inv, dy.ndim)
+    return [dx], grads
+
+
+def _channel_window_sum(v: np.ndarray, before: int, after: int) -> np.ndarray:
+    """For each channel c, the sum of v over channels c-before .. c+after (zero outside)."""
+    c = v.shape[0]
+    padded = np.concatenate([np.zeros((1, *v.shape[1:]), v.dtype), np.cumsum(v, axis=0)])
+    high = np.minimum(np.arange(c) + after + 1, c)
+    low = np.maximum(np.arange(c) - before, 0)
+    return padded[high] - padded[low]
+
+
+def _lrn_forward(node: Node, inputs, weights, state):
+    # torch.nn.LocalResponseNorm: x / (k + alpha/size * sum over the channel window of x^2)^beta
+    a = node.attrs
+    x = inputs[0]
+    n = a["size"]
+    scale = a["k"] + a["alpha"] / n * _channel_window_sum(x * x, n // 2, (n - 1) // 2)
+    y = x * scale ** -a["beta"]
+    return y, (x, scale)
+
+
+def _lrn_backward(node: Node, dy, cache, weights):
+    a = node.attrs
+    x, scale = cache
+    n = a["size"]
+    inner = dy * x * scale ** (-a["beta"] - 1)
+    # channel j is in the window of channel c exactly when c is in j's reversed window
+    spread = _channel_window_sum(inner, (n - 1) // 2, n // 2)
+    return [dy * scale ** -a["beta"] - 2 * a["alpha"] * a["beta"] / n * x * spread], {}
+
+
+def _dropout_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    p = node.attrs["p"]
+    if not state.training or p == 0:
+        return x, None
+    keep = (state.rng.random(x.shape) >= p).astype(x.dtype) / (1 - p)
+    return x * keep, keep
+
+
+def _dropout_backward(node: Node, dy, keep, weights):
+    return [dy if keep is None else dy * keep], {}
+
+
+def _elementwise(forward: Callable, derivative: Callable):
+    """An activation as a kernel pair; derivative(x, y, attrs) is dy/dx elementwise."""
+    def fwd(node, inputs, weights, state):
+        x = inputs[0]
+        y = forward(x, node.attrs)
+        return y, (x, y)
+
+    def bwd(node, dy, cache, weights):
+        x, y = cache
+        return [dy * derivative(x, y, node.attrs)], {}
+    return fwd, bwd
+
+
+def _sigmoid(x, attrs):
+    return 0.5 * (1 + np.tanh(0.5 * x))  # stable for large |x|
+
+
+ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
+    "relu": _elementwise(lambda x, a: np.maximum(x, 0), lambda x, y, a: (x > 0).astype(x.dtype)),
+    "tanh": _elementwise(lambda x, a: np.tanh(x), lambda x, y, a: 1 - y * y),
+    "sigmoid": _elementwise(_sigmoid, lambda x, y, a: y * (1 - y)),
+    "lrelu": _elementwise(lambda x, a: np.where(x > 0, x, x * a.get("slope", 0.01)),
+                          lambda x, y, a: np.where(x > 0, 1, a.get("slope", 0.01)).astype(x.dtype)),
+    "elu": _elementwise(lambda x, a: np.where(x > 0, x, a.get("alpha", 1.0) * np.expm1(np.minimum(x, 0))),
+                        lambda x, y, a: np.where(x > 0, 1, y + a.get("alpha", 1.0)).astype(x.dtype)),
+}
+
+
+def _softmax_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    e = np.exp(x - x.max(axis=0, keepdims=True))
+    y = e / e.sum(axis=0, keepdims=True)
+    return y, y
+
+
+def _softmax_backward(node: Node, dy, y, weights):
+    return [y * (dy - (dy * y).sum(axis=0, keepdims=True))], {}
+
+
+def _flatten_forward(node: Node, inputs, weights, state):
+    return _as_matrix(inputs[0]), inputs[0].shape
+
+
+def _flatten_backward(node: Node, dy, shape, weights):
+    return [_from_matrix(dy, shape)], {}
+
+
+def _crop_forward(node: Node, inputs, weights, state):
+    x, like = inputs
+    o = node.attrs["offset"]
+    return x[:, :, o:o + like.shape[2], o:o + like.shape[3]], (x.shape, like.shape)
+
+
+def _crop_backward(node: Node, dy, cache, weights):
+    shape, like_shape = cache
+    o = node.attrs["offset"]
+    dx = np.zeros(shape, dtype=dy.dtype)
+    dx[:, :, o:o + dy.shape[2], o:o + dy.shape[3]] = dy
+    return [dx, np.zeros(like_shape, dtype=dy.dtype)], {}  # `like` gives only its size
+
+
+def _concat_forward(node: Node, inputs, weights, state):
+    return np.concatenate(inputs, axis=0), [x.shape[0] for x in inputs]
+
+
+def _concat_backward(node: Node, dy, sizes, weights):
+    return np.split(dy, np.cumsum(sizes)[:-1], axis=0), {}
+
+
+def _add_forward(node: Node, inputs, weights, state):
+    y = inputs[0].copy()
+    for x in inputs[1:]:
+        y += x
+    return y, len(inputs)
+
+
+def _add_backward(node: Node, dy, count, weights):
+    return [dy] * count, {}
+
+
+def _identity_forward(node: Node, inputs, weights, state):
+    return inputs[0], None
+
+
+def _identity_backward(node: Node, dy, cache, weights):
+    return [dy], {}
+
+
+@dataclass(frozen=True)
+class Kernel:
+    forward: Callable
+    backward: Callable
+
+
+KERNELS: dict[str, Kernel] = {
+    "input": Kernel(_identity_forward, _identity_backward),
+    "conv": Kernel(_conv_forward, _conv_backward),
+    "deconv": Kernel(_deconv_forward, _deconv_backward),
+    "maxpool": Kernel(_maxpool_forward, _maxpool_backward),
+    "avgpool": Kernel(_avgpool_forward, _avgpool_backward),
+    "gap": Kernel(_gap_forward, _gap_backward),
+    "fc": Kernel(_fc_forward, _fc_backward),
+    "bn": Kernel(_bn_forward, _bn_backward),
+    "lrn": Kernel(_lrn_forward, _lrn_backward),
+    "dropout": Kernel(_dropout_forward, _dropout_backward),
+    **{name: Kernel(*pair) for name, pair in ACTIVATIONS.items()},
+    "softmax": Kernel(_softmax_forward, _softmax_backward),
+    "flatten": Kernel(_flatten_forward, _flatten_backward),
+    "crop": Kernel(_crop_forward, _crop_backward),
+    "concat": Kernel(_concat_forward, _concat_backward),
+    "add": Kernel(_add_forward, _add_backward),
+}
+
+
+# -- initialisation ---------------------------------------------------------------------------------
+
+def _bilinear_kernel(k: int) -> np.ndarray:
+    """FCN's upsampling filter: bilinear interpolation for a stride of about k/2."""
+    factor = (k + 1) // 2
+    centre = factor - 1 if k % 2 == 1 else factor - 0.5
+    og = np.arange(k)
+    line = 1 - np.abs(og - centre) / factor
+    return np.outer(line, line)
+
+
+def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.ndarray]:
+    """torch's default initialisation: Kaiming-uniform (a=sqrt(5)) weights, uniform biases with
+    bound 1/sqrt(fan_in), BN scale 1 and shift 0, running mean 0 and variance 1; `init=bilinear`
+    deconvs get FCN's bilinear filter (per channel when in == out) and zero bias."""
+    weights: dict[str, np.ndarray] = {}
+    for spec in network.weights:
+        node = network.graph.node(spec.node)
+        shape = spec.shape
+        if node.op == "bn":
+            fill = 1.0 if spec.suffix in ("weight", "running_var") else 0.0
+            weights[spec.name] = np.full(shape, fill, dtype=dtype)
+            continue
+        weight_shape = next(s.shape for s in network.weights if s.node == spec.node and s.suffix == "weight")
+        fan_in = math.prod(weight_shape[1:])  # torch takes dim 1 as fan-in, for deconv too
+        bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
+        if node.op == "deconv" and node.attrs["init"] == "bilinear":
+            if spec.suffix == "bias":
+                weights[spec.name] = np.zeros(shape, dtype=dtype)
+            else:
+                w = np.zeros(shape, dtype=dtype)
+                kernel = _bilinear_kernel(shape[2])
+                if shape[0] == shape[1] and node.attrs["groups"] == 1:
+                    w[np.arange(shape[0]), np.arange(shape[0])] = kernel
+                else:
+                    w[:] = kernel
+                weights[spec.name] = w
+            continue
+        weights[spec.name] = (rng.random(shape, dtype=dtype) * 2 - 1) * dtype.type(bound)
+    return weights
+
+
+# -- the module ---------------------------------------------------------------------------------------
+
+class NumpyModule:
+    """A compiled network: call it for the forward pass, `backward(dy)` for gradients.
+
+    Inputs and outputs are batch-first like torch's: x has shape (N, *network.input_shape).
+    `weights` maps canonical names (block1.conv1.weight) to arrays, buffers included; `grads` holds
+    the gradients of the trainable ones after `backward`. A new module is in training mode.
+    """
+
+    def __init__(self, network, dtype="float32", seed: int | None = 0, weights: dict | None = None):
+        from netdsl.weights_io import check_weights
+        self.network = network
+        self.graph = network.graph
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in (np.float32, np.float64):
+            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.rng = np.random.default_rng(seed)
+        if weights is None:
+            self.weights = initial_weights(network, self.rng, self.dtype)
+        else:
+            self.weights = {name: np.array(value, dtype=self.dtype, copy=True)
+                            for name, value in check_weights(network, weights).items()}
+        self.trainable = [spec.name for spec in network.weights if spec.trainable]
+        self.grads: dict[str, np.ndarray] = {}
+        self.training = True
+        self._by_node: list[dict[str, str]] = [{} for _ in self.graph.nodes]
+        for spec in network.weights:
+            self._by_node[self.graph.node(spec.node).id][spec.suffix] = spec.name
+        self._caches: list | None = None
+
+    def train(self, mode: bool = True) -> "NumpyModule":
+        self.training = mode
+        return self
+
+    def eval(self) -> "NumpyModule":
+        return self.train(False)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The trainable weights (what an optimiser updates)."""
+        return {name: self.weights[name] for name in self.trainable}
+
+    def _node_weights(self, node_id: int) -> dict[str, np.ndarray]:
+        return {suffix: self.weights[name] for suffix, name in self._by_node[node_id].items()}
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        x = np.asarray(x, dtype=self.dtype)
+        expected = self.network.input_shape
+        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != tuple(expected):
+            raise ValueError(f"{self.network.name} takes input of shape (N, "
+                             f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        state = _State(self.training, self.rng)
+        values: list[np.ndarray | None] = [None] * len(self.graph.nodes)
+        caches: list = [None] * len(self.graph.nodes)
+        values[0] = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # (C, N, ...)
+        last_use = _last_use(self.graph)
+        for node in self.graph.nodes[1:]:
+            inputs = [values[i] for i in node.inputs]
+            y, cache = KERNELS[node.op].forward(node, inputs, self._node_weights(node.id), state)
+            act = node.attrs.get("act", "none")
+            act_cache = None
+            if act != "none":
+                y, act_cache = ACTIVATIONS[act][0](node, [y], {}, state)
+            values[node.id] = y
+            caches[node.id] = (cache, act_cache)
+            for i in node.inputs:  # free what no later node reads (the caches keep what backward needs)
+                if last_use[i] == node.id and i != 0:
+                    values[i] = None
+        self._caches = caches
+        return np.swapaxes(values[-1], 0, 1)
+
+    __call__ = forward
+
+    def backward(self, dy: np.ndarray) -> np.ndarray:
+        """Gradient of sum(output * dy) with respect to the input of the last forward; fills grads."""
+        if self._caches is None:
+            raise RuntimeError("backward() needs a forward pass first")
+        dy = np.asarray(dy, dtype=self.dtype)
+        grads_in: list[np.ndarray | None] = [None] * len(self.graph.nodes)
+        grads_in[-1] = np.swapaxes(dy, 0, 1)
+        self.grads = {}
+        for node in reversed(self.graph.nodes[1:]):
+            g = grads_in[node.id]
+            grads_in[node.id] = None
+            if g is None:
+                continue  # a node nothing depends on (only the `like` input of a crop)
+            cache, act_cache = self._caches[node.id]
+            act = node.attrs.get("act", "none")
+            if act != "none":
+                g = ACTIVATIONS[act][1](node, g, act_cache, {})[0][0]
+            weights = self._node_weights(node.id)
+            dinputs, dweights = KERNELS[node.op].backward(node, g, cache, weights)
+            for suffix, value in dweights.items():
+                name = self._by_node[node.id][suffix]
+                if name in self.trainable:
+                    self.grads[name] = value
+            for source, d in zip(node.inputs, dinputs):
+                grads_in[source] = d if grads_in[source] is None else grads_in[source] + d
+        self._caches = None
+        dx = grads_in[0]
+        if dx is None:
+            dx = np.zeros((dy.shape[0], *self.network.input_shape), dtype=self.dtype)
+            return dx
+        return np.swapaxes(dx, 0, 1)
+
+    def save(self, path) -> None:
+        """Write the weights (buffers included) to .safetensors or .npz."""
+        from netdsl.weights_io import save_weights
+        save_weights(path, self.weights)
+
+    def load(self, path) -> None:
+        """Read weights written by any backend, checking every name and shape."""
+        from netdsl.weights_io import load_weights
+        self.weights = {name: np.array(value, dtype=self.dtype)
+                        for name, value in load_weights(path, self.network).items()}
+
+
+def _last_use(graph) -> list[int]:
+    last = list(range(len(graph.nodes)))
+    for node in graph.nodes:
+        for i in node.inputs:
+            last[i] = max(last[i], node.id)
+    last[-1] = len(graph.nodes)
+    return last
+
+
+def compile_network(network, dtype="float32", seed: int | None = 0, weights: dict | None = None):
+    """Entry point of the `numpy` backend: `net.compile("numpy", dtype="float64", seed=0)`."""
+    return NumpyModule(network, dtype=dtype, seed=seed, weights=weights)
