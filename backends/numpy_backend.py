@@ -28,10 +28,39 @@ from netdsl.ir import Node
 # -- convolution primitives -------------------------------------------------------------------------
 
 
-def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: float = 0.0) -> np.ndarray:
+class Workspace:
+    """Scratch memory reused by every layer and every call: the columns of one convolution and
+    one padded input at a time. A fresh multi-GB array per layer would spend more time in page
+    faults than in the copy itself."""
+
+    def __init__(self):
+        self.buffers: dict[str, np.ndarray] = {}
+
+    def array(self, purpose: str, shape: tuple, dtype) -> np.ndarray:
+        dtype = np.dtype(dtype)
+        size = math.prod(shape) * dtype.itemsize
+        buffer = self.buffers.get(purpose)
+        if buffer is None or buffer.nbytes < size:
+            buffer = self.buffers[purpose] = np.empty(size, dtype=np.uint8)
+        return buffer[:size].view(dtype).reshape(shape)
+
+
+_SCRATCH = Workspace()  # for calls made outside a module (tests of single primitives)
+
+
+def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: float = 0.0,
+         workspace: Workspace | None = None) -> np.ndarray:
+    """x (C, N, H, W) padded on H and W, written into the workspace (valid until its next use)."""
     if not (top or bottom or left or right):
         return np.ascontiguousarray(x)
-    return np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)), constant_values=value)
+    c, n, h, w = x.shape
+    out = (workspace or _SCRATCH).array("pad", (c, n, h + top + bottom, w + left + right), x.dtype)
+    out[:, :, :top] = value
+    out[:, :, top + h:] = value
+    out[:, :, top:top + h, :left] = value
+    out[:, :, top:top + h, left + w:] = value
+    out[:, :, top:top + h, left:left + w] = x
+    return out
 
 
 def _windows(xp: np.ndarray, k: int, stride: int, dilation: int, ho: int, wo: int) -> np.ndarray:
@@ -44,10 +73,13 @@ def _windows(xp: np.ndarray, k: int, stride: int, dilation: int, ho: int, wo: in
 
 
 def _im2col(xp: np.ndarray, k: int, stride: int, dilation: int, ho: int, wo: int,
-            groups: int) -> np.ndarray:
+            groups: int, workspace: Workspace | None = None) -> np.ndarray:
     """Columns (groups, C/groups*k*k, N*Ho*Wo): one contiguous copy of the window view."""
     c, n = xp.shape[:2]
-    return _windows(xp, k, stride, dilation, ho, wo).reshape(groups, c // groups * k * k, n * ho * wo)
+    view = _windows(xp, k, stride, dilation, ho, wo)
+    cols = (workspace or _SCRATCH).array("cols", view.shape, xp.dtype)
+    np.copyto(cols, view)
+    return cols.reshape(groups, c // groups * k * k, n * ho * wo)
 
 
 def _col2im(cols: np.ndarray, padded_shape: tuple, k: int, stride: int, dilation: int,
@@ -63,26 +95,29 @@ def _col2im(cols: np.ndarray, padded_shape: tuple, k: int, stride: int, dilation
     return out
 
 
-def _conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, dilation: int, groups: int) -> np.ndarray:
+def _conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, dilation: int, groups: int,
+          workspace: Workspace | None = None) -> np.ndarray:
     """Convolution of x (C, N, H, W) with w (Cout, C/groups, k, k) -> (Cout, N, Ho, Wo)."""
     c, n, h, wid = x.shape
     cout, _, k, _ = w.shape
     span = dilation * (k - 1) + 1
     ho = (h + 2 * pad - span) // stride + 1
     wo = (wid + 2 * pad - span) // stride + 1
-    cols = _im2col(_pad(x, pad, pad, pad, pad), k, stride, dilation, ho, wo, groups)
+    xp = _pad(x, pad, pad, pad, pad, workspace=workspace)
+    cols = _im2col(xp, k, stride, dilation, ho, wo, groups, workspace)
     out = np.matmul(w.reshape(groups, cout // groups, -1), cols)
     return out.reshape(cout, n, ho, wo)
 
 
 def _conv_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple, stride: int, pad: int,
-                     dilation: int, groups: int) -> np.ndarray:
+                     dilation: int, groups: int, workspace: Workspace | None = None) -> np.ndarray:
     """d(conv)/dx applied to dy (Cout, N, Ho, Wo) -> (C, N, H, W)."""
     c, n, h, wid = x_shape
     cout, _, k, _ = w.shape
     _, _, ho, wo = dy.shape
     wg = w.reshape(groups, cout // groups, -1)
-    dcols = np.matmul(wg.transpose(0, 2, 1), dy.reshape(groups, cout // groups, n * ho * wo))
+    dcols = (workspace or _SCRATCH).array("cols", (groups, wg.shape[2], n * ho * wo), dy.dtype)
+    np.matmul(wg.transpose(0, 2, 1), dy.reshape(groups, cout // groups, n * ho * wo), out=dcols)
     hp = max(h + 2 * pad, (ho - 1) * stride + dilation * (k - 1) + 1)
     wp = max(wid + 2 * pad, (wo - 1) * stride + dilation * (k - 1) + 1)
     dxp = _col2im(dcols, (c, n, hp, wp), k, stride, dilation, ho, wo)
@@ -90,11 +125,12 @@ def _conv_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple, stride: int,
 
 
 def _conv_grad_weight(x: np.ndarray, dy: np.ndarray, k: int, stride: int, pad: int, dilation: int,
-                      groups: int) -> np.ndarray:
+                      groups: int, workspace: Workspace | None = None) -> np.ndarray:
     """d(conv)/dw for input x (C, N, H, W) and dy (Cout, N, Ho, Wo) -> (Cout, C/groups, k, k)."""
     c = x.shape[0]
     cout, n, ho, wo = dy.shape
-    cols = _im2col(_pad(x, pad, pad, pad, pad), k, stride, dilation, ho, wo, groups)
+    xp = _pad(x, pad, pad, pad, pad, workspace=workspace)
+    cols = _im2col(xp, k, stride, dilation, ho, wo, groups, workspace)
     dw = np.matmul(dy.reshape(groups, cout // groups, n * ho * wo), cols.transpose(0, 2, 1))
     return dw.reshape(cout, c // groups, k, k)
 
@@ -108,23 +144,25 @@ def _conv_grad_weight(x: np.ndarray, dy: np.ndarray, k: int, stride: int, pad: i
 class _State:
     training: bool
     rng: np.random.Generator
+    workspace: Workspace
 
 
 def _conv_forward(node: Node, inputs, weights, state):
     a = node.attrs
     x = inputs[0]
-    y = _conv(x, weights["weight"], a["stride"], a["pad"], a["dilation"], a["groups"])
+    y = _conv(x, weights["weight"], a["stride"], a["pad"], a["dilation"], a["groups"], state.workspace)
     if a["bias"]:
         y += weights["bias"].reshape(-1, 1, 1, 1)
-    return y, x
+    return y, (x, state.workspace)
 
 
-def _conv_backward(node: Node, dy, x, weights):
+def _conv_backward(node: Node, dy, cache, weights):
     a = node.attrs
+    x, workspace = cache
     w = weights["weight"]
-    dx = _conv_grad_input(dy, w, x.shape, a["stride"], a["pad"], a["dilation"], a["groups"])
     grads = {"weight": _conv_grad_weight(x, dy, w.shape[2], a["stride"], a["pad"], a["dilation"],
-                                         a["groups"])}
+                                         a["groups"], workspace)}
+    dx = _conv_grad_input(dy, w, x.shape, a["stride"], a["pad"], a["dilation"], a["groups"], workspace)
     if a["bias"]:
         grads["bias"] = dy.sum(axis=(1, 2, 3))
     return [dx], grads
@@ -147,21 +185,22 @@ def _deconv_forward(node: Node, inputs, weights, state):
     x = inputs[0]
     w = weights["weight"]
     y = _conv_grad_input(x, w, _deconv_out(node, x.shape, w), a["stride"], a["pad"], a["dilation"],
-                         a["groups"])
+                         a["groups"], state.workspace)
     y = np.ascontiguousarray(y)
     if a["bias"]:
         y += weights["bias"].reshape(-1, 1, 1, 1)
-    return y, x
+    return y, (x, state.workspace)
 
 
-def _deconv_backward(node: Node, dy, x, weights):
+def _deconv_backward(node: Node, dy, cache, weights):
     # <deconv_w(x), dy> = <x, conv_w(dy)>: the input gradient is a convolution of dy, and the
     # weight gradient is the convolution's weight gradient with dy as its input and x as its output.
     a = node.attrs
+    x, workspace = cache
     w = weights["weight"]
-    dx = _conv(dy, w, a["stride"], a["pad"], a["dilation"], a["groups"])
+    dx = _conv(dy, w, a["stride"], a["pad"], a["dilation"], a["groups"], workspace)
     grads = {"weight": _conv_grad_weight(dy, x, w.shape[2], a["stride"], a["pad"], a["dilation"],
-                                         a["groups"])}
+                                         a["groups"], workspace)}
     if a["bias"]:
         grads["bias"] = dy.sum(axis=(1, 2, 3))
     return [dx], grads
@@ -188,23 +227,34 @@ def _pool_geometry(node: Node, shape: tuple) -> tuple[int, int, int, int, int, i
 def _maxpool_forward(node: Node, inputs, weights, state):
     x = inputs[0]
     ho, wo, p, bottom, right, k = _pool_geometry(node, x.shape)
-    xp = _pad(x, p, bottom, p, right, -np.inf)
-    view = _windows(xp, k, node.attrs["stride"], 1, ho, wo)  # (C, k, k, N, Ho, Wo)
-    flat = view.reshape(x.shape[0], k * k, x.shape[1], ho, wo)
-    index = flat.argmax(axis=1)
-    y = np.take_along_axis(flat, index[:, None], axis=1)[:, 0]
-    return y, (x.shape, xp.shape, index)
+    s = node.attrs["stride"]
+    xp = _pad(x, p, bottom, p, right, -np.inf, state.workspace)
+    y = None
+    for i in range(k):  # a running maximum over the k*k strided slices: no window copy
+        for j in range(k):
+            tap = xp[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s]
+            if y is None:
+                y = tap.copy()
+            else:
+                np.maximum(y, tap, out=y)
+    return y, (x, y)
 
 
 def _maxpool_backward(node: Node, dy, cache, weights):
-    shape, padded, index = cache
-    ho, wo, p, _, _, k = _pool_geometry(node, shape)
+    # The gradient goes to the first maximum of each window in row-major order, as in torch.
+    x, y = cache
+    ho, wo, p, bottom, right, k = _pool_geometry(node, x.shape)
     s = node.attrs["stride"]
-    dxp = np.zeros(padded, dtype=dy.dtype)
+    xp = _pad(x, p, bottom, p, right, -np.inf)
+    dxp = np.zeros(xp.shape, dtype=dy.dtype)
+    routed = np.zeros(y.shape, dtype=bool)
     for i in range(k):
         for j in range(k):
-            dxp[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s] += dy * (index == i * k + j)
-    return [dxp[:, :, p:p + shape[2], p:p + shape[3]]], {}
+            hit = xp[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s] == y
+            hit &= ~routed
+            routed |= hit
+            dxp[:, :, i:i + s * (ho - 1) + 1:s, j:j + s * (wo - 1) + 1:s] += dy * hit
+    return [dxp[:, :, p:p + x.shape[2], p:p + x.shape[3]]], {}
 
 
 def _avgpool_divisor(node: Node, shape: tuple, dtype) -> np.ndarray:
@@ -223,7 +273,7 @@ def _avgpool_divisor(node: Node, shape: tuple, dtype) -> np.ndarray:
 def _avgpool_forward(node: Node, inputs, weights, state):
     x = inputs[0]
     ho, wo, p, bottom, right, k = _pool_geometry(node, x.shape)
-    xp = _pad(x, p, bottom, p, right)
+    xp = _pad(x, p, bottom, p, right, workspace=state.workspace)
     divisor = _avgpool_divisor(node, x.shape, x.dtype)
     y = _windows(xp, k, node.attrs["stride"], 1, ho, wo).sum(axis=(1, 2)) / divisor
     return y, (x.shape, xp.shape, divisor)
@@ -292,23 +342,26 @@ def _expand(v: np.ndarray, ndim: int) -> np.ndarray:
 def _bn_forward(node: Node, inputs, weights, state):
     x = inputs[0]
     eps, momentum = node.attrs["eps"], node.attrs["momentum"]
-    running = weights  # running_mean and running_var, updated in place while training
-    axes = _channel_axes(x)
+    c = x.shape[0]
+    flat = x.reshape(c, -1)
+    count = flat.shape[1]
     if state.training:
-        mean = x.mean(axis=axes)
-        var = x.var(axis=axes)
-        count = x.size // x.shape[0]
-        unbiased = var * count / max(count - 1, 1)  # torch keeps the unbiased variance
-        running["running_mean"] *= 1 - momentum
-        running["running_mean"] += momentum * mean
-        running["running_var"] *= 1 - momentum
-        running["running_var"] += momentum * unbiased
+        mean = flat.mean(axis=1)
+        xhat = flat - mean[:, None]
+        var = np.einsum("ij,ij->i", xhat, xhat) / count  # no squared temporary
+        # torch keeps the unbiased variance; weights holds the running statistics, updated in place
+        weights["running_mean"] *= 1 - momentum
+        weights["running_mean"] += momentum * mean
+        weights["running_var"] *= 1 - momentum
+        weights["running_var"] += momentum * var * count / max(count - 1, 1)
     else:
-        mean, var = running["running_mean"], running["running_var"]
-    inv = 1.0 / np.sqrt(var + eps)
-    xhat = (x - _expand(mean, x.ndim)) * _expand(inv, x.ndim)
-    y = xhat * _expand(weights["weight"], x.ndim) + _expand(weights["bias"], x.ndim)
-    return y, (xhat, inv, state.training)
+        mean, var = weights["running_mean"], weights["running_var"]
+        xhat = flat - mean[:, None]
+    inv = (1.0 / np.sqrt(var + eps)).astype(x.dtype)
+    xhat *= inv[:, None]
+    y = xhat * weights["weight"][:, None]
+    y += weights["bias"][:, None]
+    return y.reshape(x.shape), (xhat.reshape(x.shape), inv, state.training)
 
 
 def _bn_backward(node: Node, dy, cache, weights):
@@ -367,30 +420,42 @@ def _dropout_backward(node: Node, dy, keep, weights):
 
 
 def _elementwise(forward: Callable, derivative: Callable):
-    """An activation as a kernel pair; derivative(x, y, attrs) is dy/dx elementwise."""
-    def fwd(node, inputs, weights, state):
+    """An activation as a kernel pair. forward(x, attrs, out) may write into `out`;
+    derivative(y, attrs) is dy/dx from the output alone, so a fused activation can overwrite
+    its layer's output in place and still be differentiated."""
+    def fwd(node, inputs, weights, state, in_place=False):
         x = inputs[0]
-        y = forward(x, node.attrs)
-        return y, (x, y)
+        y = forward(x, node.attrs, x if in_place else None)
+        return y, y
 
-    def bwd(node, dy, cache, weights):
-        x, y = cache
-        return [dy * derivative(x, y, node.attrs)], {}
+    def bwd(node, dy, y, weights):
+        return [dy * derivative(y, node.attrs)], {}
     return fwd, bwd
 
 
-def _sigmoid(x, attrs):
-    return 0.5 * (1 + np.tanh(0.5 * x))  # stable for large |x|
+def _sigmoid(x, attrs, out):
+    y = np.multiply(x, 0.5, out=out)  # 0.5 * (1 + tanh(x/2)): stable for large |x|
+    np.tanh(y, out=y)
+    y += 1
+    y *= 0.5
+    return y
+
+
+def _elu(x, attrs, out):
+    alpha = attrs.get("alpha", 1.0)
+    negative = alpha * np.expm1(np.minimum(x, 0))
+    return np.where(x > 0, x, negative) if out is None else np.copyto(out, negative, where=x <= 0) or out
 
 
 ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
-    "relu": _elementwise(lambda x, a: np.maximum(x, 0), lambda x, y, a: (x > 0).astype(x.dtype)),
-    "tanh": _elementwise(lambda x, a: np.tanh(x), lambda x, y, a: 1 - y * y),
-    "sigmoid": _elementwise(_sigmoid, lambda x, y, a: y * (1 - y)),
-    "lrelu": _elementwise(lambda x, a: np.where(x > 0, x, x * a.get("slope", 0.01)),
-                          lambda x, y, a: np.where(x > 0, 1, a.get("slope", 0.01)).astype(x.dtype)),
-    "elu": _elementwise(lambda x, a: np.where(x > 0, x, a.get("alpha", 1.0) * np.expm1(np.minimum(x, 0))),
-                        lambda x, y, a: np.where(x > 0, 1, y + a.get("alpha", 1.0)).astype(x.dtype)),
+    "relu": _elementwise(lambda x, a, out: np.maximum(x, 0, out=out),
+                         lambda y, a: (y > 0).astype(y.dtype)),
+    "tanh": _elementwise(lambda x, a, out: np.tanh(x, out=out), lambda y, a: 1 - y * y),
+    "sigmoid": _elementwise(_sigmoid, lambda y, a: y * (1 - y)),
+    "lrelu": _elementwise(
+        lambda x, a, out: np.multiply(x, np.where(x > 0, 1, a.get("slope", 0.01)).astype(x.dtype), out=out),
+        lambda y, a: np.where(y > 0, 1, a.get("slope", 0.01)).astype(y.dtype)),
+    "elu": _elementwise(_elu, lambda y, a: np.where(y > 0, 1, y + a.get("alpha", 1.0)).astype(y.dtype)),
 }
 
 
@@ -552,6 +617,7 @@ class NumpyModule:
         for spec in network.weights:
             self._by_node[self.graph.node(spec.node).id][spec.suffix] = spec.name
         self._caches: list | None = None
+        self.workspace = Workspace()
 
     def train(self, mode: bool = True) -> "NumpyModule":
         self.training = mode
@@ -573,7 +639,7 @@ class NumpyModule:
         if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != tuple(expected):
             raise ValueError(f"{self.network.name} takes input of shape (N, "
                              f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")
-        state = _State(self.training, self.rng)
+        state = _State(self.training, self.rng, self.workspace)
         values: list[np.ndarray | None] = [None] * len(self.graph.nodes)
         caches: list = [None] * len(self.graph.nodes)
         values[0] = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # (C, N, ...)
@@ -583,8 +649,8 @@ class NumpyModule:
             y, cache = KERNELS[node.op].forward(node, inputs, self._node_weights(node.id), state)
             act = node.attrs.get("act", "none")
             act_cache = None
-            if act != "none":
-                y, act_cache = ACTIVATIONS[act][0](node, [y], {}, state)
+            if act != "none":  # the layer's own fresh output: safe to overwrite
+                y, act_cache = ACTIVATIONS[act][0](node, [y], {}, state, in_place=True)
             values[node.id] = y
             caches[node.id] = (cache, act_cache)
             for i in node.inputs:  # free what no later node reads (the caches keep what backward needs)

@@ -1,0 +1,83 @@
+"""NumPy backend vs torch on the CPU: forward and forward+backward, float32, same thread count.
+
+    python benchmarks/numpy_vs_torch.py                    # VGG-16 and ResNet-50, batch 8, 224x224
+    python benchmarks/numpy_vs_torch.py --nets resnet50 --batch 2 --repeat 1
+
+Both sides run in this one process on the same input; each time is the median of --repeat runs
+after one warm-up. Targets (issue 3): forward <= 2x torch, forward+backward <= 3x torch.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nets", nargs="+", default=["vgg16", "resnet50"])
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    # BLAS reads its thread count when it loads: set it before numpy is imported.
+    for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[name] = str(args.threads)
+    import numpy as np
+    import torch
+
+    import netdsl
+    sys.path.insert(0, str(Path(__file__).parent))
+    from reference_models import REFERENCES
+
+    torch.set_num_threads(args.threads)
+    print(f"batch {args.batch}, {args.size}x{args.size}, float32, {args.threads} threads, "
+          f"torch {torch.__version__}, numpy {np.__version__}; median of {args.repeat}")
+    print(f"{'network':10} {'pass':17} {'numpy s':>9} {'torch s':>9} {'ratio':>7} {'target':>7}")
+
+    def timed(fn) -> float:
+        fn()
+        runs = []
+        for _ in range(args.repeat):
+            start = time.perf_counter()
+            fn()
+            runs.append(time.perf_counter() - start)
+        return statistics.median(runs)
+
+    for name in args.nets:
+        net = netdsl.load(name, input=f"3x{args.size}x{args.size}")
+        module = net.compile("numpy", dtype="float32", seed=0).train()
+        x = np.random.default_rng(0).standard_normal((args.batch, *net.input_shape)).astype(np.float32)
+        reference = REFERENCES[name]().train()
+        xt = torch.from_numpy(x)
+
+        def numpy_forward():
+            return module(x)
+
+        def numpy_both():
+            y = module(x)
+            module.backward(np.ones_like(y))
+
+        def torch_forward():
+            with torch.no_grad():
+                return reference(xt)
+
+        def torch_both():
+            reference.zero_grad(set_to_none=True)
+            y = reference(xt.requires_grad_(True))
+            y.backward(torch.ones_like(y))
+
+        for label, ours, theirs, target in (("forward", numpy_forward, torch_forward, 2.0),
+                                            ("forward+backward", numpy_both, torch_both, 3.0)):
+            a, b = timed(ours), timed(theirs)
+            verdict = "ok" if a / b <= target else "MISSED"
+            print(f"{name:10} {label:17} {a:9.3f} {b:9.3f} {a / b:7.2f} {'<=' + str(target):>7} {verdict}")
+            sys.stdout.flush()
+
+
+if __name__ == "__main__":
+    main()
