@@ -24,6 +24,7 @@ import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
 from netdsl.ir import Node
+from netdsl.weights import bilinear_weight
 
 # -- convolution primitives -------------------------------------------------------------------------
 
@@ -547,15 +548,6 @@ KERNELS: dict[str, Kernel] = {
 
 # -- initialisation ---------------------------------------------------------------------------------
 
-def _bilinear_kernel(k: int) -> np.ndarray:
-    """FCN's upsampling filter: bilinear interpolation for a stride of about k/2."""
-    factor = (k + 1) // 2
-    centre = factor - 1 if k % 2 == 1 else factor - 0.5
-    og = np.arange(k)
-    line = 1 - np.abs(og - centre) / factor
-    return np.outer(line, line)
-
-
 def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.ndarray]:
     """torch's default initialisation: Kaiming-uniform (a=sqrt(5)) weights, uniform biases with
     bound 1/sqrt(fan_in), BN scale 1 and shift 0, running mean 0 and variance 1; `init=bilinear`
@@ -572,16 +564,8 @@ def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.nd
         fan_in = math.prod(weight_shape[1:])  # torch takes dim 1 as fan-in, for deconv too
         bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
         if node.op == "deconv" and node.attrs["init"] == "bilinear":
-            if spec.suffix == "bias":
-                weights[spec.name] = np.zeros(shape, dtype=dtype)
-            else:
-                w = np.zeros(shape, dtype=dtype)
-                kernel = _bilinear_kernel(shape[2])
-                if shape[0] == shape[1] and node.attrs["groups"] == 1:
-                    w[np.arange(shape[0]), np.arange(shape[0])] = kernel
-                else:
-                    w[:] = kernel
-                weights[spec.name] = w
+            weights[spec.name] = (np.zeros(shape, dtype=dtype) if spec.suffix == "bias"
+                                  else bilinear_weight(shape, node.attrs["groups"]).astype(dtype))
             continue
         weights[spec.name] = (rng.random(shape, dtype=dtype) * 2 - 1) * dtype.type(bound)
     return weights

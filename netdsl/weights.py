@@ -78,3 +78,20 @@ def weight_specs(graph: Graph, shapes: tuple[Shape, ...]) -> list[WeightSpec]:
         for suffix, shape, trainable in WEIGHT_SHAPES[node.op](node, inputs):
             specs.append(WeightSpec(f"{node.name}.{suffix}", node.name, suffix, shape, trainable))
     return specs
+
+
+def bilinear_weight(shape: Shape, groups: int):
+    """FCN's fixed upsampling filter for a deconv weight (in, out/groups, k, k): bilinear
+    interpolation, per channel when in == out (channel i to channel i), else in every pair."""
+    import numpy as np  # here, not at the top: the front end (check, summary, draw) needs no numpy
+    k = shape[2]
+    factor = (k + 1) // 2
+    centre = factor - 1 if k % 2 == 1 else factor - 0.5
+    line = 1 - np.abs(np.arange(k) - centre) / factor
+    kernel = np.outer(line, line)
+    weight = np.zeros(shape)
+    if shape[0] == shape[1] and groups == 1:
+        weight[np.arange(shape[0]), np.arange(shape[0])] = kernel
+    else:
+        weight[:] = kernel
+    return weight
