@@ -52,7 +52,7 @@ def main() -> None:
         net = netdsl.load(name, input=f"3x{args.size}x{args.size}")
         module = net.compile("numpy", dtype="float32", seed=0).train()
         x = np.random.default_rng(0).standard_normal((args.batch, *net.input_shape)).astype(np.float32)
-        reference = REFERENCES[name]().train()
+        reference = REFERENCES[name]().train()  # torchvision's architecture, written out
         xt = torch.from_numpy(x)
 
         def numpy_forward():

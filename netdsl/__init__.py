@@ -11,9 +11,18 @@ Importing netdsl imports no backend: torch is loaded only when a torch module is
 from .errors import (NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLShapeError,
                      NetDSLSyntaxError, NetDSLWeightsError, Span)
 from .limits import Limits
+from .finetune import finetune, with_head
 from .network import Network, load, parse, parse_all
 
 __version__ = "0.1.0"
 
-__all__ = ["parse", "parse_all", "load", "Network", "Limits", "NetDSLError", "NetDSLSyntaxError",
+__all__ = ["parse", "parse_all", "load", "Network", "finetune", "with_head", "import_torchvision", "Limits", "NetDSLError", "NetDSLSyntaxError",
            "NetDSLNameError", "NetDSLShapeError", "NetDSLLimitError", "NetDSLWeightsError", "Span"]
+
+
+def import_torchvision(state_dict_or_path, arch: str):
+    """Weights of a torchvision model (a state_dict in memory, or a file you have) renamed to the
+    matching shipped network's canonical names, by position, every shape checked. Returns
+    (network, weights). Nothing is downloaded. See backends/torchvision_weights.py."""
+    from .backends.torchvision_weights import import_torchvision as run
+    return run(state_dict_or_path, arch)

@@ -87,10 +87,33 @@ def build_parser() -> argparse.ArgumentParser:
     _common(expand)
 
     compile_ = commands.add_parser(
-        "compile", help="check a network and print its summary",
-        description="Check the network and print its summary. Backends (numpy, torch) add outputs.")
+        "compile", help="check a network, print its summary, and write PyTorch source, ONNX or weights",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Check the network and print its summary. With -o, also write it out:\n"
+                    "  model.py           readable standalone PyTorch source (one class, layers named as in\n"
+                    "                     the network, the .net line beside each); needs only torch\n"
+                    "  model.onnx         ONNX (opset 17), checked by onnx.checker; needs torch and onnx\n"
+                    "  w.safetensors/.npz the weights (seeded, loaded, imported or fine-tuned)",
+        epilog="examples:\n"
+               "  netdsl compile vgg16 -o vgg16.py\n"
+               "  netdsl compile resnet50 --torchvision resnet50.pth --head 10 --freeze stage3 \\\n"
+               "      --save-weights ft.safetensors -o resnet50_ft.py")
     _common(compile_)
     compile_.add_argument("--depth", type=int, metavar="N", help="as for summary")
+    compile_.add_argument("-o", "--output", metavar="OUT", action="append", default=[],
+                          help="write .py, .onnx, .safetensors or .npz (repeatable)")
+    compile_.add_argument("--weights", metavar="FILE", help="start from these weights (.safetensors or .npz)")
+    compile_.add_argument("--torchvision", metavar="FILE",
+                          help="start from a torchvision state_dict file (.pth), mapped by position")
+    compile_.add_argument("--arch", metavar="NAME",
+                          help="the torchvision model of --torchvision (default: inferred, e.g. resnet50)")
+    compile_.add_argument("--head", type=int, metavar="N",
+                          help="replace the output layer with one of N outputs (fc1000 -> fc10), keeping "
+                               "every other weight")
+    compile_.add_argument("--freeze", metavar="NAME",
+                          help="freeze every weight up to and including this layer or scope (e.g. stage3)")
+    compile_.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    compile_.add_argument("--save-weights", metavar="FILE", help="write the weights (.safetensors or .npz)")
 
     run = commands.add_parser(
         "run", help="run a forward pass on seeded random input",
@@ -222,6 +245,83 @@ def _cmd_run(args) -> int:
     return EXIT_OK
 
 
+def _infer_arch(network) -> str:
+    from pathlib import Path
+
+    from .backends.torchvision_weights import ARCHITECTURES
+    here = (Path(network.path).stem, network.name)
+    for arch, target in ARCHITECTURES.items():
+        file, _, name = target.partition(":")
+        if (file, name or file) == here:
+            return arch
+    raise _UsageError(f"cannot tell which torchvision model {network.name} is; pass --arch "
+                      f"({', '.join(ARCHITECTURES)})")
+
+
+def _cmd_compile(args) -> int:
+    from pathlib import Path
+    outputs = [Path(out) for out in args.output]
+    for out in outputs:
+        if out.suffix not in (".py", ".onnx", ".safetensors", ".npz"):
+            raise _UsageError(f"-o {out}: write .py, .onnx, .safetensors or .npz")
+    if args.weights and args.torchvision:
+        raise _UsageError("give --weights or --torchvision, not both")
+    network = _load(args, args.file)
+    _print_warnings(network)
+    needs_model = args.weights or args.torchvision or args.head or args.freeze or args.save_weights \
+        or any(out.suffix != ".py" for out in outputs)
+    weights = None
+    if args.torchvision:
+        from .backends.torchvision_weights import import_torchvision
+        _, weights = import_torchvision(args.torchvision, args.arch or _infer_arch(network))
+    elif args.weights:
+        from .weights_io import read_weights
+        weights = read_weights(args.weights)
+    target, model = network, None
+    if needs_model:
+        model = _torch_model(network, weights, args)
+        target = model.network
+    print(target.summary(depth=args.depth), end="")
+    if model is not None:
+        from .finetune import trainable_counts
+        trainable, frozen = trainable_counts(model)
+        print(f"trainable    {trainable:>17,}\nfrozen       {frozen:>17,}")
+    for out in outputs:
+        _write_output(out, target, model)
+    if args.save_weights:
+        from .weights_io import save_weights
+        save_weights(args.save_weights, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
+                                         if not k.endswith("num_batches_tracked")})
+        print(f"wrote {args.save_weights}")
+    return EXIT_OK
+
+
+def _torch_model(network, weights, args):
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise NetDSLError("this needs torch: pip install 'netdsl[torch]'") from None
+    from .finetune import finetune
+    if weights is None:
+        weights = network.compile("torch", seed=args.seed).state_dict()
+    return finetune(network, weights, head=args.head, freeze=args.freeze, backend="torch", seed=args.seed)
+
+
+def _write_output(out, network, model) -> None:
+    if out.suffix == ".py":
+        from . import __version__
+        from .backends.torch_codegen import generate_source
+        out.write_text(generate_source(network, __version__), encoding="utf-8")
+    elif out.suffix == ".onnx":
+        from .backends.torch_export import export_onnx
+        export_onnx(model, network, out)
+    else:
+        from .weights_io import save_weights
+        save_weights(out, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
+                           if not k.endswith("num_batches_tracked")})
+    print(f"wrote {out}")
+
+
 _DRAW_FORMATS = {".svg": "svg", ".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".pdf": "pdf",
                  ".dot": "dot", ".gv": "dot"}
 
@@ -250,7 +350,7 @@ def _cmd_draw(args) -> int:
 
 
 COMMANDS = {"check": _cmd_check, "summary": _cmd_summary, "expand": _cmd_expand,
-            "compile": _cmd_summary, "draw": _cmd_draw, "run": _cmd_run}
+            "compile": _cmd_compile, "draw": _cmd_draw, "run": _cmd_run}
 
 
 def _report(error: NetDSLError) -> None:

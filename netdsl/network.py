@@ -29,6 +29,8 @@ class Network:
                  strict: bool):
         self._expanded = expanded
         self.path = path
+        self.limits = limits
+        self.strict = strict
         self.graph: Graph = expanded.graph
         self.input_shape: Shape = tuple(input_shape)
         result = infer_shapes(self.graph, self.input_shape, limits, strict)

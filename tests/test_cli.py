@@ -37,7 +37,7 @@ def test_check_every_net_of_every_file(capsys):
     status, out, err = run(capsys, "check", *sorted(str(p) for p in NETWORKS.glob("*.net")))
     assert status == 0 and err == ""
     assert "vgg.net: E: ok, 3x224x224 -> 1000, 143,667,240 params" in out
-    assert len(out.splitlines()) == 33
+    assert len(out.splitlines()) == 36
 
 
 def test_summary_json(capsys):

@@ -1,0 +1,81 @@
+"""Weights from torchvision, mapped by position onto the matching shipped network.
+
+torchvision's state_dict and the shipped network list the same tensors in the same order (each
+was written to follow torchvision's module order), so the i-th torchvision tensor is the i-th
+netdsl weight. Every shape is checked, and the first mismatch is reported with both names.
+BatchNorm's `num_batches_tracked` and GoogLeNet's auxiliary classifiers have no counterpart and
+are skipped. Files are read with torch.load(weights_only=True): nothing is unpickled beyond
+tensors, and nothing is downloaded.
+
+Note: torchvision's pretrained GoogLeNet applies `transform_input` (a fixed re-normalisation of
+the input) before conv1; it is not a weight, so feed the network inputs normalised accordingly.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from netdsl.errors import NetDSLWeightsError
+from netdsl.shapes import format_shape
+
+#: torchvision model name -> shipped network
+ARCHITECTURES = {
+    "alexnet": "alexnet:alexnet_tv",
+    "vgg11": "vgg:A", "vgg13": "vgg:B", "vgg16": "vgg:D", "vgg19": "vgg:E",
+    "vgg11_bn": "vgg:A_BN", "vgg13_bn": "vgg:B_BN", "vgg16_bn": "vgg:D_BN", "vgg19_bn": "vgg:E_BN",
+    "resnet18": "resnet:resnet18", "resnet34": "resnet:resnet34", "resnet50": "resnet:resnet50",
+    "resnet101": "resnet:resnet101", "resnet152": "resnet:resnet152",
+    "resnext50_32x4d": "resnext50",
+    "googlenet": "googlenet:googlenet_tv",
+}
+
+_SKIPPED_PREFIXES = ("aux1.", "aux2.")
+_SKIPPED_SUFFIXES = (".num_batches_tracked",)
+
+
+def _load_file(path: Path) -> dict:
+    import torch
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise NetDSLWeightsError(f"{path}: no such file") from None
+    except Exception as error:  # torch raises many kinds for a bad or unsafe file
+        raise NetDSLWeightsError(f"{path}: not a torch weights file ({type(error).__name__}: "
+                                 f"{str(error).splitlines()[0][:200]})",
+                                 notes=["only tensors are read (weights_only=True)"]) from None
+    for key in ("state_dict", "model"):  # checkpoints often wrap the state_dict
+        if isinstance(data, dict) and isinstance(data.get(key), dict):
+            data = data[key]
+    if not isinstance(data, dict):
+        raise NetDSLWeightsError(f"{path}: holds a {type(data).__name__}, not a state_dict")
+    return data
+
+
+def import_torchvision(state_dict_or_path, arch: str):
+    """(network, {canonical name: tensor}) for a torchvision state_dict of model `arch`."""
+    import netdsl
+    if arch not in ARCHITECTURES:
+        raise NetDSLWeightsError(f"no shipped network matches torchvision's {arch}",
+                                 notes=[f"supported: {', '.join(ARCHITECTURES)}"])
+    source = "the state_dict"
+    if isinstance(state_dict_or_path, (str, Path)):
+        source = str(state_dict_or_path)
+        state_dict = _load_file(Path(state_dict_or_path))
+    else:
+        state_dict = state_dict_or_path
+    network = netdsl.load(ARCHITECTURES[arch])
+    theirs = [(name, tensor) for name, tensor in state_dict.items()
+              if not name.startswith(_SKIPPED_PREFIXES) and not name.endswith(_SKIPPED_SUFFIXES)]
+    ours = network.weights
+    for position, (spec, (name, tensor)) in enumerate(zip(ours, theirs)):
+        shape = tuple(getattr(tensor, "shape", ()))
+        if shape != spec.shape:
+            raise NetDSLWeightsError(
+                f"{source}: tensor {position} ({name}, {format_shape(shape) or 'scalar'}) does not "
+                f"fit {spec.name} ({format_shape(spec.shape)}) of {network.name}",
+                notes=[f"is this a {arch} state_dict?"])
+    if len(theirs) != len(ours):
+        more = theirs[len(ours)].__getitem__(0) if len(theirs) > len(ours) else ours[len(theirs)].name
+        raise NetDSLWeightsError(
+            f"{source}: {len(theirs)} tensors for the {len(ours)} weights of {network.name}",
+            notes=[f"first one unmatched: {more}"])
+    return network, {spec.name: tensor for spec, (_, tensor) in zip(ours, theirs)}

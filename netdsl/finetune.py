@@ -1,0 +1,102 @@
+"""Fine-tuning (seed 002): replace the head, keep every other weight, freeze what should not train.
+
+    net = netdsl.load("resnet50")
+    model = netdsl.finetune(net, pretrained, head=10, freeze="stage3")   # a torch module
+    # every weight but the new fc10 comes from `pretrained`; stem..stage3 have requires_grad=False
+
+`pretrained` is {canonical name: array or tensor}: a netdsl weights file, another backend's
+`weights`, or `import_torchvision(...)`'s result. It is checked against the original network
+before anything is replaced.
+"""
+from __future__ import annotations
+
+import dataclasses
+
+from .errors import NetDSLNameError
+from .ir import Graph, freeze_attrs
+from .network import Network
+from .ops import WEIGHT_OPS
+
+
+def head_layer(network: Network):
+    """The network's output layer: the last fc (or conv) that feeds the output through weightless ops."""
+    graph = network.graph
+    readers = graph.consumers()
+    for node in reversed(graph.nodes):
+        if node.op in WEIGHT_OPS:
+            return node
+        if node.op in ("concat", "add") or len(readers[node.id]) > 1:
+            break
+    raise NetDSLNameError(f"{network.name} has no single output layer to replace",
+                          notes=["a head is the last fc or conv before the output"])
+
+
+def with_head(network: Network, classes: int) -> Network:
+    """The same network with its output layer giving `classes` outputs (fc1000 -> fc10)."""
+    if classes < 1:
+        raise ValueError(f"a head needs at least one output, got {classes}")
+    head = head_layer(network)
+    nodes = tuple(dataclasses.replace(n, attrs=freeze_attrs({**n.attrs, "c": classes})) if n.id == head.id
+                  else n for n in network.graph.nodes)
+    expanded = dataclasses.replace(network._expanded, graph=Graph(network.graph.name, nodes))
+    return Network(expanded, network.input_shape, network.path, network.limits, network.strict)
+
+
+def frozen_names(network: Network, until: str) -> list[str]:
+    """Every weight of the nodes up to and including `until` (a node name, a scope such as
+    `stage3`, or a label), in program order."""
+    graph = network.graph
+    matches = [n.id for n in graph.nodes if n.name == until or n.name.startswith(until + ".")]
+    if not matches:
+        names = sorted({n.name.split(".")[0] for n in graph.nodes[1:]})
+        raise NetDSLNameError(f"{network.name} has no layer or scope named {until}",
+                              notes=[f"top-level names: {', '.join(names)}"])
+    last = max(matches)
+    return [spec.name for spec in network.weights
+            if spec.trainable and graph.node(spec.node).id <= last]
+
+
+def finetune(network: Network, weights: dict, head: int | None = None, freeze: str | None = None,
+             backend: str = "torch", **options):
+    """A module for fine-tuning: pretrained weights everywhere but a new, freshly initialised
+    head, with the layers up to `freeze` frozen (torch: requires_grad=False)."""
+    from .weights_io import check_weights
+    checked = check_weights(network, weights, "the pretrained weights")
+    target = with_head(network, head) if head is not None else network
+    model = target.compile(backend, **options)
+    replaced = set()
+    if head is not None:
+        head_name = head_layer(network).name
+        replaced = {spec.name for spec in network.weights if spec.node == head_name}
+    kept = {name: value for name, value in checked.items() if name not in replaced}
+    _load_partial(model, kept, backend)
+    if freeze is not None:
+        names = set(frozen_names(target, freeze))
+        if backend == "torch":
+            for name, parameter in model.named_parameters():
+                if name in names:
+                    parameter.requires_grad_(False)
+        else:
+            model.trainable = [name for name in model.trainable if name not in names]
+    model.network = target
+    return model
+
+
+def _load_partial(model, weights: dict, backend: str) -> None:
+    if backend == "torch":
+        import torch
+        state = model.state_dict(keep_vars=True)
+        with torch.no_grad():
+            for name, value in weights.items():
+                target = state[name]
+                target.copy_(torch.as_tensor(value).to(dtype=target.dtype, device=target.device))
+    else:
+        for name, value in weights.items():
+            model.weights[name][...] = value
+
+
+def trainable_counts(model) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts of a torch module."""
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    return trainable, frozen

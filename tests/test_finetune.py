@@ -1,0 +1,97 @@
+"""Weights from torchvision (by position), fine-tuning with a new head and frozen layers."""
+import importlib.util
+
+import numpy as np
+import pytest
+
+import netdsl
+from conftest import ROOT
+
+torch = pytest.importorskip("torch")
+
+_spec = importlib.util.spec_from_file_location("reference_models", ROOT / "benchmarks" / "reference_models.py")
+references = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(references)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "vgg16_bn", "vgg11", "alexnet"])
+def test_torchvision_state_dict_gives_the_same_function(arch):
+    torch.manual_seed(0)
+    reference = references.REFERENCES[arch]().eval()
+    with torch.no_grad():  # non-trivial running statistics, so batch norm is really mapped
+        for module in reference.modules():
+            if isinstance(module, torch.nn.BatchNorm2d):
+                module.running_mean.uniform_(-0.5, 0.5)
+                module.running_var.uniform_(0.5, 1.5)
+    net, weights = netdsl.import_torchvision(reference.state_dict(), arch)
+    assert net.name == references.NETWORKS[arch].split(":")[-1]
+    model = net.compile("torch", weights=weights).eval()
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        assert torch.allclose(model(x), reference(x), rtol=1e-4, atol=1e-5)
+
+
+def test_torchvision_file_is_read_without_unpickling(tmp_path):
+    reference = references.REFERENCES["resnet18"]()
+    path = tmp_path / "resnet18.pth"
+    torch.save({"state_dict": reference.state_dict(), "epoch": 3}, path)
+    net, weights = netdsl.import_torchvision(path, "resnet18")
+    assert len(weights) == len(net.weights)
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": object()}, evil)  # a pickled object weights_only refuses
+    with pytest.raises(netdsl.NetDSLWeightsError, match="not a torch weights file"):
+        netdsl.import_torchvision(evil, "resnet18")
+
+
+def test_torchvision_mismatch_names_the_first_tensor():
+    state = references.REFERENCES["resnet18"]().state_dict()
+    with pytest.raises(netdsl.NetDSLWeightsError) as caught:
+        netdsl.import_torchvision(state, "resnet50")
+    assert caught.value.message == ("the state_dict: tensor 5 (layer1.0.conv1.weight, 64x64x3x3) does not "
+                                    "fit stage1.bottleneck_down1.add1.b1.cbr1.conv1.weight (64x64x1x1) of resnet50")
+    with pytest.raises(netdsl.NetDSLWeightsError, match="no shipped network matches torchvision's resnet9"):
+        netdsl.import_torchvision(state, "resnet9")
+
+
+def test_googlenet_auxiliary_classifiers_are_skipped():
+    net = netdsl.load("googlenet:googlenet_tv")
+    names = [f"t{i}" for i in range(len(net.weights))]
+    state = {name: torch.zeros(spec.shape) for name, spec in zip(names, net.weights)}
+    state = {**dict(list(state.items())[:-2]), "aux1.fc.weight": torch.zeros(3), "aux2.conv.bn.num_batches_tracked":
+             torch.zeros(()), **dict(list(state.items())[-2:])}
+    state = {("aux1.x" if k == "aux1.fc.weight" else k): v for k, v in state.items()}
+    _, weights = netdsl.import_torchvision(state, "googlenet")
+    assert list(weights) == [spec.name for spec in net.weights]
+
+
+def test_finetune_replaces_the_head_and_freezes():
+    net = netdsl.load("resnet:resnet18", input="3x64x64")
+    pretrained = net.compile("numpy", seed=1).weights
+    model = netdsl.finetune(net, pretrained, head=10, freeze="basic_stage2")  # up to conv4_x
+    state = model.state_dict()
+    assert tuple(state["head1.fc1.weight"].shape) == (10, 512)
+    assert np.array_equal(state["basic_stage3.basic_down1.add1.b1.cbr1.conv1.weight"].numpy(),
+                          pretrained["basic_stage3.basic_down1.add1.b1.cbr1.conv1.weight"])
+    frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
+    assert "stem1.cbr1.conv1.weight" in frozen and "basic_stage2.basic1.add1.b1.cb1.bn1.bias" in frozen
+    assert not any(name.startswith(("basic_stage3", "head1")) for name in frozen)
+    from netdsl.finetune import trainable_counts
+    trainable, fixed = trainable_counts(model)
+    assert trainable == sum(v.size for k, v in pretrained.items()
+                            if k.startswith("basic_stage3") and "running" not in k) + 512 * 10 + 10
+    assert model(torch.zeros(2, 3, 64, 64)).shape == (2, 10)
+
+
+def test_finetune_checks_the_pretrained_weights():
+    net = netdsl.load("lenet5")
+    with pytest.raises(netdsl.NetDSLWeightsError, match="the pretrained weights: 10 weights of lenet5 missing"):
+        netdsl.finetune(net, {}, head=2)
+    with pytest.raises(netdsl.NetDSLNameError, match="lenet5 has no layer or scope named stage9"):
+        netdsl.finetune(net, net.compile("numpy").weights, freeze="stage9")
+
+
+def test_finetune_with_the_numpy_backend():
+    net = netdsl.load("lenet5")
+    model = netdsl.finetune(net, net.compile("numpy").weights, head=3, freeze="conv2", backend="numpy")
+    assert model(np.zeros((1, 1, 32, 32))).shape == (1, 3)
+    assert "conv1.weight" not in model.trainable and "fc2.weight" in model.trainable

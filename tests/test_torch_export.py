@@ -1,0 +1,114 @@
+"""netdsl compile -o: standalone PyTorch source (bit-identical), ONNX (checked, and run by
+onnxruntime when installed), weights files, torchvision import and fine-tuning from the CLI."""
+import importlib.util
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import netdsl
+from conftest import NETWORKS
+from netdsl.cli import main
+
+torch = pytest.importorskip("torch")
+
+
+def _import_file(path, name="generated_model"):
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+SMALL_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp": None}
+
+
+def _shipped():
+    for path in sorted(NETWORKS.glob("*.net")):
+        for net in netdsl.parse_all(path.read_text(), path=str(path)):
+            yield pytest.param(str(path), net.name, SMALL_INPUTS.get(path.stem, "3x32x32"),
+                               id=f"{path.stem}:{net.name}")
+
+
+@pytest.mark.parametrize("path,name,shape", list(_shipped()))
+def test_generated_source_is_bit_identical_to_the_module(tmp_path, path, name, shape):
+    from netdsl.backends.torch_codegen import class_name, generate_source
+    net = netdsl.load(path, net=name, input=shape)
+    source = generate_source(net)
+    file = tmp_path / "model.py"
+    file.write_text(source)
+    generated = getattr(_import_file(file), class_name(net.name))()  # no arguments
+    model = net.compile("torch", seed=0).eval()
+    generated.load_state_dict(model.state_dict())
+    generated.eval()
+    x = torch.randn(2, *net.input_shape)
+    with torch.no_grad():
+        assert torch.equal(generated(x), model(x))
+    assert "import torch\n" in source and "netdsl" not in source.split("import torch")[1]
+
+
+def test_generated_source_reads_like_the_network(tmp_path):
+    from netdsl.backends.torch_codegen import generate_source
+    source = generate_source(netdsl.load("vgg16"))
+    assert "self.block1.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1" in source
+    assert "# vgg16.net:7: def block(n, c) = (conv3-c)*n - pool" in source
+    assert "block1_conv1 = F.relu(self.block1.conv1(x), inplace=True)  # 64x224x224" in source
+
+
+def test_onnx_export_is_checked_and_runs(tmp_path, capsys):
+    out = tmp_path / "lenet5.onnx"
+    assert main(["compile", "lenet5", "-o", str(out), "--seed", "3"]) == 0
+    onnxruntime = pytest.importorskip("onnxruntime")
+    session = onnxruntime.InferenceSession(str(out))
+    x = np.random.default_rng(0).standard_normal((4, 1, 32, 32)).astype(np.float32)
+    model = netdsl.load("lenet5").compile("torch", seed=3).eval()
+    expected = model(torch.from_numpy(x)).detach().numpy()
+    assert np.allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-5)
+
+
+def test_compile_saves_and_loads_weights(tmp_path, capsys):
+    saved = tmp_path / "w.safetensors"
+    assert main(["compile", "mlp:mlp2", "--seed", "4", "--save-weights", str(saved)]) == 0
+    reference = netdsl.load("mlp:mlp2").compile("torch", seed=4).state_dict()
+    from netdsl.weights_io import read_weights
+    stored = read_weights(saved)
+    assert all(np.array_equal(stored[k], reference[k].numpy()) for k in stored)
+    again = tmp_path / "again.npz"
+    assert main(["compile", "mlp:mlp2", "--weights", str(saved), "-o", str(again)]) == 0
+    assert np.array_equal(read_weights(again)["fc1.weight"], stored["fc1.weight"])
+
+
+def test_compile_imports_torchvision_and_fine_tunes(tmp_path, capsys):
+    spec = importlib.util.spec_from_file_location(
+        "reference_models", NETWORKS.parent / "benchmarks" / "reference_models.py")
+    references = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(references)
+    pth = tmp_path / "resnet18.pth"
+    torch.save(references.REFERENCES["resnet18"]().state_dict(), pth)
+    saved = tmp_path / "ft.safetensors"
+    status = main(["compile", "resnet:resnet18", "--torchvision", str(pth), "--head", "10",
+                   "--freeze", "basic_stage2", "--save-weights", str(saved)])
+    out = capsys.readouterr().out
+    assert status == 0
+    assert any(line.split()[:2] == ["head1.fc1", "fc10"] for line in out.splitlines())
+    assert "trainable" in out and "frozen" in out
+    from netdsl.weights_io import read_weights
+    assert read_weights(saved)["head1.fc1.weight"].shape == (10, 512)
+
+
+def test_compile_errors_are_clean(tmp_path, capsys):
+    with pytest.raises(SystemExit) as caught:
+        main(["compile", "lenet5", "-o", str(tmp_path / "x.txt")])
+    assert caught.value.code == 2
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"junk")
+    assert main(["compile", "lenet5", "--weights", str(bad)]) == 1
+    assert "bad.safetensors: not a safetensors file" in capsys.readouterr().err
+
+
+def test_generated_file_runs_as_a_script(tmp_path, capsys):
+    out = tmp_path / "lenet.py"
+    assert main(["compile", "lenet5", "-o", str(out)]) == 0
+    result = subprocess.run([sys.executable, str(out)], capture_output=True, text=True)
+    assert result.returncode == 0 and result.stdout.strip() == "torch.Size([1, 10])"
