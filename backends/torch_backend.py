@@ -82,6 +82,18 @@ def _call(module, inputs, attrs):
     return module(inputs[0])
 
 
+def _overwritable(graph, readers, node_id: int) -> bool:
+    """Whether a value may be overwritten in place by its reader, as torchvision's
+    ReLU(inplace=True) and `out += identity` do: it has one reader, and the op that made it does
+    not need its own output for backward (autograd would refuse the rest)."""
+    node = graph.nodes[node_id]
+    return (node_id != 0 and len(readers[node_id]) == 1 and node.op in _KEEPS_NO_OUTPUT
+            and node.attrs.get("act", "none") == "none")
+
+
+_KEEPS_NO_OUTPUT = frozenset({"conv", "deconv", "fc", "bn", "add"})
+
+
 def _fc_call(module, inputs, attrs):
     x = inputs[0]
     return module(torch.flatten(x, 1) if x.dim() > 2 else x)
@@ -101,6 +113,13 @@ def _add_call(module, inputs, attrs):
     y = inputs[0]
     for x in inputs[1:]:
         y = y + x
+    return y
+
+
+def _add_in_place_call(module, inputs, attrs):
+    y = inputs[0]
+    for x in inputs[1:]:
+        y = y.add_(x)
     return y
 
 
@@ -142,12 +161,19 @@ class NetdslModule(nn.Module):
         for node in graph.nodes:
             for i in node.inputs:
                 last_use[i] = node.id
+        readers = graph.consumers()
         steps = []
         for node in graph.nodes[1:]:
             builder = TORCH_MODULES[node.op]
             module = None
+            in_place = _overwritable(graph, readers, node.inputs[0])
+            call = TORCH_CALLS[node.op]
+            if node.op == "add" and in_place:
+                call = _add_in_place_call
             if builder is not None:
                 module = builder(node, [shapes[i] for i in node.inputs])
+                if in_place and hasattr(module, "inplace"):  # ReLU, LeakyReLU, ELU, Dropout
+                    module.inplace = True
                 *scope, local = node.name.split(".")
                 _container(self, scope).add_module(local, module)
                 if node.attrs.get("fixed"):
@@ -155,7 +181,7 @@ class NetdslModule(nn.Module):
                         parameter.requires_grad_(False)
             act = node.attrs.get("act", "none")
             free = tuple(i for i in node.inputs if last_use[i] == node.id)
-            steps.append((node.id, TORCH_CALLS[node.op], module, node.inputs,
+            steps.append((node.id, call, module, node.inputs,
                           TORCH_ACTIVATIONS[act] if act != "none" else None, free, dict(node.attrs)))
         # A plain tuple, not registered: the modules in it are registered above under their names.
         self._steps = tuple(steps)

@@ -69,7 +69,7 @@ MODULE_SOURCE = {
 }
 
 
-def _call_source(node: Node, module: str, args: list[str], in_shapes) -> str:
+def _call_source(node: Node, module: str, args: list[str], in_shapes, in_place: bool = False) -> str:
     """The forward expression of one node, matching torch_backend.TORCH_CALLS."""
     if node.op == "fc":
         return f"{module}(torch.flatten({args[0]}, 1))" if len(in_shapes[0]) == 3 else f"{module}({args[0]})"
@@ -79,6 +79,8 @@ def _call_source(node: Node, module: str, args: list[str], in_shapes) -> str:
     if node.op == "concat":
         return f"torch.cat([{', '.join(args)}], dim=1)"
     if node.op == "add":
+        if in_place:
+            return args[0] + "".join(f".add_({arg})" for arg in args[1:])
         return " + ".join(args)
     return f"{module}({args[0]})"
 
@@ -91,6 +93,21 @@ ACTIVATION_SOURCE = {
     "lrelu": "F.leaky_relu({}, 0.01, inplace=True)",
     "elu": "F.elu({}, inplace=True)",
 }
+
+
+#: Modules built with inplace=True when their input may be overwritten (see torch_backend).
+_IN_PLACE_MODULES = frozenset({"relu", "lrelu", "elu", "dropout"})
+
+
+def _overwritable(graph, readers, node_id: int) -> bool:
+    """The same rule as torch_backend._overwritable (kept textually alike: this module must not
+    import torch)."""
+    node = graph.nodes[node_id]
+    return (node_id != 0 and len(readers[node_id]) == 1 and node.op in _KEEPS_NO_OUTPUT
+            and node.attrs.get("act", "none") == "none")
+
+
+_KEEPS_NO_OUTPUT = frozenset({"conv", "deconv", "fc", "bn", "add"})
 
 
 def class_name(name: str) -> str:
@@ -150,6 +167,8 @@ def generate_source(network, version: str = "") -> str:
         "        super().__init__()",
     ]
     containers: set[str] = set()
+    readers = graph.consumers()
+    in_place = {node.id: _overwritable(graph, readers, node.inputs[0]) for node in graph.nodes[1:]}
     for node in graph.nodes[1:]:
         builder = MODULE_SOURCE[node.op]
         if builder is None:
@@ -161,6 +180,8 @@ def generate_source(network, version: str = "") -> str:
                 containers.add(path)
                 lines.append(f"        {_assign(path, 'nn.Module()')}")
         expression = builder(node, [shapes[i] for i in node.inputs])
+        if in_place[node.id] and node.op in _IN_PLACE_MODULES:
+            expression = expression[:-1] + (", " if expression[-2] != "(" else "") + "inplace=True)"
         lines.append(f"        {_assign(node.name, expression)}{_comment(node)}")
         if node.attrs.get("fixed"):
             lines.append(f"        {_access(node.name)}.requires_grad_(False)  # fixed: not trained")
@@ -169,7 +190,8 @@ def generate_source(network, version: str = "") -> str:
     taken = set(_TAKEN)
     for node in graph.nodes[1:]:
         args = [names[i] for i in node.inputs]
-        expression = _call_source(node, _access(node.name), args, [shapes[i] for i in node.inputs])
+        expression = _call_source(node, _access(node.name), args, [shapes[i] for i in node.inputs],
+                                  in_place[node.id])
         act = node.attrs.get("act", "none")
         if act != "none":
             expression = ACTIVATION_SOURCE[act].format(expression)
