@@ -4,7 +4,7 @@
     python benchmarks/numpy_vs_torch.py --nets resnet50 --batch 2 --repeat 1
 
 Both sides run in this one process on the same input; each time is the median of --repeat runs
-after one warm-up. Targets (issue 3): forward <= 2x torch, forward+backward <= 3x torch.
+after one warm-up, interleaved with the other side's. Targets (issue 3): forward <= 2x torch, forward+backward <= 3x torch.
 """
 from __future__ import annotations
 
@@ -39,14 +39,18 @@ def main() -> None:
           f"torch {torch.__version__}, numpy {np.__version__}; median of {args.repeat}")
     print(f"{'network':10} {'pass':17} {'numpy s':>9} {'torch s':>9} {'ratio':>7} {'target':>7}")
 
-    def timed(fn) -> float:
-        fn()
-        runs = []
+    def paired(first, second) -> tuple[float, float]:
+        """Medians of interleaved runs (A, B, A, B, ...) after one warm-up of each, so drift in
+        the machine hits both sides alike."""
+        first()
+        second()
+        a, b = [], []
         for _ in range(args.repeat):
-            start = time.perf_counter()
-            fn()
-            runs.append(time.perf_counter() - start)
-        return statistics.median(runs)
+            for fn, runs in ((first, a), (second, b)):
+                start = time.perf_counter()
+                fn()
+                runs.append(time.perf_counter() - start)
+        return statistics.median(a), statistics.median(b)
 
     for name in args.nets:
         net = netdsl.load(name, input=f"3x{args.size}x{args.size}")
@@ -73,7 +77,7 @@ def main() -> None:
 
         for label, ours, theirs, target in (("forward", numpy_forward, torch_forward, 2.0),
                                             ("forward+backward", numpy_both, torch_both, 3.0)):
-            a, b = timed(ours), timed(theirs)
+            a, b = paired(ours, theirs)
             verdict = "ok" if a / b <= target else "MISSED"
             print(f"{name:10} {label:17} {a:9.3f} {b:9.3f} {a / b:7.2f} {'<=' + str(target):>7} {verdict}")
             sys.stdout.flush()

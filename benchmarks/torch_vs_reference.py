@@ -7,7 +7,7 @@ definition, written out in reference_models.py), on the CPU or CUDA.
 Measured in this one process: forward (inference, no_grad) and forward+backward (training mode),
 eager and with torch.compile, and the time to construct each module. Targets (issue 4): the
 ratios netdsl/reference <= 1.02; torch.compile no slower than eager; construction <= 1.1x.
-Each time is the median of --repeat runs after warm-up.
+Each time is the median of --repeat runs after warm-up, interleaved with the reference's.
 """
 from __future__ import annotations
 
@@ -58,14 +58,30 @@ def main() -> None:
             runs.append(time.perf_counter() - start)
         return statistics.median(runs)
 
+    def paired(first, second, warmup=2) -> tuple[float, float]:
+        """Medians of interleaved runs (A, B, A, B, ...), so drift in the machine hits both alike."""
+        for _ in range(warmup):
+            first()
+            second()
+        sync()
+        a, b = [], []
+        for _ in range(args.repeat):
+            for fn, runs in ((first, a), (second, b)):
+                start = time.perf_counter()
+                fn()
+                sync()
+                runs.append(time.perf_counter() - start)
+        return statistics.median(a), statistics.median(b)
+
     print(f"device {args.device}, {args.dtype}{', channels_last' if args.channels_last else ''}, "
           f"batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, torch {torch.__version__}; "
           f"median of {args.repeat}")
     print(f"{'network':9} {'pass':27} {'netdsl s':>9} {'reference s':>11} {'ratio':>6}")
+    print("(rows marked 'reference twin' time a second reference against the first: the noise floor)")
     for name in args.nets:
         net = netdsl.load(NETWORKS[name], input=f"3x{args.size}x{args.size}")
-        build_ours = timed(lambda: net.compile("torch", seed=0), warmup=1)
-        build_ref = timed(lambda: REFERENCES[name](), warmup=1)
+        build_ours, build_ref = paired(lambda: net.compile("torch", seed=0), lambda: REFERENCES[name](),
+                                       warmup=1)
         print(f"{name:9} {'construction':27} {build_ours:9.3f} {build_ref:11.3f} {build_ours / build_ref:6.3f}")
         ours = net.compile("torch", seed=0).to(device=device, dtype=dtype, memory_format=memory)
         reference = REFERENCES[name]().to(device=device, dtype=dtype, memory_format=memory)
@@ -84,14 +100,19 @@ def main() -> None:
 
         rows = [("forward", forward), ("forward+backward", training)]
         for label, step in rows:
-            a, b = timed(lambda: step(ours)), timed(lambda: step(reference))
+            a, b = paired(lambda: step(ours), lambda: step(reference))
             print(f"{name:9} {label:27} {a:9.3f} {b:11.3f} {a / b:6.3f}", flush=True)
+        # The noise floor: a second copy of the reference against the first, timed the same way.
+        twin = REFERENCES[name]().to(device=device, dtype=dtype, memory_format=memory)
+        for label, step in rows:
+            a, b = paired(lambda: step(twin), lambda: step(reference))
+            print(f"{name:9} {label + ' (reference twin)':27} {a:9.3f} {b:11.3f} {a / b:6.3f}", flush=True)
         if not args.no_compile:
             compiled_ours = torch.compile(ours, fullgraph=True)
             compiled_ref = torch.compile(reference)
             for label, step in rows:
                 eager = timed(lambda: step(ours))
-                a, b = timed(lambda: step(compiled_ours)), timed(lambda: step(compiled_ref))
+                a, b = paired(lambda: step(compiled_ours), lambda: step(compiled_ref))
                 print(f"{name:9} {label + ' (torch.compile)':27} {a:9.3f} {b:11.3f} {a / b:6.3f}"
                       f"   compile gain vs eager {eager / a:.2f}x", flush=True)
 

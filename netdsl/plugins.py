@@ -6,6 +6,7 @@ A backend is a callable `compile_network(network, **options)` returning a runnab
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from importlib.metadata import entry_points
 from typing import Callable
 
@@ -16,6 +17,7 @@ def available_backends() -> list[str]:
     return sorted({entry.name for entry in entry_points(group=GROUP)})
 
 
+@lru_cache(maxsize=None)  # scanning every installed distribution costs ~7 ms; they do not change
 def get_backend(name: str) -> Callable:
     """The compile function of the backend called `name`."""
     for entry in entry_points(group=GROUP):

@@ -19,6 +19,17 @@ def check_golden(path: Path, actual: str) -> None:
     assert actual == path.read_text(encoding="utf-8")
 
 
-@pytest.fixture
-def networks_dir() -> Path:
-    return NETWORKS
+#: Small inputs that still fit every shipped network (AlexNet's stride-4 conv needs more than 32).
+SMALL_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp": None}
+
+
+def shipped_networks(inputs: dict | None = None, default: str = "3x32x32") -> list:
+    """pytest params (path, net name, small input) for every net of every shipped file."""
+    import netdsl
+    inputs = SMALL_INPUTS if inputs is None else inputs
+    params = []
+    for path in sorted(NETWORKS.glob("*.net")):
+        for net in netdsl.parse_all(path.read_text(), path=str(path)):
+            params.append(pytest.param(str(path), net.name, inputs.get(path.stem, default),
+                                       id=f"{path.stem}:{net.name}"))
+    return params

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 import netdsl
-from conftest import NETWORKS
+from conftest import shipped_networks
 
 # (id, program, input shape, train mode)
 OP_CASES = [
@@ -262,17 +262,7 @@ def test_weights_file_for_another_network(tmp_path):
     assert caught.value.message.endswith("mlp.npz: 6 weights of lenet5 missing, first conv1.weight (6x1x5x5)")
 
 
-SMALL_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp": None, "fcn": "3x32x32"}
-
-
-def _shipped():
-    for path in sorted(NETWORKS.glob("*.net")):
-        for net in netdsl.parse_all(path.read_text(), path=str(path)):
-            yield pytest.param(str(path), net.name, SMALL_INPUTS.get(path.stem, "3x32x32"),
-                               id=f"{path.stem}:{net.name}")
-
-
-@pytest.mark.parametrize("path,name,shape", list(_shipped()))
+@pytest.mark.parametrize("path,name,shape", shipped_networks())
 def test_every_shipped_network_runs_forward_and_backward(path, name, shape):
     net = netdsl.load(path, net=name, input=shape)
     module = net.compile("numpy", dtype="float32", seed=0)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import netdsl
-from conftest import NETWORKS
+from conftest import NETWORKS, shipped_networks
 from netdsl.cli import main
 
 torch = pytest.importorskip("torch")
@@ -21,17 +21,7 @@ def _import_file(path, name="generated_model"):
     return module
 
 
-SMALL_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp": None}
-
-
-def _shipped():
-    for path in sorted(NETWORKS.glob("*.net")):
-        for net in netdsl.parse_all(path.read_text(), path=str(path)):
-            yield pytest.param(str(path), net.name, SMALL_INPUTS.get(path.stem, "3x32x32"),
-                               id=f"{path.stem}:{net.name}")
-
-
-@pytest.mark.parametrize("path,name,shape", list(_shipped()))
+@pytest.mark.parametrize("path,name,shape", shipped_networks())
 def test_generated_source_is_bit_identical_to_the_module(tmp_path, path, name, shape):
     from netdsl.backends.torch_codegen import class_name, generate_source
     net = netdsl.load(path, net=name, input=shape)
