@@ -618,6 +618,15 @@ class NumpyModule:
         return {suffix: self.weights[name] for suffix, name in self._by_node[node_id].items()}
 
     def forward(self, x: np.ndarray) -> np.ndarray:
+        return self._run(x, keep=False)[-1]
+
+    __call__ = forward
+
+    def trace(self, x: np.ndarray) -> list[np.ndarray]:
+        """Every node's output for input x (batch first), in node order: for checking shapes."""
+        return self._run(x, keep=True)
+
+    def _run(self, x: np.ndarray, keep: bool) -> list:
         x = np.asarray(x, dtype=self.dtype)
         expected = self.network.input_shape
         if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != tuple(expected):
@@ -638,12 +647,10 @@ class NumpyModule:
             values[node.id] = y
             caches[node.id] = (cache, act_cache)
             for i in node.inputs:  # free what no later node reads (the caches keep what backward needs)
-                if last_use[i] == node.id and i != 0:
+                if last_use[i] == node.id and i != 0 and not keep:
                     values[i] = None
         self._caches = caches
-        return np.swapaxes(values[-1], 0, 1)
-
-    __call__ = forward
+        return [None if v is None else np.swapaxes(v, 0, 1) for v in values]
 
     def backward(self, dy: np.ndarray) -> np.ndarray:
         """Gradient of sum(output * dy) with respect to the input of the last forward; fills grads."""

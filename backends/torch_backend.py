@@ -199,6 +199,16 @@ class NetdslModule(nn.Module):
                 values[i] = None
         return values[-1]
 
+    @torch.no_grad()
+    def trace(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Every node's output for input x, in node order (copies: later steps may work in place)."""
+        values: list = [None] * self._length
+        values[0] = x
+        for node_id, call, module, inputs, act, free, attrs in self._steps:
+            y = call(module, [values[i].clone() for i in inputs], attrs)
+            values[node_id] = act(y) if act is not None else y
+        return values
+
     def extra_repr(self) -> str:
         return f"network={self.network_name!r}, input={self.input_shape}"
 

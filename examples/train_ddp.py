@@ -29,9 +29,13 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--batch", type=int, default=4)
     parser.add_argument("--check", action="store_true", help="verify the replicas' parameters agree")
+    parser.add_argument("--init-method", default="env://",
+                        help="rendezvous: env:// (torchrun's MASTER_ADDR/PORT, the default) or file://PATH")
     args = parser.parse_args()
 
-    dist.init_process_group(args.backend)  # rank and world size come from torchrun's environment
+    # rank and world size come from torchrun's environment (RANK, WORLD_SIZE)
+    dist.init_process_group(args.backend, init_method=args.init_method,
+                            rank=int(os.environ["RANK"]), world_size=int(os.environ["WORLD_SIZE"]))
     rank = dist.get_rank()
     device = torch.device(f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}") if args.backend == "nccl" \
         else torch.device("cpu")
@@ -61,6 +65,7 @@ def main() -> None:
             print(f"replicas identical: {same}; parameters changed: {moved}", flush=True)
             if not (same and moved):
                 raise SystemExit(1)
+    dist.barrier()  # leave together: gloo aborts a process whose peer tears down mid-exchange
     dist.destroy_process_group()
 
 

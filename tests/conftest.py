@@ -33,3 +33,15 @@ def shipped_networks(inputs: dict | None = None, default: str = "3x32x32") -> li
             params.append(pytest.param(str(path), net.name, inputs.get(path.stem, default),
                                        id=f"{path.stem}:{net.name}"))
     return params
+
+
+# Hypothesis profiles: the default runs in CI, derandomized so that a submission's result does not
+# depend on luck; `pytest --hypothesis-profile=thorough` explores 10x more examples at random
+# (add every failure it finds as an @example).
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+settings.register_profile("ci", max_examples=300, deadline=None, derandomize=True,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.register_profile("thorough", max_examples=3000, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+settings.load_profile("ci")

@@ -1,71 +1,19 @@
 """The torch backend: equivalent to the NumPy reference on every shipped network (outputs and all
 gradients, float64, train and eval), canonical state_dict names, dtypes, torch.compile."""
-import dataclasses
-
 import numpy as np
 import pytest
 
 import netdsl
 from conftest import shipped_networks
-from netdsl.ir import Graph, freeze_attrs
-from netdsl.network import Network
 
 torch = pytest.importorskip("torch")
+
+from equivalence import compare, without_dropout  # noqa: E402  (needs torch)
 
 # Small inputs, but large enough that batch norm never normalises over a handful of values (at 1x1
 # with batch 2, its float64 rounding is amplified past 1e-9 by the near-zero variance).
 BN_SAFE_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp": None,
                   "resnet": "3x64x64", "resnet50": "3x64x64", "resnext50": "3x64x64", "googlenet": "3x64x64"}
-
-
-def without_dropout(net: Network) -> Network:
-    """The same network with every dropout at p=0: train mode without randomness."""
-    nodes = tuple(dataclasses.replace(n, attrs=freeze_attrs({**n.attrs, "p": 0.0})) if n.op == "dropout"
-                  else n for n in net.graph.nodes)
-    expanded = dataclasses.replace(net._expanded, graph=Graph(net.graph.name, nodes))
-    return Network(expanded, net.input_shape, net.path, netdsl.Limits(), False)
-
-
-def assert_close(actual, expected, rtol, scale, name):
-    """|actual - expected| <= rtol * (|expected| + scale) elementwise: relative, with an absolute
-    floor at rtol times the largest reference value of the comparison (a gradient that is exactly
-    zero in theory, such as a conv bias before batch norm, is rounding noise on that scale)."""
-    expected = np.asarray(expected)
-    error = np.abs(np.asarray(actual) - expected)
-    bound = rtol * (np.abs(expected) + scale)
-    worst = int(np.argmax(error - bound))
-    assert error.flat[worst] <= bound.flat[worst], \
-        f"{name}: error {error.flat[worst]:.3g} at {worst}, reference {expected.flat[worst]:.3g}, scale {scale:.3g}"
-
-
-def compare(net, modes=("eval", "train"), dtype="float64", rtol=1e-9, batch=2, seed=0):
-    """Outputs, input gradients and every parameter gradient agree, in each mode in turn."""
-    reference = net.compile("numpy", dtype=dtype, seed=seed)
-    model = net.compile("torch", dtype=dtype, weights=reference.weights)
-    buffers = [spec.name for spec in net.weights if not spec.trainable]
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, *net.input_shape)).astype(dtype)
-    for mode in modes:
-        reference.train(mode == "train")
-        model.train(mode == "train")
-        model.zero_grad(set_to_none=True)
-        y_ref = reference(x)
-        xt = torch.from_numpy(x.copy()).requires_grad_(True)
-        y = model(xt)
-        assert_close(y.detach().numpy(), y_ref, rtol, float(np.abs(y_ref).max()), f"{mode}: output")
-        r = rng.standard_normal(y_ref.shape).astype(dtype)
-        dx_ref = reference.backward(r)
-        y.backward(torch.from_numpy(r))
-        grads = {name: p.grad.numpy() for name, p in model.named_parameters() if p.requires_grad}
-        assert set(grads) == set(reference.grads)
-        scale = max(float(np.abs(g).max()) for g in [dx_ref, *reference.grads.values()])
-        assert_close(xt.grad.numpy(), dx_ref, rtol, scale, f"{mode}: input gradient")
-        for name, grad in grads.items():
-            assert_close(grad, reference.grads[name], rtol, scale, f"{mode}: {name}")
-        state = model.state_dict()  # running statistics moved alike (or not at all in eval)
-        for name in buffers:
-            value = reference.weights[name]
-            assert_close(state[name].numpy(), value, rtol, float(np.abs(value).max()), f"{mode}: {name}")
 
 
 @pytest.mark.parametrize("path,name,shape", shipped_networks(BN_SAFE_INPUTS))
