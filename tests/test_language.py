@@ -258,3 +258,33 @@ def test_source_size_limit():
 def test_recursion_is_an_error():
     with pytest.raises(netdsl.NetDSLNameError, match=r"definition a calls itself \(a -> b -> a\)"):
         netdsl.parse("def a = b\ndef b = a\na", input="3x8x8")
+
+
+def test_a_bad_argument_inside_a_definition_names_the_calls_that_led_there():
+    text = "def block(c) = conv3-c\ndef stage(c) = block(c)*2\nstage(2000000)"
+    with pytest.raises(netdsl.NetDSLLimitError) as caught:
+        netdsl.parse(text, input="3x8x8")
+    assert caught.value.notes == ("in block(2000000) at <string>:2:16",
+                                  "in repeat iteration 1 of 2 at <string>:2:16",
+                                  "in stage(2000000) at <string>:3:1",
+                                  "raise Limits.max_dimension to accept it")
+
+
+@pytest.mark.parametrize("text", ["conv3-8 - fc10", "conv3-8 - @nowhere"])
+def test_the_garbage_collector_is_paused_only_while_building(text):
+    import gc
+    assert gc.isenabled()
+    try:
+        netdsl.parse(text, input="3x8x8")
+    except netdsl.NetDSLError:
+        pass
+    assert gc.isenabled()
+    gc.disable()  # a caller's choice is left alone
+    try:
+        try:
+            netdsl.parse(text, input="3x8x8")
+        except netdsl.NetDSLError:
+            pass
+        assert not gc.isenabled()
+    finally:
+        gc.enable()
