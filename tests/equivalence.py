@@ -67,6 +67,13 @@ def compare(net, modes=("eval", "train"), dtype="float64", rtol=1e-9, atol=None,
             assert_close(state[name].numpy(), reference.weights[name], rtol, floor, f"{mode}: {name}")
 
 
+def _values_compare_sees(net, dtype: str, batch: int, seed: int, train: bool) -> list:
+    """Every node's value in the NumPy reference, on the weights and input `compare` draws."""
+    module = net.compile("numpy", dtype=dtype, seed=seed).train(train)
+    x = np.random.default_rng(seed).standard_normal((batch, *net.input_shape)).astype(dtype)
+    return module.trace(x)
+
+
 def batch_norm_is_well_conditioned(net, dtype: str, batch: int, seed: int = 0) -> bool:
     """Every bn sees a batch variance of at least 1e-2 per channel, on exactly the weights and
     input that `compare(net, dtype=dtype, batch=batch, seed=seed)` uses.
@@ -76,9 +83,7 @@ def batch_norm_is_well_conditioned(net, dtype: str, batch: int, seed: int = 0) -
     """
     if not any(node.op == "bn" for node in net.graph):
         return True
-    module = net.compile("numpy", dtype=dtype, seed=seed).train()
-    x = np.random.default_rng(seed).standard_normal((batch, *net.input_shape)).astype(dtype)
-    values = module.trace(x)
+    values = _values_compare_sees(net, dtype, batch, seed, train=True)
     for node in net.graph:
         if node.op == "bn":
             value = values[node.inputs[0]].astype(np.float64)
@@ -99,9 +104,7 @@ def max_pool_maxima_are_unique(net, dtype: str, batch: int, seed: int = 0) -> bo
     from netdsl.backends.numpy_backend import _pad, _pool_geometry, _windows
     if not any(node.op == "maxpool" for node in net.graph):
         return True
-    module = net.compile("numpy", dtype=dtype, seed=seed).eval()
-    x = np.random.default_rng(seed).standard_normal((batch, *net.input_shape)).astype(dtype)
-    values = module.trace(x)
+    values = _values_compare_sees(net, dtype, batch, seed, train=False)
     for node in net.graph:
         if node.op != "maxpool":
             continue
