@@ -76,13 +76,13 @@ def main() -> None:
     print(f"device {args.device}, {args.dtype}{', channels_last' if args.channels_last else ''}, "
           f"batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, torch {torch.__version__}; "
           f"median of {args.repeat}")
-    print(f"{'network':9} {'pass':27} {'netdsl s':>9} {'reference s':>11} {'ratio':>6}")
+    print(f"{'network':15} {'pass':36} {'netdsl s':>9} {'reference s':>11} {'ratio':>6}")
     print("(rows marked 'reference twin' time a second reference against the first: the noise floor)")
     for name in args.nets:
         net = netdsl.load(NETWORKS[name], input=f"3x{args.size}x{args.size}")
         build_ours, build_ref = paired(lambda: net.compile("torch", seed=0), lambda: REFERENCES[name](),
                                        warmup=1)
-        print(f"{name:9} {'construction':27} {build_ours:9.3f} {build_ref:11.3f} {build_ours / build_ref:6.3f}")
+        print(f"{name:15} {'construction':36} {build_ours:9.3f} {build_ref:11.3f} {build_ours / build_ref:6.3f}")
         ours = net.compile("torch", seed=0).to(device=device, dtype=dtype, memory_format=memory)
         reference = REFERENCES[name]().to(device=device, dtype=dtype, memory_format=memory)
         x = torch.randn(args.batch, 3, args.size, args.size, device=device, dtype=dtype)
@@ -101,19 +101,19 @@ def main() -> None:
         rows = [("forward", forward), ("forward+backward", training)]
         for label, step in rows:
             a, b = paired(lambda: step(ours), lambda: step(reference))
-            print(f"{name:9} {label:27} {a:9.3f} {b:11.3f} {a / b:6.3f}", flush=True)
+            print(f"{name:15} {label:36} {a:9.3f} {b:11.3f} {a / b:6.3f}", flush=True)
         # The noise floor: a second copy of the reference against the first, timed the same way.
         twin = REFERENCES[name]().to(device=device, dtype=dtype, memory_format=memory)
         for label, step in rows:
             a, b = paired(lambda: step(twin), lambda: step(reference))
-            print(f"{name:9} {label + ' (reference twin)':27} {a:9.3f} {b:11.3f} {a / b:6.3f}", flush=True)
+            print(f"{name:15} {label + ' (reference twin)':36} {a:9.3f} {b:11.3f} {a / b:6.3f}", flush=True)
         if not args.no_compile:
             compiled_ours = torch.compile(ours, fullgraph=True)
             compiled_ref = torch.compile(reference)
             for label, step in rows:
                 eager = timed(lambda: step(ours))
                 a, b = paired(lambda: step(compiled_ours), lambda: step(compiled_ref))
-                print(f"{name:9} {label + ' (torch.compile)':27} {a:9.3f} {b:11.3f} {a / b:6.3f}"
+                print(f"{name:15} {label + ' (torch.compile)':36} {a:9.3f} {b:11.3f} {a / b:6.3f}"
                       f"   compile gain vs eager {eager / a:.2f}x", flush=True)
 
 

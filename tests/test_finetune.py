@@ -14,7 +14,8 @@ references = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(references)
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "vgg16_bn", "vgg11", "alexnet"])
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "resnet152", "resnext50_32x4d", "vgg16_bn",
+                                  "vgg19_bn", "vgg11", "alexnet", "googlenet"])
 def test_torchvision_state_dict_gives_the_same_function(arch):
     torch.manual_seed(0)
     reference = references.REFERENCES[arch]().eval()
@@ -23,6 +24,8 @@ def test_torchvision_state_dict_gives_the_same_function(arch):
             if isinstance(module, torch.nn.BatchNorm2d):
                 module.running_mean.uniform_(-0.5, 0.5)
                 module.running_var.uniform_(0.5, 1.5)
+                module.weight.uniform_(0.5, 1.5)  # not the default 1 and 0: a swap would show
+                module.bias.uniform_(-0.5, 0.5)
     net, weights = netdsl.import_torchvision(reference.state_dict(), arch)
     assert net.name == references.NETWORKS[arch].split(":")[-1]
     model = net.compile("torch", weights=weights).eval()
