@@ -6,10 +6,9 @@
 """
 from __future__ import annotations
 
-import functools
 import gc
 import os
-from functools import cached_property
+from functools import cached_property, wraps
 from pathlib import Path
 
 from . import ast
@@ -182,12 +181,13 @@ def _build(module: Module, decl: ast.Net, input, path: str, limits: Limits, stri
 def _collector_paused(build):
     """Run `build` with Python's cyclic garbage collector paused.
 
-    Building the IR allocates many small objects and no reference cycles, and each allocation burst
-    set off collections that traverse the whole heap: 40% of the time to compile a 40,000-node
+    Building the IR allocates many small objects and hardly any reference cycles (those there are
+    wait for the next collection after the build), and each allocation burst set off collections
+    that traverse the whole heap: 40% of the time to compile a 40,000-node
     network. Pausing is skipped when the collector is already off (by the caller, or by another
     thread inside a build), so the collector is never left disabled.
     """
-    @functools.wraps(build)
+    @wraps(build)
     def paused(*args, **kwargs):
         if not gc.isenabled():
             return build(*args, **kwargs)
