@@ -1,5 +1,6 @@
 """The `netdsl` command. The only place that prints diagnostics and chooses exit codes:
-0 success, 1 a mistake in the user's input (the .net file, a weights file), 2 bad command-line usage.
+0 success, 1 a mistake by the user (in the .net file, a weights file or the command line),
+70 an internal error (a bug), 130 interrupted.
 """
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ import traceback
 from .errors import NetDSLError
 from .limits import DEFAULT_LIMITS
 
-EXIT_OK, EXIT_USER_ERROR, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_USER_ERROR = 0, 1
 
 _EPILOG = """\
 FILE is a .net file, FILE:NET for one net of a file with several, or the name of a shipped
@@ -29,6 +30,15 @@ examples:
 
 class _UsageError(Exception):
     pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a bad command line exits 1 like every other mistake of the user's (argparse's
+    own convention is 2), after the usage of the command it was meant for."""
+
+    def error(self, message: str):
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def _shape_arg(text: str):
@@ -52,7 +62,7 @@ def _common(parser: argparse.ArgumentParser, several: bool = False) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="netdsl", formatter_class=argparse.RawDescriptionHelpFormatter, epilog=_EPILOG,
         description="Compile networks written the way papers and slides write them, such as\n"
                     "  [(conv3-64)*2 - pool]*5 - fc4096*2 - fc1000\n"
@@ -153,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--stats", action="store_true", help="add params, MACs and receptive field")
     draw.add_argument("--renderer", choices=("auto", "dot", "pure"), default="auto",
                       help="auto: the system `dot` if installed, else graphviz-pure (default)")
+    for command in commands.choices.values():  # for mistakes found after parsing
+        command.set_defaults(command_parser=command)
     return parser
 
 
@@ -360,8 +372,8 @@ def _report(error: NetDSLError) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
+    parser = args.command_parser
     if getattr(args, "depth", None) is not None and args.depth < 0:
         parser.error("--depth must be 0 or more")
     try:

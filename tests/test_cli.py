@@ -86,14 +86,21 @@ def test_missing_file(capsys):
     assert status == 1 and err.startswith("error: no/such.net: no such file")
 
 
-def test_usage_errors_exit_2(capsys):
+def test_command_line_mistakes_exit_1_with_the_commands_usage(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["summary", "vgg16", "--input", "3xx"])
-    assert caught.value.code == 2
-    assert "not a shape" in capsys.readouterr().err
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("usage: netdsl summary ") and "netdsl summary: error: argument --input" in err
+    with pytest.raises(SystemExit) as caught:
+        main(["compile", "vgg16", "-o", "x.txt"])  # found after parsing
+    assert caught.value.code == 1
+    err = capsys.readouterr().err
+    assert err.startswith("usage: netdsl compile ") and "netdsl compile: error: -o x.txt: write .py" in err
     with pytest.raises(SystemExit) as caught:
         main([])
-    assert caught.value.code == 2
+    assert caught.value.code == 1
+    assert "netdsl: error: the following arguments are required: COMMAND" in capsys.readouterr().err
 
 
 def test_help_on_every_command(capsys):
@@ -150,4 +157,4 @@ def test_run_with_a_weights_file(capsys, tmp_path):
 def test_run_unknown_backend_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["run", "lenet5", "--backend", "nope"])
-    assert caught.value.code == 2 and "installed backends: numpy" in capsys.readouterr().err
+    assert caught.value.code == 1 and "installed backends: numpy" in capsys.readouterr().err

@@ -114,7 +114,7 @@ def test_cli_draw_default_output_name(tmp_path, monkeypatch, capsys):
 def test_cli_draw_bad_format(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["draw", "lenet5", "-o", "x.bmp"])
-    assert caught.value.code == 2
+    assert caught.value.code == 1
 
 
 def test_draw_does_not_import_torch(tmp_path):

@@ -90,7 +90,7 @@ def test_compile_imports_torchvision_and_fine_tunes(tmp_path, capsys):
 def test_compile_errors_are_clean(tmp_path, capsys):
     with pytest.raises(SystemExit) as caught:
         main(["compile", "lenet5", "-o", str(tmp_path / "x.txt")])
-    assert caught.value.code == 2
+    assert caught.value.code == 1
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"junk")
     assert main(["compile", "lenet5", "--weights", str(bad)]) == 1
