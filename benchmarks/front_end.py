@@ -12,11 +12,15 @@ from __future__ import annotations
 
 import argparse
 import gc
-import statistics
+import sys
 import time
+from pathlib import Path
 
 import netdsl
 from netdsl.network import shipped_networks_dir
+
+sys.path.insert(0, str(Path(__file__).parent))
+import timing  # noqa: E402  (beside this file)
 
 
 def main() -> None:
@@ -36,14 +40,10 @@ def main() -> None:
     print(f"{'file':26} {'nodes':>7} {'paused s':>9} {'us/node':>8} {'running s':>10} {'ratio':>6}")
     for name, text in cases:
         nodes = sum(len(net.graph) for net in netdsl.parse_all(text, input="3x224x224"))  # warm-up
-        paused, running = [], []
-        for _ in range(args.repeat):
-            for parse_all, runs in ((netdsl.parse_all, paused), (netdsl.parse_all.__wrapped__, running)):
-                gc.collect()  # each run starts from the same heap
-                start = time.process_time()
-                parse_all(text, input="3x224x224")
-                runs.append(time.process_time() - start)
-        a, b = statistics.median(paused), statistics.median(running)
+        # each run starts from the same heap; CPU time, so other processes do not count
+        a, b = timing.paired(lambda: netdsl.parse_all(text, input="3x224x224"),
+                             lambda: netdsl.parse_all.__wrapped__(text, input="3x224x224"),
+                             args.repeat, warmup=0, clock=time.process_time, before=gc.collect)
         print(f"{name:26} {nodes:7,} {a:9.3f} {a / nodes * 1e6:8.1f} {b:10.3f} {a / b:6.2f}")
 
 

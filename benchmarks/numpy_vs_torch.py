@@ -10,9 +10,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 
@@ -32,6 +30,7 @@ def main() -> None:
 
     import netdsl
     sys.path.insert(0, str(Path(__file__).parent))
+    import timing
     from reference_models import REFERENCES
 
     torch.set_num_threads(args.threads)
@@ -40,17 +39,7 @@ def main() -> None:
     print(f"{'network':10} {'pass':17} {'numpy s':>9} {'torch s':>9} {'ratio':>7} {'target':>7}")
 
     def paired(first, second) -> tuple[float, float]:
-        """Medians of interleaved runs (A, B, A, B, ...) after one warm-up of each, so drift in
-        the machine hits both sides alike."""
-        first()
-        second()
-        a, b = [], []
-        for _ in range(args.repeat):
-            for fn, runs in ((first, a), (second, b)):
-                start = time.perf_counter()
-                fn()
-                runs.append(time.perf_counter() - start)
-        return statistics.median(a), statistics.median(b)
+        return timing.paired(first, second, args.repeat)
 
     for name in args.nets:
         net = netdsl.load(name, input=f"3x{args.size}x{args.size}")

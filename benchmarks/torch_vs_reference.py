@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 
 
@@ -35,6 +33,7 @@ def main() -> None:
 
     import netdsl
     sys.path.insert(0, str(Path(__file__).parent))
+    import timing
     from reference_models import NETWORKS, REFERENCES
 
     torch.set_num_threads(args.threads)
@@ -46,32 +45,8 @@ def main() -> None:
         if device.type == "cuda":
             torch.cuda.synchronize()
 
-    def timed(fn, warmup=2) -> float:
-        for _ in range(warmup):
-            fn()
-        sync()
-        runs = []
-        for _ in range(args.repeat):
-            start = time.perf_counter()
-            fn()
-            sync()
-            runs.append(time.perf_counter() - start)
-        return statistics.median(runs)
-
     def paired(first, second, warmup=2) -> tuple[float, float]:
-        """Medians of interleaved runs (A, B, A, B, ...), so drift in the machine hits both alike."""
-        for _ in range(warmup):
-            first()
-            second()
-        sync()
-        a, b = [], []
-        for _ in range(args.repeat):
-            for fn, runs in ((first, a), (second, b)):
-                start = time.perf_counter()
-                fn()
-                sync()
-                runs.append(time.perf_counter() - start)
-        return statistics.median(a), statistics.median(b)
+        return timing.paired(first, second, args.repeat, warmup, sync)
 
     print(f"device {args.device}, {args.dtype}{', channels_last' if args.channels_last else ''}, "
           f"batch {args.batch}, {args.size}x{args.size}, {args.threads} threads, torch {torch.__version__}; "
@@ -111,7 +86,7 @@ def main() -> None:
             compiled_ours = torch.compile(ours, fullgraph=True)
             compiled_ref = torch.compile(reference)
             for label, step in rows:
-                eager = timed(lambda: step(ours))
+                eager = timing.timed(lambda: step(ours), args.repeat, 2, sync)
                 a, b = paired(lambda: step(compiled_ours), lambda: step(compiled_ref))
                 print(f"{name:15} {label + ' (torch.compile)':36} {a:9.3f} {b:11.3f} {a / b:6.3f}"
                       f"   compile gain vs eager {eager / a:.2f}x", flush=True)
