@@ -20,17 +20,10 @@ import graphviz
 
 from .errors import NetDSLError
 from .expand import LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope
+from .ops import OPS
 from .report import notation
 from .shapes import format_shape
 
-#: Fill colours by op family (ColorBrewer pastels, readable in print and on a projector).
-_COLOURS = {
-    "input": "#eeeeee", "conv": "#c6dbef", "deconv": "#c6dbef", "fc": "#c7e9c0",
-    "maxpool": "#fdd0a2", "avgpool": "#fdd0a2", "gap": "#fdd0a2", "bn": "#dadaeb", "lrn": "#dadaeb",
-    "dropout": "#f0f0f0", "concat": "#fff2a8", "add": "#fff2a8", "crop": "#f0f0f0",
-    "flatten": "#f0f0f0",
-}
-_ACTIVATION_COLOUR = "#f7f7f7"
 _BOX_COLOUR = "#9ecae1"
 
 
@@ -83,7 +76,7 @@ class _Drawing:
         lines = [notation(node), format_shape(layer.shape)]
         if self.stats:
             lines += _stat_lines(layer.params, layer.macs, _plain(layer.rf))
-        colour = _COLOURS.get(node.op, _ACTIVATION_COLOUR)
+        colour = OPS[node.op].colour
         graph.node(f"n{node_id}", _label(*lines), fillcolor=colour)
         self.owner[node_id] = f"n{node_id}"
 
@@ -143,7 +136,7 @@ class _Drawing:
                     continue
                 drawn.add((tail, head))
                 shape = format_shape(self.layers[source].shape)
-                if node.op == "crop" and position == 1:  # `like` reads only the size
+                if position in OPS[node.op].shape_only_inputs:  # crop's `like` reads only the size
                     graph.edge(tail, head, label=_text(f"size of {shape}"), style="dashed")
                 else:
                     graph.edge(tail, head, label=_text(shape))
@@ -187,7 +180,7 @@ def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = Fals
                arrowsize="0.7")
     drawing = _Drawing(network, depth, stats)
     graph.node("n0", _label("input", format_shape(network.input_shape)), shape="oval",
-               fillcolor=_COLOURS["input"])
+               fillcolor=OPS["input"].colour)
     drawing.chain(graph, network._expanded.layout, 0, "")
     drawing.edges(graph)
     return graph

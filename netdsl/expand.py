@@ -19,7 +19,7 @@ from .errors import NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLSyntax
 from .ir import Frame, Graph, Node, freeze_attrs
 from .limits import Limits
 from .modules import Module
-from .ops import ACTIVATIONS, ALIASES, DERIVED, IDENTITY, IMPLICIT, OPS, REQUIRED, RESERVED, WEIGHT_OPS
+from .ops import ACTIVATIONS, ALIASES, IDENTITY, IMPLICIT, OPS, REQUIRED, RESERVED, WEIGHT_OPS
 
 # -- layout: the structure the printer needs ------------------------------------------------------
 
@@ -396,7 +396,7 @@ class _Expander:
 
     def merge(self, element: ast.Merge, current: int, scope: _Scope, env: dict, context: tuple,
               depth: int, out: list, label: str | None) -> int:
-        word = "add" if element.kind == "add" else "cat"
+        word = OPS[element.kind].merge_word
         if len(element.branches) < 2:
             raise NetDSLNameError(f"{word}{{}} needs at least two branches separated by '|'", element.span,
                                   [f"write {word}{{ a | b }}; use id for a branch that passes its input"])
@@ -567,7 +567,7 @@ class _Expander:
                 inputs.append(value)
             else:
                 attrs[attr.name] = value
-        _derive_defaults(op_name, attrs)
+        spec.derive(attrs)
         local = scope.claim(op_name, label, atom.span)
         return self.add_node(_Draft(op_name, attrs, inputs, scope.full(local), atom.span, context))
 
@@ -671,16 +671,6 @@ def _show(value) -> str:
     return str(value)
 
 
-def _derive_defaults(op: str, attrs: dict) -> None:
-    """Fill the defaults that depend on other attributes (see ops.DERIVED)."""
-    if op == "conv" and attrs["pad"] is DERIVED:
-        attrs["pad"] = attrs["dilation"] * (attrs["k"] - 1) // 2
-    elif op == "deconv" and attrs["pad"] is DERIVED:
-        attrs["pad"] = max(0, attrs["dilation"] * (attrs["k"] - 1) + 1 - attrs["stride"]) // 2
-    elif op in ("maxpool", "avgpool") and attrs["stride"] is DERIVED:
-        attrs["stride"] = attrs["k"]
-
-
 # -- implicit activations -------------------------------------------------------------------------
 
 _EXPLICIT_ACTIVATIONS = frozenset({*ACTIVATIONS, "softmax"})
@@ -697,15 +687,17 @@ def _assign_activations(nodes: list[_Draft], activation: str) -> None:
     readers: list[list[int]] = [[] for _ in nodes]
     for i, node in enumerate(nodes):
         for position, source in enumerate(node.inputs):
-            if not (node.op == "crop" and position > 0):  # crop's `like` reads only the shape
+            if position not in OPS[node.op].shape_only_inputs:  # crop's `like` reads only the size
                 readers[source].append(i)
     # reaches_output[i]: node i's value reaches the output through non-weight ops only.
     reaches_output = [False] * len(nodes)
     reaches_output[-1] = True
     for i in range(len(nodes) - 1, -1, -1):
         if reaches_output[i] and nodes[i].op not in WEIGHT_OPS:
-            for source in nodes[i].inputs[:1] if nodes[i].op == "crop" else nodes[i].inputs:
-                reaches_output[source] = True
+            shape_only = OPS[nodes[i].op].shape_only_inputs
+            for position, source in enumerate(nodes[i].inputs):
+                if position not in shape_only:
+                    reaches_output[source] = True
 
     def sole_reader(i: int) -> _Draft | None:
         return nodes[readers[i][0]] if len(readers[i]) == 1 else None

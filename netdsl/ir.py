@@ -11,7 +11,6 @@ activations resolved into `act`), so passes and backends never re-derive surface
 from __future__ import annotations
 
 from dataclasses import dataclass
-from types import MappingProxyType
 from typing import Any, Iterator, Mapping
 
 from .errors import Span
@@ -77,5 +76,41 @@ class Graph:
         return tuple((n.op, tuple(n.attrs.items()), n.inputs, n.name) for n in self.nodes)
 
 
-def freeze_attrs(attrs: dict[str, Any]) -> Mapping[str, Any]:
-    return MappingProxyType(dict(attrs))
+class Attrs(Mapping[str, Any]):
+    """A node's attributes: an immutable, hashable, picklable mapping in a fixed order."""
+
+    __slots__ = ("_items", "_hash")
+
+    def __init__(self, items: Mapping[str, Any] | None = None):
+        object.__setattr__(self, "_items", dict(items or {}))
+        object.__setattr__(self, "_hash", None)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._items[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        if self._hash is None:
+            object.__setattr__(self, "_hash", hash(tuple(self._items.items())))
+        return self._hash
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Mapping) and self._items == dict(other)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("node attributes cannot be changed")
+
+    def __reduce__(self):
+        return (Attrs, (self._items,))
+
+    def __repr__(self) -> str:
+        return f"Attrs({self._items!r})"
+
+
+def freeze_attrs(attrs: Mapping[str, Any]) -> Attrs:
+    return Attrs(attrs)

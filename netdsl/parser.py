@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 from functools import lru_cache
+from importlib import resources
 
 from lark import Lark, Token, Tree
 from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken,
@@ -18,14 +19,25 @@ from lark.visitors import Transformer_NonRecursive, v_args
 from . import ast
 from .errors import NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Source, Span
 from .limits import DEFAULT_LIMITS, Limits
+from .ops import MERGE_WORDS
+
+
+def grammar_text() -> str:
+    """grammars/netdsl.lark with its merge words taken from the op records (add{, cat{, ...)."""
+    text = resources.files("netdsl.grammars").joinpath("netdsl.lark").read_text(encoding="utf-8")
+    words = "|".join(sorted(map(re.escape, MERGE_WORDS), key=len, reverse=True))
+    merge = re.compile(r"^MERGE\.3: .*$", re.MULTILINE)
+    if not merge.search(text):  # pragma: no cover - the grammar file and this code go together
+        raise ImportError("grammars/netdsl.lark has no MERGE terminal")
+    return merge.sub(lambda _: f"MERGE.3: /(?:{words})\\{{/", text)
 
 
 @lru_cache(maxsize=1)
 def _lark() -> Lark:
-    # cache=True keeps the LALR tables on disk, so a CLI call does not rebuild them.
-    return Lark.open_from_package(
-        "netdsl.grammars", "netdsl.lark", parser="lalr", start=["program", "expr"],
-        propagate_positions=True, maybe_placeholders=True, cache=True)
+    # cache=True keeps the LALR tables on disk, keyed by the grammar text, so a CLI call does not
+    # rebuild them.
+    return Lark(grammar_text(), parser="lalr", start=["program", "expr"], propagate_positions=True,
+                maybe_placeholders=True, cache=True)
 
 
 def parse_program(text: str, path: str = "<string>", limits: Limits = DEFAULT_LIMITS) -> ast.Program:
@@ -245,7 +257,7 @@ class _ToAst(Transformer_NonRecursive):
         return ast.Group(children[0], self._span(meta))
 
     def merge(self, meta, children):
-        kind = "add" if str(children[0]).startswith("add") else "concat"
+        kind = MERGE_WORDS[str(children[0])[:-1]]
         return ast.Merge(kind, tuple(children[1:]), self._span(meta))
 
     def labelled(self, meta, children):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .expand import LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope
 from .ir import Graph, Node
+from .ops import OPS
 from .shapes import format_shape
 
 _INDENT = "    "
@@ -71,7 +72,7 @@ def _item(graph: Graph, item, depth: int) -> list[str]:
         inner = _chain(graph, item.body, depth + 1)
         return [f"{item.name}: (", *inner, _INDENT * depth + ")"]
     if isinstance(item, LayoutMerge):
-        word = "add" if graph[item.node].op == "add" else "cat"
+        word = OPS[graph[item.node].op].merge_word
         lines = [_labelled(item.label, word + "{")]
         for i, branch in enumerate(item.branches):
             if i:

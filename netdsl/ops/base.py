@@ -1,0 +1,197 @@
+"""What an op record is, and the rule helpers several records share.
+
+Every op is one `Op` record (netdsl/ops/*.py). Its fields are the op's whole story for the front end
+and the passes: attributes, slide notation, derived defaults, shape rule, weight shapes, MACs,
+receptive field, whether its output counts as an activation, how it is drawn and how the program
+generator writes it. Every field is required (no defaults), so a record missing a rule fails at
+import, and no pass keeps a table of its own that could silently fill in a default.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+if TYPE_CHECKING:
+    from ..ir import Node
+
+Shape = tuple[int, ...]
+#: Receptive field: (size, jump), jump being the distance in input pixels between neighbouring
+#: outputs (the effective stride; a Fraction after upsampling).
+Field = tuple[Fraction, Fraction]
+
+
+class _Required:
+    def __repr__(self) -> str:
+        return "REQUIRED"
+
+
+REQUIRED = _Required()
+#: `act` not written by the user: the implicit-activation pass decides (see docs/language.md).
+IMPLICIT = "implicit"
+DERIVED = None  # a default computed from other attributes by the record's `derive`
+
+
+@dataclass(frozen=True, slots=True)
+class AttrSpec:
+    name: str
+    kind: str  # "int", "float", "bool", "symbol" or "ref"
+    default: object = REQUIRED
+    doc: str = ""
+    minimum: float | None = None
+    maximum: float | None = None  # exclusive
+    choices: tuple[str, ...] = ()
+
+
+class ShapeProblem(Exception):
+    """Raised by a shape rule; `infer_shapes` turns it into a NetDSLShapeError at the node's span."""
+
+    def __init__(self, message: str, result: Shape | None = None, notes: tuple[str, ...] = ()):
+        super().__init__(message)
+        self.message = message
+        self.result = result  # the impossible shape, when there is one (512x0x0)
+        self.notes = notes
+
+
+def format_shape(shape) -> str:
+    return "x".join(str(d) for d in shape)
+
+
+#: shape(node, input shapes, warn) -> output shape; raises ShapeProblem; warn(message) for "doesn't fit".
+ShapeRule = Callable[["Node", list, Callable[[str], None]], Shape]
+#: weights(node, input shapes) -> [(suffix, shape, trainable)], in the order torch lists them.
+WeightRule = Callable[["Node", list], list]
+#: macs(node, input shapes, output shape) -> multiply-accumulates for one input.
+MacsRule = Callable[["Node", list, Shape], int]
+#: receptive_field(node, input fields, input shapes) -> the output's field.
+FieldRule = Callable[["Node", list, list], Field]
+#: generate(g, shape) -> (text, output shape) or None when the op does not fit `shape`; `g` is the
+#: program generator's context (netdsl.testing): g.draw, g.st (hypothesis strategies), g.channels(),
+#: g.label(), g.branch(shape).
+GenerateRule = Callable[[Any, Shape], "tuple[str, Shape] | None"]
+
+
+@dataclass(frozen=True, slots=True)
+class Op:
+    name: str
+    doc: str
+    attrs: tuple[AttrSpec, ...]
+    positional: tuple[str, ...]  # the order of positional arguments: dropout(0.5) is p=0.5
+    notation: Callable[[Mapping[str, Any]], str]  # slide notation: conv3-64/2, maxpool3/2, fc4096
+    derive: Callable[[dict], None]  # fills DERIVED defaults from other attributes, in place
+    shape: ShapeRule
+    weights: WeightRule
+    macs: MacsRule
+    receptive_field: FieldRule
+    counts_as_activation: bool  # whether its output counts towards activation memory
+    merge_word: str | None  # `add` for add{ a | b }; None for ops that are not merges
+    shape_only_inputs: frozenset[int]  # input positions read only for their size (crop's `like`)
+    writable: bool  # False for ops only the expander creates (input, the merges)
+    activation: bool  # an element-wise activation: usable as `act=` and as a net's `activation`
+    takes_activation: bool  # a weight layer that gets the net's implicit activation (conv, fc)
+    colour: str  # fill colour in drawings
+    generate: GenerateRule | None  # None only for ops no program writes (input)
+
+    def attr(self, name: str) -> AttrSpec | None:
+        for spec in self.attrs:
+            if spec.name == name:
+                return spec
+        return None
+
+    @property
+    def attr_names(self) -> tuple[str, ...]:
+        return tuple(spec.name for spec in self.attrs)
+
+
+ACTIVATION_COLOUR = "#f7f7f7"
+
+
+# -- shared rules ---------------------------------------------------------------------------------
+
+def int_attr(name, default=REQUIRED, doc="", minimum=1) -> AttrSpec:
+    return AttrSpec(name, "int", default, doc, minimum)
+
+
+def plain_notation(name: str) -> Callable[[Mapping[str, Any]], str]:
+    def notation(attrs: Mapping[str, Any]) -> str:
+        return name
+    return notation
+
+
+def no_derived(attrs: dict) -> None:
+    """The op has no default that depends on other attributes."""
+
+
+def same_shape(node, inputs: list, warn) -> Shape:
+    return inputs[0]
+
+
+def image(op: str, shape: Shape) -> Shape:
+    if len(shape) != 3:
+        raise ShapeProblem(f"{op} needs a CxHxW input, got a flat tensor of {shape[0]}",
+                           notes=("only fc, bn, dropout, activations and merges take flat input",))
+    return shape
+
+
+def same_image(node, inputs: list, warn) -> Shape:
+    return image(node.op, inputs[0])
+
+
+def no_weights(node, inputs: list) -> list:
+    return []
+
+
+def no_macs(node, inputs: list, out: Shape) -> int:
+    return 0
+
+
+def same_field(node, fields: list, inputs: list) -> Field:
+    return fields[0]
+
+
+def merge_field(node, fields: list, inputs: list) -> Field:
+    """Through a merge the field is the largest of the branches'."""
+    return max(rf for rf, _ in fields), max(jump for _, jump in fields)
+
+
+def window_field(k: int, stride: int, dilation: int, field: Field) -> Field:
+    rf, jump = field
+    return rf + (dilation * (k - 1)) * jump, jump * stride
+
+
+def whole_input_field(node, fields: list, inputs: list) -> Field:
+    """fc and gap see the whole input: like a valid conv whose kernel is the input's size."""
+    rf, jump = fields[0]
+    if len(inputs[0]) == 3:
+        rf += (max(inputs[0][1:]) - 1) * jump
+    return rf, jump
+
+
+def window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool) -> tuple[int, int]:
+    """Output length of a sliding window, and how many trailing input rows no window reaches."""
+    span = dilation * (k - 1) + 1
+    room = size + 2 * pad - span
+    if room < 0 and not ceil:
+        return room // stride + 1, 0  # <= 0: reported as an empty tensor
+    out = (-(-room // stride) if ceil else room // stride) + 1
+    if ceil and (out - 1) * stride >= size + pad:
+        out -= 1  # the last window must start inside the input or its left padding (torch, Caffe)
+    last_covered = (out - 1) * stride - pad + span - 1
+    # A stride larger than the window skips rows on purpose (a 1x1 stride-2 shortcut): only a
+    # window that does not fit at the end is the slides' "doesn't fit".
+    unused = size - 1 - last_covered if span >= stride else 0
+    return out, max(0, unused)
+
+
+def sliding(op: str, shape: Shape, k: int, stride: int, pad: int, dilation: int, ceil: bool,
+            warn: Callable[[str], None]) -> tuple[int, int]:
+    """Output height and width; warns once if the window leaves input rows or columns unused."""
+    _, h, w = shape
+    out_h, rows = window(h, k, stride, pad, dilation, ceil)
+    out_w, cols = window(w, k, stride, pad, dilation, ceil)
+    if rows or cols:
+        parts = [f"{n} {word}{'s' * (n != 1)}" for n, word in ((rows, "row"), (cols, "column")) if n]
+        size = h if rows else w
+        warn(f"{op} leaves {' and '.join(parts)} of the input unused: "
+             f"({size} + 2*{pad} - {dilation * (k - 1) + 1}) is not a multiple of stride {stride}")
+    return out_h, out_w

@@ -1,0 +1,56 @@
+"""Dense layers: fc (fully connected) and flatten."""
+from __future__ import annotations
+
+import math
+
+from .base import (AttrSpec, Op, int_attr, no_derived, no_macs, no_weights, plain_notation,
+                   same_field, whole_input_field)
+from .conv import act_attr, weight_and_bias
+
+
+def _fc_shape(node, inputs, warn):
+    return (node.attrs["c"],)
+
+
+def _fc_weights(node, inputs):
+    a = node.attrs
+    return weight_and_bias(a, (a["c"], math.prod(inputs[0])), a["c"])
+
+
+def _fc_macs(node, inputs, out) -> int:
+    return math.prod(inputs[0]) * node.attrs["c"]
+
+
+def _fc_generate(g, shape):
+    out = g.channels()
+    tail = g.draw(g.st.sampled_from(["", "(act=sigmoid)", "(bias=false)"])) if len(shape) == 1 else ""
+    return f"fc{out}{tail}", (out,)
+
+
+def fc_op(activations: tuple[str, ...]) -> Op:
+    return Op(
+        "fc", "fully connected layer; flattens a CxHxW input first",
+        (int_attr("c", doc="output features"),
+         AttrSpec("bias", "bool", True, "add a learned bias"),
+         AttrSpec("fixed", "bool", False, "keep the weights at their initial value (counted as buffers)"),
+         act_attr(activations)),
+        positional=("c",), notation=lambda a: f"fc{a['c']}", derive=no_derived, shape=_fc_shape,
+        weights=_fc_weights, macs=_fc_macs, receptive_field=whole_input_field,
+        counts_as_activation=True, merge_word=None, shape_only_inputs=frozenset(), writable=True,
+        activation=False, takes_activation=True, colour="#c7e9c0", generate=_fc_generate)
+
+
+def _flatten_shape(node, inputs, warn):
+    return (math.prod(inputs[0]),)
+
+
+def _flatten_generate(g, shape):
+    return "flatten", (math.prod(shape),)
+
+
+FLATTEN = Op(
+    "flatten", "CxHxW -> C*H*W", (), positional=(), notation=plain_notation("flatten"),
+    derive=no_derived, shape=_flatten_shape, weights=no_weights, macs=no_macs,
+    receptive_field=same_field, counts_as_activation=False, merge_word=None,
+    shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
+    colour="#f0f0f0", generate=_flatten_generate)

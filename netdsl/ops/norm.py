@@ -1,0 +1,51 @@
+"""Normalisation and regularisation: bn, lrn, dropout."""
+from __future__ import annotations
+
+import random
+
+from .base import (AttrSpec, Op, int_attr, no_derived, no_macs, no_weights, plain_notation,
+                   same_field, same_image, same_shape)
+from .conv import act_attr
+
+def _bn_weights(node, inputs):
+    c = inputs[0][0]
+    return [("weight", (c,), True), ("bias", (c,), True),
+            ("running_mean", (c,), False), ("running_var", (c,), False)]
+
+def bn_op(activations: tuple[str, ...]) -> Op:
+    return Op(
+        "bn", "batch normalisation (learned scale and shift; running statistics are buffers)",
+        (AttrSpec("eps", "float", 1e-5, "added to the variance", minimum=0),
+         AttrSpec("momentum", "float", 0.1, "running-statistics update rate", minimum=0),
+         act_attr(activations)),
+        positional=("eps",), notation=plain_notation("bn"), derive=no_derived, shape=same_shape,
+        weights=_bn_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
+        merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
+        takes_activation=False, colour="#dadaeb", generate=lambda g, shape: ("bn", shape))
+
+def _lrn_generate(g, shape):
+    if len(shape) != 3:
+        return None
+    return f"lrn({g.draw(g.st.integers(1, 4))}, alpha=0.1, beta=0.75, k=2.0)", shape
+
+LRN = Op(
+    "lrn", "local response normalisation across channels (AlexNet)",
+    (int_attr("size", 5, "channels in the window"),
+     AttrSpec("alpha", "float", 1e-4, "scale (divided by size, as torch and Caffe do)"),
+     AttrSpec("beta", "float", 0.75, "exponent"),
+     AttrSpec("k", "float", 2.0, "additive constant")),
+    positional=("size",), notation=plain_notation("lrn"), derive=no_derived, shape=same_image,
+    weights=no_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
+    merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
+    takes_activation=False, colour="#dadaeb", generate=_lrn_generate)
+
+def _dropout_generate(g, shape):
+    return f"dropout({g.draw(g.st.sampled_from([0.2, 0.3]))})", shape
+
+DROPOUT = Op(
+    "dropout", "zero each value with probability p while training",
+    (AttrSpec("p", "float", 0.5, "drop probability", minimum=0, maximum=1),),
+    positional=("p",), notation=plain_notation("dropout"), derive=no_derived, shape=same_shape,
+    weights=no_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
+    merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
+    takes_activation=False, colour="#f0f0f0", generate=_dropout_generate)

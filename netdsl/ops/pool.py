@@ -1,0 +1,87 @@
+"""Pooling: maxpool, avgpool and gap (global average pooling)."""
+from __future__ import annotations
+
+from .base import (DERIVED, AttrSpec, Op, ShapeProblem, image, int_attr, no_derived, no_macs, no_weights, plain_notation,
+                   sliding, whole_input_field, window, window_field)
+
+
+def _pool_notation(op: str):
+    def notation(a) -> str:
+        return f"{op}{a['k']}/{a['stride']}"
+    return notation
+
+
+def _pool_derive(attrs: dict) -> None:
+    if attrs["stride"] is DERIVED:
+        attrs["stride"] = attrs["k"]
+
+
+def _pool_shape(node, inputs, warn):
+    a = node.attrs
+    c, _, _ = image(node.op, inputs[0])
+    if a["pad"] > a["k"] // 2:
+        raise ShapeProblem(f"{node.op} pad must be at most half the window ({a['k'] // 2}), "
+                           f"got {a['pad']}")
+    return (c, *sliding(_pool_notation(node.op)(a), inputs[0], a["k"], a["stride"], a["pad"], 1,
+                        a["ceil"], warn))
+
+
+def _pool_field(node, fields, inputs):
+    return window_field(node.attrs["k"], node.attrs["stride"], 1, fields[0])
+
+
+def _pool_generate(op: str):
+    def generate(g, shape):
+        if len(shape) != 3:
+            return None
+        st = g.st
+        c, h, w = shape
+        k = g.draw(st.sampled_from([1, 2, 3]))
+        stride = g.draw(st.integers(1, k))
+        pad = g.draw(st.integers(0, k // 2))
+        ceil = g.draw(st.booleans())
+        ho, wo = window(h, k, stride, pad, 1, ceil)[0], window(w, k, stride, pad, 1, ceil)[0]
+        if ho < 1 or wo < 1:
+            return None
+        extra = ", count_pad=false" if op == "avgpool" and g.draw(st.booleans()) else ""
+        return f"{op}{k}/{stride}(pad={pad}{', ceil' if ceil else ''}{extra})", (c, ho, wo)
+    return generate
+
+
+def _window_attrs(pad_doc: str) -> tuple[AttrSpec, ...]:
+    return (int_attr("k", doc="window size"), int_attr("stride", DERIVED, "stride; default k"),
+            int_attr("pad", 0, pad_doc, minimum=0),
+            AttrSpec("ceil", "bool", False, "round the output size up (Caffe)"))
+
+
+def _pool_op(name: str, doc: str, attrs: tuple[AttrSpec, ...]) -> Op:
+    return Op(
+        name, doc, attrs, positional=("k", "stride"), notation=_pool_notation(name),
+        derive=_pool_derive, shape=_pool_shape, weights=no_weights, macs=no_macs,
+        receptive_field=_pool_field, counts_as_activation=True, merge_word=None,
+        shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
+        colour="#fdd0a2", generate=_pool_generate(name))
+
+
+MAXPOOL = _pool_op("maxpool", "max pooling", _window_attrs("padding (with -inf)"))
+AVGPOOL = _pool_op("avgpool", "average pooling", (
+    *_window_attrs("zero padding"),
+    AttrSpec("count_pad", "bool", True, "padding counts in the divisor (torch and Caffe default)")))
+
+
+def _gap_shape(node, inputs, warn):
+    return (image("gap", inputs[0])[0], 1, 1)
+
+
+def _gap_generate(g, shape):
+    if len(shape) != 3:
+        return None
+    return "gap", (shape[0], 1, 1)
+
+
+GAP = Op(
+    "gap", "global average pooling: CxHxW -> Cx1x1", (), positional=(),
+    notation=plain_notation("gap"), derive=no_derived, shape=_gap_shape, weights=no_weights,
+    macs=no_macs, receptive_field=whole_input_field, counts_as_activation=True, merge_word=None,
+    shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
+    colour="#fdd0a2", generate=_gap_generate)

@@ -1,0 +1,99 @@
+"""Ops that shape the graph: the input, crop, and the merges cat{} and add{}."""
+from __future__ import annotations
+
+from .base import (AttrSpec, Op, ShapeProblem, format_shape, image, int_attr, merge_field, no_derived,
+                   no_macs, no_weights, plain_notation, same_field, same_shape)
+
+INPUT = Op(
+    "input", "the network input", (), positional=(), notation=plain_notation("input"),
+    derive=no_derived, shape=same_shape, weights=no_weights, macs=no_macs,
+    receptive_field=same_field, counts_as_activation=True, merge_word=None,
+    shape_only_inputs=frozenset(), writable=False, activation=False, takes_activation=False,
+    colour="#eeeeee", generate=None)
+
+
+def _crop_shape(node, inputs, warn):
+    c, h, w = image("crop", inputs[0])
+    like = image("crop's like", inputs[1])
+    offset = node.attrs["offset"]
+    if offset + like[1] > h or offset + like[2] > w:
+        raise ShapeProblem(f"crop of {format_shape(inputs[0])} at offset {offset} to "
+                           f"{like[1]}x{like[2]} runs past the input")
+    return (c, like[1], like[2])
+
+
+def _crop_generate(g, shape):
+    """label - a padded conv that grows the size - crop back to the label's size."""
+    if len(shape) != 3:
+        return None
+    c, h, w = shape
+    label = g.label()
+    grow = g.draw(g.st.integers(1, 2))
+    offset = g.draw(g.st.integers(0, 2 * grow))
+    out = g.channels()
+    return f"{label}: id - conv1-{out}(pad={grow}) - crop({offset}, like=@{label})", (out, h, w)
+
+
+CROP = Op(
+    "crop", "crop to the spatial size of another tensor (FCN's skip alignment, Caffe's Crop)",
+    (int_attr("offset", 0, "rows and columns skipped at the top and left", minimum=0),
+     AttrSpec("like", "ref", doc="the tensor whose height and width to crop to")),
+    positional=("offset",), notation=plain_notation("crop"), derive=no_derived, shape=_crop_shape,
+    weights=no_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
+    merge_word=None, shape_only_inputs=frozenset({1}), writable=True, activation=False,
+    takes_activation=False, colour="#f0f0f0", generate=_crop_generate)
+
+
+def _add_shape(node, inputs, warn):
+    first = inputs[0]
+    for i, shape in enumerate(inputs[1:], 2):
+        if shape != first:
+            raise ShapeProblem(
+                f"add{{}} branches differ in shape: branch 1 gives {format_shape(first)}, "
+                f"branch {i} gives {format_shape(shape)}",
+                notes=("add needs every branch to give the same shape; a 1x1 conv with a stride "
+                       "can match a shortcut to its residual branch",))
+    return first
+
+
+def _concat_shape(node, inputs, warn):
+    first = inputs[0]
+    for i, shape in enumerate(inputs[1:], 2):
+        if len(shape) != len(first) or shape[1:] != first[1:]:
+            raise ShapeProblem(
+                f"cat{{}} branches differ in size: branch 1 gives {format_shape(first)}, "
+                f"branch {i} gives {format_shape(shape)}",
+                notes=("cat joins channels, so every other dimension must agree",))
+    return (sum(shape[0] for shape in inputs), *first[1:])
+
+
+def _merge_generate(word: str):
+    def generate(g, shape):
+        """Branches that keep the spatial size (stride-1 'same' convs) or pass the input."""
+        n = g.draw(g.st.integers(2, 3))
+        branches, channels = [], []
+        for _ in range(n):
+            if len(shape) != 3 or g.draw(g.st.integers(0, 3)) == 0:
+                branches.append("id")
+                channels.append(shape[0])
+                continue
+            out = shape[0] if word == "add" else g.channels()
+            k = g.draw(g.st.sampled_from([1, 3]))
+            tail = g.draw(g.st.sampled_from(["", " - relu", " - bn", " - tanh"]))
+            branches.append(f"conv{k}-{out}{tail}")
+            channels.append(out)
+        c = sum(channels) if word == "cat" else shape[0]
+        return f"{word}{{ {' | '.join(branches)} }}", (c, *shape[1:])
+    return generate
+
+
+def _merge(name: str, word: str, doc: str, shape_rule) -> Op:
+    return Op(
+        name, doc, (), positional=(), notation=plain_notation(word), derive=no_derived,
+        shape=shape_rule, weights=no_weights, macs=no_macs, receptive_field=merge_field,
+        counts_as_activation=True, merge_word=word, shape_only_inputs=frozenset(), writable=False,
+        activation=False, takes_activation=False, colour="#fff2a8", generate=_merge_generate(word))
+
+
+CONCAT = _merge("concat", "cat", "concatenate branches along channels", _concat_shape)
+ADD = _merge("add", "add", "sum branches element-wise", _add_shape)
