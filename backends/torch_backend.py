@@ -1,234 +1,215 @@
-"""The torch backend: an nn.Module built from standard torch.nn layers, for CPU and CUDA.
+"""The torch backend: the generated PyTorch source (backends/torch_codegen.py), executed.
 
-Every layer is the torch.nn module you would write by hand (Conv2d, BatchNorm2d, Linear, ...),
-nested by the IR's scopes, so `state_dict()` keys are the canonical weight names
-(`stage2.bottleneck1.add1.b1.cbr1.conv1.weight`) and weights move between backends unrenamed.
-`forward` walks a fixed plan of steps, which torch.compile traces into one graph.
+`net.compile("torch")` runs exactly the code `netdsl compile -o model.py` writes, as a torch.fx
+GraphModule runs its own generated code: one nn.Module class per block, standard torch.nn layers,
+`state_dict()` keys that are the canonical weight names. The root module also offers the backend
+contract (netdsl/backend.py): `run`, `weights`, `load_weights`, `save_weights`, `freeze`,
+`trainable`, `gradients`.
+
+Pickling (`torch.save(model)`, `copy.deepcopy`, multiprocessing) stores each block as its source
+and its state, so a fresh process that imports netdsl can load it: the classes are rebuilt from
+the source, as torch.fx does for GraphModule.
 
 >>> model = netdsl.load("resnet50").compile("torch", device="cpu", seed=0)
+>>> model.stage3                                   # a real block: hooks fire, fx traces it
 >>> model(torch.zeros(1, 3, 224, 224)).shape
 torch.Size([1, 1000])
 """
 from __future__ import annotations
 
-import math
-from typing import Callable
+import hashlib
+import linecache
+import os
+import sys
+import types
+from functools import lru_cache
+from typing import Any, Iterable, Mapping
 
+import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from netdsl.ir import Node
+from netdsl.backend import WEIGHT_WRITERS, Backend
+from netdsl.backends.torch_codegen import generate_source, lower
+from netdsl.errors import NetDSLError, NetDSLNameError
 from netdsl.weights import bilinear_weight
 
-
-def _conv(node: Node, inputs) -> nn.Module:
-    a = node.attrs
-    return nn.Conv2d(inputs[0][0], a["c"], a["k"], stride=a["stride"], padding=a["pad"],
-                     dilation=a["dilation"], groups=a["groups"], bias=a["bias"])
-
-
-def _deconv(node: Node, inputs) -> nn.Module:
-    a = node.attrs
-    return nn.ConvTranspose2d(inputs[0][0], a["c"], a["k"], stride=a["stride"], padding=a["pad"],
-                              output_padding=a["output_pad"], groups=a["groups"], bias=a["bias"],
-                              dilation=a["dilation"])
-
-
-def _fc(node: Node, inputs) -> nn.Module:
-    return nn.Linear(math.prod(inputs[0]), node.attrs["c"], bias=node.attrs["bias"])
-
-
-def _bn(node: Node, inputs) -> nn.Module:
-    kind = nn.BatchNorm2d if len(inputs[0]) == 3 else nn.BatchNorm1d
-    return kind(inputs[0][0], eps=node.attrs["eps"], momentum=node.attrs["momentum"])
-
-
-def _pool(node: Node, inputs) -> nn.Module:
-    a = node.attrs
-    if node.op == "maxpool":
-        return nn.MaxPool2d(a["k"], a["stride"], a["pad"], ceil_mode=a["ceil"])
-    return nn.AvgPool2d(a["k"], a["stride"], a["pad"], ceil_mode=a["ceil"],
-                        count_include_pad=a["count_pad"])
-
-
-#: op -> the torch.nn module that computes it (None: done functionally in forward).
-TORCH_MODULES: dict[str, Callable[[Node, list], nn.Module] | None] = {
-    "input": None,
-    "conv": _conv,
-    "deconv": _deconv,
-    "maxpool": _pool,
-    "avgpool": _pool,
-    "gap": lambda node, inputs: nn.AdaptiveAvgPool2d(1),
-    "fc": _fc,
-    "bn": _bn,
-    "lrn": lambda node, inputs: nn.LocalResponseNorm(node.attrs["size"], node.attrs["alpha"],
-                                                      node.attrs["beta"], node.attrs["k"]),
-    "dropout": lambda node, inputs: nn.Dropout(node.attrs["p"]),
-    "relu": lambda node, inputs: nn.ReLU(),
-    "tanh": lambda node, inputs: nn.Tanh(),
-    "sigmoid": lambda node, inputs: nn.Sigmoid(),
-    "lrelu": lambda node, inputs: nn.LeakyReLU(node.attrs["slope"]),
-    "elu": lambda node, inputs: nn.ELU(node.attrs["alpha"]),
-    "softmax": lambda node, inputs: nn.Softmax(dim=1),
-    "flatten": lambda node, inputs: nn.Flatten(),
-    "crop": None,
-    "concat": None,
-    "add": None,
-}
-
-
-def _call(module, inputs, attrs):
-    return module(inputs[0])
-
-
-def _overwritable(graph, readers, node_id: int) -> bool:
-    """Whether a value may be overwritten in place by its reader, as torchvision's
-    ReLU(inplace=True) and `out += identity` do: it has one reader, and the op that made it does
-    not need its own output for backward (autograd would refuse the rest)."""
-    node = graph.nodes[node_id]
-    return (node_id != 0 and len(readers[node_id]) == 1 and node.op in _KEEPS_NO_OUTPUT
-            and node.attrs.get("act", "none") == "none")
-
-
-_KEEPS_NO_OUTPUT = frozenset({"conv", "deconv", "fc", "bn", "add"})
-
-
-def _fc_call(module, inputs, attrs):
-    x = inputs[0]
-    return module(torch.flatten(x, 1) if x.dim() > 2 else x)
-
-
-def _crop_call(module, inputs, attrs):
-    x, like = inputs
-    o = attrs["offset"]
-    return x[:, :, o:o + like.shape[2], o:o + like.shape[3]]
-
-
-def _concat_call(module, inputs, attrs):
-    return torch.cat(inputs, dim=1)
-
-
-def _add_call(module, inputs, attrs):
-    y = inputs[0]
-    for x in inputs[1:]:
-        y = y + x
-    return y
-
-
-def _add_in_place_call(module, inputs, attrs):
-    y = inputs[0]
-    for x in inputs[1:]:
-        y = y.add_(x)
-    return y
-
-
-#: op -> how forward applies it to its inputs.
-TORCH_CALLS: dict[str, Callable] = {op: _call for op in TORCH_MODULES} | {
-    "fc": _fc_call, "crop": _crop_call, "concat": _concat_call, "add": _add_call}
-
-#: A layer's fused activation (`act`), applied to the layer's own output, in place like
-#: torchvision's ReLU(inplace=True).
-TORCH_ACTIVATIONS: dict[str, Callable] = {
-    "relu": lambda x: F.relu(x, inplace=True),
-    "tanh": lambda x: torch.tanh_(x),
-    "sigmoid": lambda x: torch.sigmoid_(x),
-    "lrelu": lambda x: F.leaky_relu(x, 0.01, inplace=True),
-    "elu": lambda x: F.elu(x, inplace=True),
-}
-
-
-def _container(root: nn.Module, path: list[str]) -> nn.Module:
-    module = root
-    for part in path:
-        child = module._modules.get(part)
-        if child is None:
-            child = nn.Module()
-            module.add_module(part, child)
-        module = child
-    return module
-
-
-class NetdslModule(nn.Module):
-    """A network compiled to torch.nn layers. Input (N, *input_shape), batch first."""
-
-    def __init__(self, network):
-        super().__init__()
-        self.network_name = network.name
-        self.input_shape = tuple(network.input_shape)
-        graph, shapes = network.graph, network.shapes
-        last_use = [0] * len(graph.nodes)
-        for node in graph.nodes:
-            for i in node.inputs:
-                last_use[i] = node.id
-        readers = graph.consumers()
-        steps = []
-        for node in graph.nodes[1:]:
-            builder = TORCH_MODULES[node.op]
-            module = None
-            in_place = _overwritable(graph, readers, node.inputs[0])
-            call = TORCH_CALLS[node.op]
-            if node.op == "add" and in_place:
-                call = _add_in_place_call
-            if builder is not None:
-                module = builder(node, [shapes[i] for i in node.inputs])
-                if in_place and hasattr(module, "inplace"):  # ReLU, LeakyReLU, ELU, Dropout
-                    module.inplace = True
-                *scope, local = node.name.split(".")
-                _container(self, scope).add_module(local, module)
-                if node.attrs.get("fixed"):
-                    for parameter in module.parameters():
-                        parameter.requires_grad_(False)
-            act = node.attrs.get("act", "none")
-            free = tuple(i for i in node.inputs if last_use[i] == node.id)
-            steps.append((node.id, call, module, node.inputs,
-                          TORCH_ACTIVATIONS[act] if act != "none" else None, free, dict(node.attrs)))
-        # A plain tuple, not registered: the modules in it are registered above under their names.
-        self._steps = tuple(steps)
-        self._length = len(graph.nodes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        values: list = [None] * self._length
-        values[0] = x
-        for node_id, call, module, inputs, act, free, attrs in self._steps:
-            y = call(module, [values[i] for i in inputs], attrs)
-            if act is not None:
-                y = act(y)
-            values[node_id] = y
-            for i in free:  # drop what no later step reads, as a hand-written forward would
-                values[i] = None
-        return values[-1]
-
-    @torch.no_grad()
-    def trace(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Every node's output for input x, in node order (copies: later steps may work in place)."""
-        values: list = [None] * self._length
-        values[0] = x
-        for node_id, call, module, inputs, act, free, attrs in self._steps:
-            y = call(module, [values[i].clone() for i in inputs], attrs)
-            values[node_id] = act(y) if act is not None else y
-        return values
-
-    def extra_repr(self) -> str:
-        return f"network={self.network_name!r}, input={self.input_shape}"
+_DTYPES = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
+           "float16": torch.float16}
 
 
 def _dtype(value) -> torch.dtype:
     if isinstance(value, torch.dtype):
         return value
-    names = {"float32": torch.float32, "float64": torch.float64, "bfloat16": torch.bfloat16,
-             "float16": torch.float16}
-    if value not in names:
-        raise ValueError(f"dtype must be one of {', '.join(names)}, got {value!r}")
-    return names[value]
+    if value not in _DTYPES:
+        raise ValueError(f"dtype must be one of {', '.join(_DTYPES)}, got {value!r}")
+    return _DTYPES[value]
 
 
-def initialise(model: NetdslModule, network) -> None:
-    """torch's default initialisation (done by each nn layer), plus FCN's bilinear deconvs."""
+# -- the generated code as a module -----------------------------------------------------------------
+
+@lru_cache(maxsize=64)
+def _namespace(source: str) -> dict:
+    """Executes generated source once per distinct text, in a module of its own whose classes
+    pickle by source (see _restore)."""
+    digest = hashlib.sha256(source.encode()).hexdigest()[:16]
+    name = f"netdsl_generated_{digest}"
+    filename = f"<netdsl-generated-{digest}>"
+    # Registered with linecache so tracebacks, inspect and torch.compile can show the code.
+    linecache.cache[filename] = (len(source), None, source.splitlines(True), filename)
+    module = types.ModuleType(name)
+    module.__file__ = filename
+    code = compile(source, filename, "exec")
+    exec(code, module.__dict__)  # noqa: S102 - our own generated text; user text is never code
+    for value in list(module.__dict__.values()):
+        if isinstance(value, type) and issubclass(value, nn.Module) and value.__module__ == name:
+            value.__reduce_ex__ = _reduce_block
+            value._netdsl_source = source
+    return module.__dict__
+
+
+def _reduce_block(self, protocol):
+    cls = type(self)
+    root = getattr(cls, "_netdsl_root", False)
+    name = cls.__bases__[0].__name__ if root else cls.__name__
+    return (_restore, (cls._netdsl_source, name, root), self.__dict__.copy())
+
+
+def _restore(source: str, name: str, root: bool):
+    """Unpickling: the class `name` of `source` (the root with the contract when `root`)."""
+    cls = _root_class(source, name) if root else _namespace(source)[name]
+    return cls.__new__(cls)
+
+
+@lru_cache(maxsize=64)
+def _root_class(source: str, name: str) -> type:
+    generated = _namespace(source)[name]
+    cls = type(name, (generated, TorchModule), {"_netdsl_root": True,
+                                                "__module__": generated.__module__,
+                                                "__qualname__": name})
+    return cls
+
+
+class TorchModule:
+    """The backend contract on the generated root module (mixed into its class)."""
+
+    network: Any
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        parameter = next(iter(self.parameters()), None)
+        dtype = parameter.dtype if parameter is not None else torch.float32
+        device = parameter.device if parameter is not None else torch.device("cpu")
+        with torch.no_grad():
+            y = self(torch.as_tensor(np.asarray(x)).to(device=device, dtype=dtype))
+        return y.detach().to("cpu", torch.float64 if y.dtype == torch.bfloat16 else y.dtype).numpy()
+
+    def gradients(self, x: np.ndarray, dy: np.ndarray):
+        parameter = next(iter(self.parameters()), None)
+        dtype = parameter.dtype if parameter is not None else torch.float32
+        xt = torch.as_tensor(np.asarray(x)).to(dtype=dtype).requires_grad_(True)
+        for p in self.parameters():
+            p.grad = None
+        y = self(xt)
+        y.backward(torch.as_tensor(np.asarray(dy)).to(dtype=dtype))
+        grads = {name: p.grad.detach().cpu().numpy() for name, p in self.named_parameters()
+                 if p.requires_grad and p.grad is not None}
+        dx = xt.grad.detach().cpu().numpy() if xt.grad is not None else np.zeros_like(np.asarray(x))
+        return dx, grads
+
+    @property
+    def weights(self) -> dict[str, torch.Tensor]:
+        return {name: value for name, value in self.state_dict().items()
+                if not name.endswith("num_batches_tracked")}
+
+    def load_weights(self, weights, strict: bool = True) -> None:
+        from netdsl.weights_io import check_weights, read_weights
+        source = "the weights"
+        if isinstance(weights, (str, os.PathLike)):
+            source = str(weights)
+            weights = read_weights(weights)
+        arrays = {name: _as_numpy(value) for name, value in weights.items()}
+        if not strict:  # a subset: the names it lacks keep their current values
+            arrays = {**{name: _as_numpy(value) for name, value in self.weights.items()}, **arrays}
+        checked = check_weights(self.network, arrays, source)
+        state = self.state_dict(keep_vars=True)
+        with torch.no_grad():
+            for name, array in checked.items():
+                target = state[name]
+                target.copy_(torch.from_numpy(np.ascontiguousarray(array)).to(dtype=target.dtype,
+                                                                               device=target.device))
+
+    def save_weights(self, path) -> None:
+        from netdsl.weights_io import save_weights
+        save_weights(path, {name: _as_numpy(value) for name, value in self.weights.items()})
+
+    def freeze(self, names: Iterable[str]) -> None:
+        parameters = dict(self.named_parameters())
+        for name in names:
+            if name not in parameters:
+                raise NetDSLNameError(f"{name} is not a trainable weight of {self.network.name}")
+            parameters[name].requires_grad_(False)
+
+    def trainable(self) -> list[str]:
+        return [name for name, p in self.named_parameters() if p.requires_grad]
+
+    @torch.no_grad()
+    def trace(self, x: torch.Tensor) -> list:
+        """Each node's output for input x, in node order, as forward hooks see it (a copy, since
+        later layers may work in place): the module of that name's output, so a layer with a
+        fused activation shows its value before the activation, and ops computed inside a
+        block's forward (crop) show None."""
+        values: list = [None] * len(self.network.graph.nodes)
+        values[0] = x.clone()
+        index = {node.name: node.id for node in self.network.graph.nodes}
+        handles = []
+        for name, module in self.named_modules():
+            if name in index:
+                def record(module, inputs, output, node_id=index[name]):
+                    values[node_id] = (output[0] if isinstance(output, tuple) else output).clone()
+                handles.append(module.register_forward_hook(record))
+        try:
+            self(x)
+        finally:
+            for handle in handles:
+                handle.remove()
+        return values
+
+    def source(self) -> str:
+        """The PyTorch source this module runs (what `netdsl compile -o model.py` writes)."""
+        return type(self)._netdsl_source
+
+
+def _as_numpy(value) -> np.ndarray:
+    if isinstance(value, torch.Tensor):
+        value = value.detach().cpu()
+        if value.dtype == torch.bfloat16:
+            value = value.to(torch.float32)
+        return value.numpy()
+    return np.asarray(value)
+
+
+def build(network, source: str | None = None) -> nn.Module:
+    """An instance of the network's generated root class (torch's default initialisation)."""
+    source = source if source is not None else generate_source(network)
+    _, root = lower(network) if source is None else (None, _root_name(source))
+    model = _root_class(source, root)()
+    model.network = network
+    return model
+
+
+def _root_name(source: str) -> str:
+    marker = "    model = "
+    for line in reversed(source.splitlines()):
+        if line.startswith(marker):
+            return line[len(marker):].split("(", 1)[0]
+    raise AssertionError("generated source without its __main__ block")  # pragma: no cover
+
+
+def initialise(model: nn.Module, network) -> None:
+    """FCN's bilinear deconvs (every other layer initialises itself as torch does)."""
     for node in network.graph.nodes:
         if node.op == "deconv" and node.attrs["init"] == "bilinear":
-            *scope, local = node.name.split(".")
-            module = _container(model, scope)._modules[local]
+            module = model.get_submodule(node.name)
             with torch.no_grad():
                 module.weight.copy_(torch.from_numpy(bilinear_weight(tuple(module.weight.shape),
                                                                      node.attrs["groups"])))
@@ -236,44 +217,50 @@ def initialise(model: NetdslModule, network) -> None:
                     module.bias.zero_()
 
 
-def load_weights_into(model: nn.Module, network, weights: dict, source: str = "the weights") -> None:
-    """Copy {canonical name: array or tensor} into the model, after checking every name and shape."""
-    from netdsl.weights_io import check_weights
-    checked = check_weights(network, {k: _as_numpy(v) for k, v in weights.items()}, source)
-    state = model.state_dict(keep_vars=True)
-    with torch.no_grad():
-        for name, array in checked.items():
-            target = state[name]
-            target.copy_(torch.from_numpy(array).to(dtype=target.dtype, device=target.device))
-
-
-def _as_numpy(value):
-    if isinstance(value, torch.Tensor):
-        return value.detach().cpu().to(torch.float64 if value.is_floating_point() else value.dtype).numpy()
-    return value
-
-
 def compile_network(network, dtype="float32", device="cpu", seed: int | None = 0,
-                    weights: dict | None = None, channels_last: bool = False) -> NetdslModule:
-    """Entry point of the `torch` backend: `net.compile("torch", dtype=torch.float32, device="cuda")`."""
+                    weights: Mapping | str | os.PathLike | None = None,
+                    channels_last: bool = False) -> nn.Module:
+    """The `torch` backend's compile: `net.compile("torch", dtype="float32", device="cuda")`."""
+    torch_dtype = _dtype(dtype)
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise NetDSLError("device cuda: this machine has no CUDA GPU that torch can use",
+                          notes=["compile with device='cpu', or install a CUDA build of torch"])
+    source = generate_source(network)
     if weights is not None:
         # Given weights replace every value: build without initialising, then fill (after the
-        # dtype conversion, so float64 weights keep every bit). Leftover buffers such as
-        # BatchNorm's step counter start at zero.
+        # dtype conversion, so float64 weights keep every bit).
         with torch.device("meta"):
-            model = NetdslModule(network)
-        model = model.to_empty(device=device).to(dtype=_dtype(dtype))
+            model = build(network, source)
+        model = model.to_empty(device=device).to(dtype=torch_dtype)
         for name, buffer in model.named_buffers():
             if name.endswith("num_batches_tracked"):
                 buffer.zero_()
-        load_weights_into(model, network, weights)
+        model.load_weights(weights)
     else:
         with torch.random.fork_rng(devices=[]):  # a seed must not disturb the caller's random state
             if seed is not None:
                 torch.manual_seed(seed)
-            model = NetdslModule(network)
+            model = build(network, source)
             initialise(model, network)
-        model = model.to(device=device, dtype=_dtype(dtype))
+        model = model.to(device=device, dtype=torch_dtype)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model
+
+
+def write_source(module, path) -> None:
+    from netdsl import __version__
+    from pathlib import Path
+    Path(path).write_text(generate_source(module.network, __version__), encoding="utf-8")
+
+
+def write_onnx(module, path) -> None:
+    from netdsl.backends.torch_export import export_onnx
+    export_onnx(module, module.network, path)
+
+
+BACKEND = Backend(
+    "torch", compile=compile_network, dtypes=tuple(_DTYPES),
+    writers={".py": write_source, ".onnx": write_onnx, **WEIGHT_WRITERS},
+    description="a torch.nn.Module of standard layers, one class per block (CPU and CUDA)")

@@ -1,9 +1,29 @@
-"""IR -> readable, standalone PyTorch source (`netdsl compile FILE -o model.py`).
+"""The torch lowering: IR -> readable PyTorch source, one nn.Module class per block.
 
-The generated file imports only torch and holds one class, constructible with no arguments, whose
-layers are named as in the IR and carry the .net source line they came from as a comment. Its
-forward performs the same torch operations in the same order as the in-process module
-(backends/torch_backend.py), so with the same weights its outputs are bit-identical.
+This source *is* the torch backend's module, as a torch.fx GraphModule's code is: `netdsl compile
+-o model.py` writes it, and `net.compile("torch")` executes the same text (backends/torch_backend.py),
+so the two cannot drift.
+
+The module tree is the program's tree. Every scope of the layout (a definition call, a labelled
+group, a merge and each of its branches) becomes a block: a child module with its own class and
+forward, named as the scope is named, so `model.stage3(x)` runs stage 3, a forward hook on any
+block fires, and `state_dict()` keys are netdsl's canonical weight names. Calls of one definition
+that expand to the same layers share a class (`bottleneck(256)` x5 in ResNet-50 is one
+`Bottleneck_256`); a definition whose calls differ (other widths, or the implicit activation an
+output layer does not get) has one class per variant, named by its arguments.
+
+A block takes the value its chain enters with (`x`), plus any tensor from outside that a layer
+inside reads by reference (FCN's `@features.p4`, a crop's `like`), and returns its value followed
+by whatever later code reads from inside it, in node order, as torchvision's IntermediateLayerGetter
+returns the layers it was asked for.
+
+Forward code is straight-line: no lambdas and no Python branch on a tensor or a shape, so
+torch.fx.symbolic_trace, torch.export and torch.compile(fullgraph=True) see the whole network, and
+every spatial size comes from the tensors (`x.flatten(1)`, crop extents from `like.shape`).
+
+User text (file and net names, labels, the .net source quoted in comments) never becomes code:
+names are checked identifiers (labels that clash with Python or nn.Module are refused by the
+checker), and quoted text has every non-printable character escaped, so it stays inside its comment.
 
 This module builds text only: it does not import torch.
 """
@@ -12,9 +32,27 @@ from __future__ import annotations
 import keyword
 import math
 import re
+from dataclasses import dataclass, field
 
-from netdsl.ir import Node
-from netdsl.shapes import format_shape
+from netdsl.ir import Graph, LayoutChain, LayoutMerge, LayoutOp, LayoutScope, Node
+from netdsl.ops import OPS, format_shape
+
+# -- one torch kernel per op: the module it builds and how forward applies it ---------------------
+
+
+@dataclass(frozen=True)
+class TorchKernel:
+    """How one op lowers to torch.
+
+    module(node, input shapes) -> the constructor source of its nn.Module, or None when forward
+    computes it functionally; call(node, module, args, in_place) -> the forward expression;
+    fused -> for activations, the in-place functional form applied to a layer's own output.
+    """
+
+    module: object  # Callable[[Node, list], str] | None
+    call: object = None  # Callable[[Node, str, list[str], bool], str]; None: module(args[0])
+    fused: str | None = None
+    in_place_module: bool = False  # the module takes inplace=True when its input may be overwritten
 
 
 def _conv(node: Node, inputs) -> str:
@@ -30,12 +68,23 @@ def _deconv(node: Node, inputs) -> str:
             f"bias={a['bias']}, dilation={a['dilation']})")
 
 
-def _pool(node: Node, inputs) -> str:
+def _maxpool(node: Node, inputs) -> str:
     a = node.attrs
-    if node.op == "maxpool":
-        return f"nn.MaxPool2d({a['k']}, {a['stride']}, {a['pad']}, ceil_mode={a['ceil']})"
+    return f"nn.MaxPool2d({a['k']}, {a['stride']}, {a['pad']}, ceil_mode={a['ceil']})"
+
+
+def _avgpool(node: Node, inputs) -> str:
+    a = node.attrs
     return (f"nn.AvgPool2d({a['k']}, {a['stride']}, {a['pad']}, ceil_mode={a['ceil']}, "
             f"count_include_pad={a['count_pad']})")
+
+
+def _fc(node: Node, inputs) -> str:
+    return f"nn.Linear({math.prod(inputs[0])}, {node.attrs['c']}, bias={node.attrs['bias']})"
+
+
+def _fc_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    return f"{module}({args[0]}.flatten(1))" if len(inputs[0]) == 3 else f"{module}({args[0]})"
 
 
 def _bn(node: Node, inputs) -> str:
@@ -43,166 +92,358 @@ def _bn(node: Node, inputs) -> str:
     return f"nn.{kind}({inputs[0][0]}, eps={node.attrs['eps']!r}, momentum={node.attrs['momentum']!r})"
 
 
-#: op -> the constructor expression of its torch.nn module (None: functional in forward).
-MODULE_SOURCE = {
-    "input": None,
-    "conv": _conv,
-    "deconv": _deconv,
-    "maxpool": _pool,
-    "avgpool": _pool,
-    "gap": lambda node, inputs: "nn.AdaptiveAvgPool2d(1)",
-    "fc": lambda node, inputs: f"nn.Linear({math.prod(inputs[0])}, {node.attrs['c']}, bias={node.attrs['bias']})",
-    "bn": _bn,
-    "lrn": lambda node, inputs: (f"nn.LocalResponseNorm({node.attrs['size']}, {node.attrs['alpha']!r}, "
-                                 f"{node.attrs['beta']!r}, {node.attrs['k']!r})"),
-    "dropout": lambda node, inputs: f"nn.Dropout({node.attrs['p']!r})",
-    "relu": lambda node, inputs: "nn.ReLU()",
-    "tanh": lambda node, inputs: "nn.Tanh()",
-    "sigmoid": lambda node, inputs: "nn.Sigmoid()",
-    "lrelu": lambda node, inputs: f"nn.LeakyReLU({node.attrs['slope']!r})",
-    "elu": lambda node, inputs: f"nn.ELU({node.attrs['alpha']!r})",
-    "softmax": lambda node, inputs: "nn.Softmax(dim=1)",
-    "flatten": lambda node, inputs: "nn.Flatten()",
-    "crop": None,
-    "concat": None,
-    "add": None,
+def _lrn(node: Node, inputs) -> str:
+    a = node.attrs
+    return f"nn.LocalResponseNorm({a['size']}, {a['alpha']!r}, {a['beta']!r}, {a['k']!r})"
+
+
+def _crop_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    o = node.attrs["offset"]
+    x, like = args
+    return f"{x}[:, :, {o}:{o} + {like}.shape[2], {o}:{o} + {like}.shape[3]]"
+
+
+def _concat_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    return f"torch.cat([{', '.join(args)}], dim=1)"
+
+
+def _add_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    if in_place:  # as torchvision's `out += identity`
+        return args[0] + "".join(f".add_({arg})" for arg in args[1:])
+    return " + ".join(args)
+
+
+def _constant(text: str):
+    def module(node: Node, inputs) -> str:
+        return text
+    return module
+
+
+KERNELS: dict[str, TorchKernel] = {
+    "input": TorchKernel(None, lambda node, module, args, in_place, inputs: args[0]),
+    "conv": TorchKernel(_conv),
+    "deconv": TorchKernel(_deconv),
+    "maxpool": TorchKernel(_maxpool),
+    "avgpool": TorchKernel(_avgpool),
+    "gap": TorchKernel(_constant("nn.AdaptiveAvgPool2d(1)")),
+    "fc": TorchKernel(_fc, _fc_call),
+    "bn": TorchKernel(_bn),
+    "lrn": TorchKernel(_lrn),
+    "dropout": TorchKernel(lambda node, inputs: f"nn.Dropout({node.attrs['p']!r})", in_place_module=True),
+    "relu": TorchKernel(_constant("nn.ReLU()"), fused="F.relu({}, inplace=True)", in_place_module=True),
+    "tanh": TorchKernel(_constant("nn.Tanh()"), fused="torch.tanh_({})"),
+    "sigmoid": TorchKernel(_constant("nn.Sigmoid()"), fused="torch.sigmoid_({})"),
+    "lrelu": TorchKernel(lambda node, inputs: f"nn.LeakyReLU({node.attrs['slope']!r})",
+                         fused="F.leaky_relu({}, 0.01, inplace=True)", in_place_module=True),
+    "elu": TorchKernel(lambda node, inputs: f"nn.ELU({node.attrs['alpha']!r})",
+                       fused="F.elu({}, inplace=True)", in_place_module=True),
+    "softmax": TorchKernel(_constant("nn.Softmax(dim=1)")),
+    "flatten": TorchKernel(_constant("nn.Flatten()")),
+    "crop": TorchKernel(None, _crop_call),
+    "concat": TorchKernel(None, _concat_call),
+    "add": TorchKernel(None, _add_call),
 }
 
-
-def _call_source(node: Node, module: str, args: list[str], in_shapes, in_place: bool = False) -> str:
-    """The forward expression of one node, matching torch_backend.TORCH_CALLS."""
-    if node.op == "fc":
-        return f"{module}(torch.flatten({args[0]}, 1))" if len(in_shapes[0]) == 3 else f"{module}({args[0]})"
-    if node.op == "crop":
-        o = node.attrs["offset"]
-        return f"{args[0]}[:, :, {o}:{o} + {args[1]}.shape[2], {o}:{o} + {args[1]}.shape[3]]"
-    if node.op == "concat":
-        return f"torch.cat([{', '.join(args)}], dim=1)"
-    if node.op == "add":
-        if in_place:
-            return args[0] + "".join(f".add_({arg})" for arg in args[1:])
-        return " + ".join(args)
-    return f"{module}({args[0]})"
+#: Ops whose own output autograd does not need for backward: a value they make may be overwritten
+#: in place by its only reader, as torchvision's ReLU(inplace=True) and `out += identity` do.
+_KEEPS_NO_OUTPUT = frozenset({"conv", "deconv", "fc", "bn", "add"})
 
 
-#: A layer's fused activation, matching torch_backend.TORCH_ACTIVATIONS.
-ACTIVATION_SOURCE = {
-    "relu": "F.relu({}, inplace=True)",
-    "tanh": "torch.tanh_({})",
-    "sigmoid": "torch.sigmoid_({})",
-    "lrelu": "F.leaky_relu({}, 0.01, inplace=True)",
-    "elu": "F.elu({}, inplace=True)",
-}
-
-
-#: Modules built with inplace=True when their input may be overwritten (see torch_backend).
-_IN_PLACE_MODULES = frozenset({"relu", "lrelu", "elu", "dropout"})
-
-
-def _overwritable(graph, readers, node_id: int) -> bool:
-    """The same rule as torch_backend._overwritable (kept textually alike: this module must not
-    import torch)."""
+def _overwritable(graph: Graph, readers: list[list[int]], node_id: int) -> bool:
     node = graph.nodes[node_id]
     return (node_id != 0 and len(readers[node_id]) == 1 and node.op in _KEEPS_NO_OUTPUT
             and node.attrs.get("act", "none") == "none")
 
 
-_KEEPS_NO_OUTPUT = frozenset({"conv", "deconv", "fc", "bn", "add"})
+# -- text that comes from the user -----------------------------------------------------------------
+
+def quoted(text: str, limit: int = 80) -> str:
+    """User text made safe for a comment: non-printable characters (line breaks, NUL, terminal
+    escapes) escaped, so it can never end the comment; clipped to `limit` characters."""
+    safe = "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
+    return safe if len(safe) <= limit else safe[:limit - 3] + "..."
 
 
 def class_name(name: str) -> str:
-    """vgg16 -> Vgg16, resnet50_v1 -> Resnet50V1 (a valid Python identifier)."""
+    """vgg16 -> Vgg16, resnet50_v1 -> Resnet50V1, bottleneck -> Bottleneck (a valid identifier)."""
     parts = [p for p in re.split(r"[^0-9A-Za-z]+", name) if p]
     text = "".join(p[:1].upper() + p[1:] for p in parts) or "Network"
     return text if text[0].isalpha() else "Net" + text
 
 
-def _access(path: str) -> str:
-    """self.block1.conv1, or getattr(...) for a segment that is a Python keyword (a .net label
-    may be `class` or `lambda`)."""
-    text = "self"
-    for part in path.split("."):
-        text = f"getattr({text}, {part!r})" if keyword.iskeyword(part) else f"{text}.{part}"
+_RESERVED_CLASS_NAMES = frozenset({"F", "nn", "torch", "Tensor"})
+_RESERVED_VARIABLES = frozenset({"self", "torch", "nn", "F", "input"})
+
+
+def _variable(name: str, taken: set[str]) -> str:
+    text = name.replace(".", "_")
+    if keyword.iskeyword(text) or text in _RESERVED_VARIABLES or text in taken:
+        base, n = text + "_", 2
+        text = base
+        while text in taken:
+            text, n = f"{base}{n}", n + 1
+    taken.add(text)
     return text
 
 
-def _assign(path: str, expression: str) -> str:
-    *parents, last = path.split(".")
-    owner = _access(".".join(parents)) if parents else "self"
-    if keyword.iskeyword(last):
-        return f"setattr({owner}, {last!r}, {expression})"
-    return f"{owner}.{last} = {expression}"
+# -- blocks ------------------------------------------------------------------------------------------
+
+@dataclass
+class _Block:
+    """A scope of the layout, lowered to one nn.Module: its children and ops in node order."""
+
+    local: str  # the attribute name in its parent ("" for the root)
+    path: str  # the full scope path ("" for the root)
+    kind: str  # "net", "call", "group", "merge" or "branch"
+    title: str  # bottleneck(256), p3, add, ...
+    entry: int  # the node whose value the block starts from
+    result: int  # the node whose value the block gives
+    items: list = field(default_factory=list)  # node ids and child _Blocks, in order
+    nodes: set = field(default_factory=set)  # every node id inside, children's included
+    inputs: list = field(default_factory=list)  # node ids read from outside, entry first
+    outputs: list = field(default_factory=list)  # node ids returned, result first
+    class_ref: int = -1  # index into the class table
 
 
-_TAKEN = {"x", "self", "torch", "F", "nn"}
+def _blocks(graph: Graph, layout: LayoutChain) -> _Block:
+    root = _Block("", "", "net", graph.name, 0, layout.output)
+    _fill(graph, root, layout)
+    return root
 
 
-def _comment(node: Node) -> str:
-    if node.span is None:
-        return ""
-    line = node.span.source.line_text(node.span.line).strip()
-    where = f"{node.span.source.path.rsplit('/', 1)[-1]}:{node.span.line}"
-    if len(line) > 70:
-        line = line[:67] + "..."
-    return f"  # {where}: {line}"
+def _fill(graph: Graph, block: _Block, chain: LayoutChain) -> None:
+    for item in chain.items:
+        if isinstance(item, LayoutOp):
+            block.items.append(item.node)
+            block.nodes.add(item.node)
+        elif isinstance(item, LayoutScope):
+            path = f"{block.path}.{item.name}" if block.path else item.name
+            child = _Block(item.name, path, "call" if item.call else "group", item.call or item.name,
+                           item.body.input, item.body.output)
+            _fill(graph, child, item.body)
+            _add_child(block, child)
+        elif isinstance(item, LayoutMerge):
+            node = graph[item.node]
+            local = node.name.rsplit(".", 1)[-1]
+            merge = _Block(local, node.name, "merge", OPS[node.op].merge_word, chain_entry(item),
+                           item.node)
+            for i, branch in enumerate(item.branches, 1):
+                child = _Block(f"b{i}", f"{node.name}.b{i}", "branch", f"branch {i}", branch.input,
+                               branch.output)
+                _fill(graph, child, branch)
+                if child.items:
+                    _add_child(merge, child)
+            merge.items.append(item.node)
+            merge.nodes.add(item.node)
+            _add_child(block, merge)
+
+
+def chain_entry(merge: LayoutMerge) -> int:
+    """The value a merge's branches start from (a branch may start from a label instead)."""
+    return merge.input
+
+
+def _add_child(parent: _Block, child: _Block) -> None:
+    parent.items.append(child)
+    parent.nodes |= child.nodes
+
+
+def _wire(graph: Graph, block: _Block, readers: list[list[int]]) -> None:
+    """Each block's inputs (entry first, then what it reads from outside) and outputs (its result,
+    then what later code reads from inside it)."""
+    for item in block.items:
+        if isinstance(item, _Block):
+            _wire(graph, item, readers)
+    external = sorted({source for i in block.nodes for source in graph[i].inputs
+                       if source not in block.nodes})
+    if block.result not in block.nodes and block.result not in external:
+        external.append(block.result)  # a block that passes its input through (`def f = id`)
+    block.inputs = [block.entry] + [i for i in external if i != block.entry]
+    inside_read_outside = sorted(i for i in block.nodes if i != block.result and (
+        any(r not in block.nodes for r in readers[i]) or i == len(graph.nodes) - 1))
+    block.outputs = [block.result] + inside_read_outside
+
+
+# -- classes -------------------------------------------------------------------------------------------
+
+@dataclass
+class _Class:
+    base: str  # Bottleneck
+    variant: str  # the call's arguments, for naming variants: "256", "128_4_2"
+    body: list  # lines; a child class appears as the placeholder \x00N\x00
+    name: str = ""
+
+
+class _Lowering:
+    def __init__(self, network):
+        self.network = network
+        self.graph = network.graph
+        self.shapes = network.shapes
+        self.readers = self.graph.consumers()
+        self.classes: list[_Class] = []
+        self.by_text: dict[tuple, int] = {}
+
+    def lower(self, block: _Block, owner: str) -> int:
+        """Builds `block`'s class (children first); returns its index in the class table."""
+        base, variant = self._naming(block, owner)
+        for item in block.items:
+            if isinstance(item, _Block):
+                item.class_ref = self.lower(item, base)
+        header = self._header(block)
+        body = header + self._init(block, header) + [""] + self._forward(block)
+        key = (base, tuple(body))
+        if key not in self.by_text:
+            self.by_text[key] = len(self.classes)
+            self.classes.append(_Class(base, variant, body))
+        return self.by_text[key]
+
+    def _naming(self, block: _Block, owner: str) -> tuple[str, str]:
+        if block.kind == "call":
+            name, _, args = block.title.partition("(")
+            return class_name(name), re.sub(r"[^0-9A-Za-z]+", "_", args.rstrip(")")).strip("_")
+        if block.kind == "group":
+            return class_name(block.local), ""
+        if block.kind == "merge":
+            return owner + class_name(block.title), ""
+        if block.kind == "branch":
+            return owner + "Branch" + block.local[1:], ""
+        return class_name(self.network.name), ""
+
+    def _comment(self, node: Node) -> str:
+        """`file:line: the .net source line` of a node, quoted safely."""
+        if node.span is None:
+            return ""
+        where = f"{node.span.source.path.replace(chr(92), '/').rsplit('/', 1)[-1]}:{node.span.line}"
+        line = node.span.source.line_text(node.span.line).strip()
+        return f"{quoted(where, 40)}: {quoted(line, 70)}"
+
+    def _header(self, block: _Block) -> list[str]:
+        """The class's first lines: what it is, and the .net line its layers come from."""
+        what = {"net": f"net {quoted(self.network.name, 60)}", "call": quoted(block.title, 70),
+                "group": f"group {block.local}", "merge": f"{block.title}{{}} merge",
+                "branch": block.title}[block.kind]
+        lines = [f"    # {what}"]
+        first = next((item for item in block.items if not isinstance(item, _Block)), None)
+        if first is not None and block.kind in ("call", "group") and self.graph[first].span is not None:
+            lines.append(f"    # {self._comment(self.graph[first])}")
+        return lines
+
+    def _init(self, block: _Block, header: list[str]) -> list[str]:
+        lines = ["    def __init__(self):", "        super().__init__()"]
+        for item in block.items:
+            if isinstance(item, _Block):
+                lines.append(f"        self.{item.local} = \x00{item.class_ref}\x00()")
+                continue
+            node = self.graph[item]
+            kernel = KERNELS[node.op]
+            if kernel.module is None:
+                continue
+            expression = kernel.module(node, [self.shapes[i] for i in node.inputs])
+            if kernel.in_place_module and _overwritable(self.graph, self.readers, node.inputs[0]):
+                expression = expression[:-1] + (", " if expression[-2] != "(" else "") + "inplace=True)"
+            local = node.name.rsplit(".", 1)[-1]
+            comment = self._comment(node)
+            shown = f"  # {comment}" if comment and f"    # {comment}" not in header else ""
+            lines.append(f"        self.{local} = {expression}{shown}")
+            if node.attrs.get("fixed"):
+                lines.append(f"        self.{local}.requires_grad_(False)  # fixed: not trained")
+        if len(lines) == 2:
+            lines[1] += "  # no layers of its own"
+        return lines
+
+    def _forward(self, block: _Block) -> list[str]:
+        taken: set[str] = set()
+        names: dict[int, str] = {}
+        params = []
+        for position, node_id in enumerate(block.inputs):
+            name = "x" if position == 0 else _variable(self.graph[node_id].name, taken)
+            taken.add(name)
+            names[node_id] = name
+            params.append(name)
+        lines = [f"    def forward(self, {', '.join(params)}):"]
+        for item in block.items:
+            if isinstance(item, _Block):
+                args = ", ".join(names[i] for i in item.inputs)
+                targets = [_variable(item.local if i == item.result else
+                                     self.graph[i].name[len(block.path) + 1 if block.path else 0:],
+                                     taken) for i in item.outputs]
+                for node_id, target in zip(item.outputs, targets):
+                    names[node_id] = target
+                shown = format_shape(self.shapes[item.result])
+                lines.append(f"        {', '.join(targets)} = self.{item.local}({args})  # {shown}")
+                continue
+            node = self.graph[item]
+            kernel = KERNELS[node.op]
+            local = node.name.rsplit(".", 1)[-1]
+            args = [names[i] for i in node.inputs]
+            in_place = _overwritable(self.graph, self.readers, node.inputs[0])
+            if kernel.call is None:
+                expression = f"self.{local}({args[0]})"
+            else:
+                expression = kernel.call(node, f"self.{local}", args, in_place,
+                                         [self.shapes[i] for i in node.inputs])
+            act = node.attrs.get("act", "none")
+            if act != "none":
+                expression = KERNELS[act].fused.format(expression)
+            variable = _variable(local, taken)
+            names[node.id] = variable
+            lines.append(f"        {variable} = {expression}  # {format_shape(self.shapes[node.id])}")
+        returned = [names[i] for i in block.outputs]
+        lines.append(f"        return {', '.join(returned)}")
+        return lines
+
+    def name_classes(self, root_index: int) -> None:
+        """Class names: the definition's name, or with the call's arguments where one definition
+        has several variants (Bottleneck_64, Bottleneck_128); taken names get a number."""
+        groups: dict[str, list[_Class]] = {}
+        for cls in self.classes:
+            groups.setdefault(cls.base, []).append(cls)
+        used: set[str] = set(_RESERVED_CLASS_NAMES)
+        order = [self.classes[root_index]] + [c for c in self.classes if c is not self.classes[root_index]]
+        for cls in order:
+            several = len(groups[cls.base]) > 1
+            name = f"{cls.base}_{cls.variant}" if several and cls.variant else cls.base
+            candidate, n = name, 2
+            while candidate in used:
+                candidate, n = f"{name}_{n}", n + 1
+            cls.name = candidate
+            used.add(candidate)
+
+
+def lower(network) -> tuple[list[tuple[str, list[str]]], str]:
+    """[(class name, body lines)] in definition order (children before parents), and the root's name."""
+    graph = network.graph
+    root = _blocks(graph, network.layout)
+    _wire(graph, root, graph.consumers())
+    lowering = _Lowering(network)
+    root_index = lowering.lower(root, class_name(network.name))
+    lowering.name_classes(root_index)
+    resolved = []
+    for cls in lowering.classes:
+        lines = [re.sub("\x00(\\d+)\x00", lambda m: lowering.classes[int(m.group(1))].name, line)
+                 for line in cls.body]
+        resolved.append((cls.name, lines))
+    return resolved, lowering.classes[root_index].name
 
 
 def generate_source(network, version: str = "") -> str:
-    """Standalone PyTorch source for `network`."""
-    graph, shapes = network.graph, network.shapes
-    cls = class_name(network.name)
+    """Standalone PyTorch source for `network`: it imports only torch."""
+    classes, root = lower(network)
+    shape = ", ".join(map(str, network.input_shape))
     lines = [
-        f"# Generated by netdsl{' ' + version if version else ''} from {network.path.rsplit('/', 1)[-1]}"
-        f" (net {network.name}). Standalone: it needs only torch.",
-        f"# Input (N, {', '.join(map(str, network.input_shape))}) -> output (N, "
-        f"{', '.join(map(str, network.output_shape))}). {network.params:,} params, {network.macs:,} MACs.",
+        f"# Generated by netdsl{' ' + quoted(version, 20) if version else ''} from "
+        f"{quoted(network.path.replace(chr(92), '/').rsplit('/', 1)[-1], 60)} "
+        f"(net {quoted(network.name, 60)}). Standalone: it needs only torch.",
+        f"# Input (N, {shape}) -> output (N, {', '.join(map(str, network.output_shape))}). "
+        f"{network.params:,} params, {network.macs:,} MACs.",
         "# state_dict() keys are netdsl's canonical weight names: load weights saved by any netdsl backend.",
         "import torch",
         "import torch.nn.functional as F",
         "from torch import nn",
-        "",
-        "",
-        f"class {cls}(nn.Module):",
-        "    def __init__(self):",
-        "        super().__init__()",
     ]
-    containers: set[str] = set()
-    readers = graph.consumers()
-    in_place = {node.id: _overwritable(graph, readers, node.inputs[0]) for node in graph.nodes[1:]}
-    for node in graph.nodes[1:]:
-        builder = MODULE_SOURCE[node.op]
-        if builder is None:
-            continue
-        parts = node.name.split(".")
-        for depth in range(1, len(parts)):
-            path = ".".join(parts[:depth])
-            if path not in containers:
-                containers.add(path)
-                lines.append(f"        {_assign(path, 'nn.Module()')}")
-        expression = builder(node, [shapes[i] for i in node.inputs])
-        if in_place[node.id] and node.op in _IN_PLACE_MODULES:
-            expression = expression[:-1] + (", " if expression[-2] != "(" else "") + "inplace=True)"
-        lines.append(f"        {_assign(node.name, expression)}{_comment(node)}")
-        if node.attrs.get("fixed"):
-            lines.append(f"        {_access(node.name)}.requires_grad_(False)  # fixed: not trained")
-    lines += ["", "    def forward(self, x):"]
-    names = {0: "x"}
-    taken = set(_TAKEN)
-    for node in graph.nodes[1:]:
-        args = [names[i] for i in node.inputs]
-        expression = _call_source(node, _access(node.name), args, [shapes[i] for i in node.inputs],
-                                  in_place[node.id])
-        act = node.attrs.get("act", "none")
-        if act != "none":
-            expression = ACTIVATION_SOURCE[act].format(expression)
-        variable = node.name.replace(".", "_")
-        if variable in taken or keyword.iskeyword(variable):
-            variable = f"{variable}_{node.id}"
-        taken.add(variable)
-        names[node.id] = variable
-        lines.append(f"        {variable} = {expression}  # {format_shape(shapes[node.id])}")
-    lines.append(f"        return {names[graph.nodes[-1].id]}")
+    for name, body in classes:
+        lines += ["", "", f"class {name}(nn.Module):", *body]
     lines += ["", "", "if __name__ == \"__main__\":",
-              f"    model = {cls}().eval()",
-              f"    print(model(torch.zeros(1, {', '.join(map(str, network.input_shape))})).shape)", ""]
+              f"    model = {root}().eval()",
+              f"    print(model(torch.zeros(1, {shape})).shape)", ""]
     return "\n".join(lines)

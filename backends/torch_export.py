@@ -1,11 +1,16 @@
-"""ONNX export of a compiled torch module (`netdsl compile FILE -o model.onnx`)."""
+"""ONNX export of a compiled torch module (`netdsl compile FILE -o model.onnx`), with torch's
+current exporter: torch.export captures the generated module's graph and onnxscript translates it
+(`torch.onnx.export(..., dynamo=True)`). The batch axis is dynamic; input and output are named
+`input` and `output`. The file is checked with onnx.checker."""
 from __future__ import annotations
 
+import contextlib
+import io
 import warnings
 
 from netdsl.errors import NetDSLError
 
-OPSET = 17  # has every op the language uses (LRN, ceil-mode pooling, transposed convolution)
+OPSET = 18  # the exporter's own default: LRN, ceil-mode pooling, transposed convolution
 
 
 def export_onnx(model, network, path) -> None:
@@ -13,15 +18,19 @@ def export_onnx(model, network, path) -> None:
     import torch
     try:
         import onnx
-    except ImportError:
-        raise NetDSLError("ONNX export needs the onnx package: pip install 'netdsl[onnx]'") from None
+        import onnxscript  # noqa: F401 - the exporter needs it; say so before torch fails deep inside
+    except ImportError as error:
+        raise NetDSLError(f"ONNX export needs {error.name}: pip install 'netdsl[onnx]'") from None
     model = model.eval()
-    example = torch.zeros(1, *network.input_shape, dtype=next(model.parameters()).dtype)
-    with warnings.catch_warnings():
-        # The TorchScript-based exporter needs nothing beyond onnx; torch now prefers the
-        # torch.export-based one, which needs onnxscript too.
-        warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(model, (example,), str(path), dynamo=False, opset_version=OPSET,
-                          input_names=["input"], output_names=["output"],
-                          dynamic_axes={"input": {0: "batch"}, "output": {0: "batch"}})
+    parameter = next(iter(model.parameters()), None)
+    dtype = parameter.dtype if parameter is not None else torch.float32
+    example = torch.zeros(2, *network.input_shape, dtype=dtype)
+    batch = torch.export.Dim("batch", min=1)
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        # The exporter reports each of its stages on stdout; netdsl prints one line when done.
+        warnings.simplefilter("ignore")
+        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
+                                    input_names=["input"], output_names=["output"],
+                                    dynamic_shapes=({0: batch},), verbose=False)
+    program.save(str(path))
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)

@@ -19,7 +19,7 @@ from pathlib import Path
 import graphviz
 
 from .errors import NetDSLError
-from .expand import LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope
+from .ir import LayoutChain, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor, node_ids
 from .ops import OPS
 from .report import notation
 from .shapes import format_shape
@@ -47,21 +47,7 @@ def _stat_lines(params: int, macs: int, rf=None) -> list[str]:
     return lines
 
 
-def _node_ids(chain: LayoutChain) -> list[int]:
-    ids: list[int] = []
-    for item in chain.items:
-        if isinstance(item, LayoutOp):
-            ids.append(item.node)
-        elif isinstance(item, LayoutScope):
-            ids.extend(_node_ids(item.body))
-        elif isinstance(item, LayoutMerge):
-            for branch in item.branches:
-                ids.extend(_node_ids(branch))
-            ids.append(item.node)
-    return ids
-
-
-class _Drawing:
+class _Drawing(LayoutVisitor):
     def __init__(self, network, depth: int | None, stats: bool):
         self.network = network
         self.graph_ir = network.graph
@@ -81,7 +67,7 @@ class _Drawing:
         self.owner[node_id] = f"n{node_id}"
 
     def box(self, graph: graphviz.Digraph, scopes: list[LayoutScope]) -> None:
-        ids = [i for scope in scopes for i in _node_ids(scope.body)]
+        ids = [i for scope in scopes for i in node_ids(scope.body)]
         if not ids:
             return
         title = _scope_title(scopes[0])
@@ -96,36 +82,39 @@ class _Drawing:
         for i in ids:
             self.owner[i] = name
 
-    def chain(self, graph: graphviz.Digraph, chain: LayoutChain, depth: int, prefix: str) -> None:
+    def visit_chain(self, chain: LayoutChain, graph: graphviz.Digraph, depth: int, prefix: str) -> None:
         items = chain.items
         i = 0
         while i < len(items):
             item = items[i]
-            if isinstance(item, LayoutScope):
-                if self.depth is not None and depth >= self.depth:
-                    j = i + 1
-                    mergeable = item.call is not None and _is_auto_name(item.name, item.call)
-                    while (mergeable and j < len(items) and isinstance(items[j], LayoutScope)
-                           and items[j].call == item.call and _is_auto_name(items[j].name, item.call)):
-                        j += 1
-                    self.box(graph, list(items[i:j]))
-                    i = j
-                    continue
-                path = prefix + item.name
-                with graph.subgraph(name=f"cluster_{path}") as cluster:
-                    cluster.attr(label=_text(_scope_title(item)), style="rounded,dashed",
-                                 color="#6b6b6b", fontcolor="#404040")
-                    self.chain(cluster, item.body, depth + 1, path + ".")
-            elif isinstance(item, LayoutOp):
-                self.op_node(graph, item.node)
-            elif isinstance(item, LayoutMerge):
-                name = self.graph_ir[item.node].name
-                for b, branch in enumerate(item.branches, 1):
-                    self.chain(graph, branch, depth, f"{name}.b{b}.")
-                self.op_node(graph, item.node)
-            elif not isinstance(item, LayoutIdentity):  # pragma: no cover
-                raise TypeError(item)
+            if isinstance(item, LayoutScope) and self.depth is not None and depth >= self.depth:
+                # Collapsed: consecutive calls of one definition merge into one box (block x3).
+                j = i + 1
+                mergeable = item.call is not None and _is_auto_name(item.name, item.call)
+                while (mergeable and j < len(items) and isinstance(items[j], LayoutScope)
+                       and items[j].call == item.call and _is_auto_name(items[j].name, item.call)):
+                    j += 1
+                self.box(graph, list(items[i:j]))
+                i = j
+                continue
+            self.visit(item, graph, depth, prefix)
             i += 1
+
+    def visit_scope(self, item: LayoutScope, graph: graphviz.Digraph, depth: int, prefix: str) -> None:
+        path = prefix + item.name
+        with graph.subgraph(name=f"cluster_{path}") as cluster:
+            cluster.attr(label=_text(_scope_title(item)), style="rounded,dashed",
+                         color="#6b6b6b", fontcolor="#404040")
+            self.visit(item.body, cluster, depth + 1, path + ".")
+
+    def visit_op(self, item: LayoutOp, graph: graphviz.Digraph, depth: int, prefix: str) -> None:
+        self.op_node(graph, item.node)
+
+    def visit_merge(self, item: LayoutMerge, graph: graphviz.Digraph, depth: int, prefix: str) -> None:
+        name = self.graph_ir[item.node].name
+        for b, branch in enumerate(item.branches, 1):
+            self.visit(branch, graph, depth, f"{name}.b{b}.")
+        self.op_node(graph, item.node)
 
     def edges(self, graph: graphviz.Digraph) -> None:
         drawn: set[tuple[str, str]] = set()
@@ -181,7 +170,7 @@ def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = Fals
     drawing = _Drawing(network, depth, stats)
     graph.node("n0", _label("input", format_shape(network.input_shape)), shape="oval",
                fillcolor=OPS["input"].colour)
-    drawing.chain(graph, network._expanded.layout, 0, "")
+    drawing.visit(network.layout, graph, 0, "")
     drawing.edges(graph)
     return graph
 

@@ -1,8 +1,8 @@
 """Surface AST -> IR: definitions called, repeats unrolled, labels resolved, activations made explicit.
 
 `expand_net` walks one net's chain with an environment of definition parameters and emits IR nodes
-in topological order. Beside the graph it records a `Layout` (the chain/scope/merge structure the
-nodes came from), which the pretty-printer uses to write the expanded program back out.
+in topological order. Beside the graph it records the layout (netdsl/ir.py: the chain/scope/merge
+structure the nodes came from), which summaries, drawings, the printer and the torch lowering walk.
 
 Names: each definition call, labelled group and merge opens a scope; nodes are named inside it by
 op and count (conv1, conv2, maxpool1) or by their label, giving stable paths such as
@@ -12,49 +12,15 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Union
 
 from . import ast
 from .errors import NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Span
-from .ir import Frame, Graph, Node, freeze_attrs
+from .ir import (Frame, Graph, LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope, Node,
+                 freeze_attrs)
 from .limits import Limits
 from .modules import Module
+from .names import label_problem, suggested_label
 from .ops import ACTIVATIONS, ALIASES, IDENTITY, IMPLICIT, OPS, REQUIRED, RESERVED, WEIGHT_OPS
-
-# -- layout: the structure the printer needs ------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class LayoutOp:
-    node: int
-    label: str | None
-    refs: tuple[tuple[str, str], ...] = ()  # reference arguments as written: (("like", "p3"),)
-
-
-@dataclass(frozen=True, slots=True)
-class LayoutIdentity:
-    label: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class LayoutScope:
-    name: str  # the local name, printed as a label: block1: ( ... )
-    body: "LayoutChain"
-    call: str | None = None  # the definition call it came from, "block(3, 256)"; None for a group
-
-
-@dataclass(frozen=True, slots=True)
-class LayoutMerge:
-    node: int
-    label: str | None
-    branches: tuple["LayoutChain", ...]
-
-
-@dataclass(frozen=True, slots=True)
-class LayoutChain:
-    start: str | None  # the label a branch starts from
-    items: tuple[Union[LayoutOp, LayoutIdentity, LayoutScope, LayoutMerge], ...]
-
 
 # -- values of expressions ------------------------------------------------------------------------
 
@@ -319,18 +285,25 @@ class _Expander:
             current = self.resolve_ref(chain.start, scope, context)
             start = chain.start.label
         items: list = []
+        entry = current
         for element in chain.items:
             current = self.element(element, current, scope, env, context, depth, items, None)
-        return current, LayoutChain(start, tuple(items))
+        return current, LayoutChain(start, tuple(items), entry, current)
 
     def element(self, element, current: int, scope: _Scope, env: dict, context: tuple, depth: int,
                 out: list, label: str | None) -> int:
         self.step(element.span)
         if isinstance(element, ast.Labelled):
+            label_span = Span(element.span.source, element.span.start,
+                              element.span.start + len(element.label))
             if element.label in RESERVED:
                 raise NetDSLNameError(f"{element.label} is a reserved word and cannot be a label",
-                                      Span(element.span.source, element.span.start,
-                                           element.span.start + len(element.label)))
+                                      label_span)
+            problem = label_problem(element.label)
+            if problem:
+                raise NetDSLNameError(problem, label_span,
+                                      [f"did you mean {suggested_label(element.label)}?",
+                                       "labels become attribute names of the compiled torch module"])
             result = self.element(element.body, current, scope, env, context, depth, out, element.label)
             scope.labels[element.label] = result
             return result
@@ -376,8 +349,9 @@ class _Expander:
         local = scope.claim("group", label, element.span)
         inner = scope.child(local)
         items: list = []
+        entry = current
         current = self.element(element, current, inner, env, context, depth + 1, items, None)
-        out.append(LayoutScope(local, LayoutChain(None, tuple(items))))
+        out.append(LayoutScope(local, LayoutChain(None, tuple(items), entry, current)))
         return current
 
     def repeat_count(self, element: ast.Repeat, env: dict, context: tuple) -> int:
@@ -408,7 +382,7 @@ class _Expander:
             outputs.append(output)
             branches.append(layout)
         node = self.add_node(_Draft(element.kind, {}, outputs, scope.full(local), element.span, context))
-        out.append(LayoutMerge(node, label, tuple(branches)))
+        out.append(LayoutMerge(node, label, tuple(branches), current))
         return node
 
     def resolve_ref(self, ref: ast.Ref, scope: _Scope, context: tuple) -> int:
@@ -443,6 +417,9 @@ class _Expander:
     def call(self, atom: ast.Atom, current: int, scope: _Scope, env: dict, context: tuple, depth: int,
              out: list, label: str | None) -> int:
         definition = self.defs[atom.name]
+        if atom.name.startswith("_"):  # its scope would be a private or name-mangled attribute
+            raise NetDSLNameError(f"a definition's name cannot start with an underscore ({atom.name})",
+                                  atom.span, [f"rename it, e.g. to {atom.name.lstrip('_') or 'block'}"])
         if atom.name in self.calls:
             chain = " -> ".join(self.calls[self.calls.index(atom.name):])
             raise NetDSLNameError(f"definition {atom.name} calls itself ({chain} -> {atom.name})",
@@ -721,5 +698,4 @@ def _assign_activations(nodes: list[_Draft], activation: str) -> None:
             node.attrs["act"] = "none"
 
 
-__all__ = ["expand_net", "ExpandedNet", "LayoutChain", "LayoutOp", "LayoutScope", "LayoutMerge",
-           "LayoutIdentity", "net_activation", "NetDSLSyntaxError"]
+__all__ = ["expand_net", "ExpandedNet", "net_activation"]

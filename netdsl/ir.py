@@ -11,7 +11,7 @@ activations resolved into `act`), so passes and backends never re-derive surface
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Iterator, Mapping
+from typing import Any, Iterator, Mapping, Union
 
 from .errors import Span
 
@@ -110,6 +110,102 @@ class Attrs(Mapping[str, Any]):
 
     def __repr__(self) -> str:
         return f"Attrs({self._items!r})"
+
+
+# -- the layout: the program's tree over the flat node list ----------------------------------------
+# Every definition call, labelled group and merge of the source is a scope here, holding the nodes
+# it made in order; summaries, drawings, the printer and the torch lowering read the tree through
+# one walker, LayoutVisitor. A scope's nodes are a contiguous run of the node list.
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutOp:
+    node: int
+    label: str | None
+    refs: tuple[tuple[str, str], ...] = ()  # reference arguments as written: (("like", "p3"),)
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutIdentity:
+    label: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutChain:
+    start: str | None  # the label a branch starts from, as written
+    items: tuple["LayoutItem", ...]
+    input: int  # the node whose value the chain starts from
+    output: int  # the node whose value the chain gives
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutScope:
+    name: str  # the local name, printed as a label: block1: ( ... )
+    body: LayoutChain
+    call: str | None = None  # the definition call it came from, "block(3, 256)"; None for a group
+
+
+@dataclass(frozen=True, slots=True)
+class LayoutMerge:
+    node: int
+    label: str | None
+    branches: tuple[LayoutChain, ...]
+    input: int  # the node whose value the branches start from (unless one starts from a label)
+
+
+LayoutItem = Union[LayoutOp, LayoutIdentity, LayoutScope, LayoutMerge]
+
+
+class LayoutVisitor:
+    """The one walker of the layout tree: `visit(item, ...)` calls `visit_op`, `visit_identity`,
+    `visit_scope`, `visit_merge` or `visit_chain`, as pycparser's NodeVisitor dispatches by node
+    class. The defaults walk into scopes, branches and chains and do nothing else; a pass overrides
+    what it needs and calls the default (or `visit_items`) to descend."""
+
+    _METHODS = {LayoutOp: "visit_op", LayoutIdentity: "visit_identity", LayoutScope: "visit_scope",
+                LayoutMerge: "visit_merge", LayoutChain: "visit_chain"}
+
+    def visit(self, item, *args):
+        return getattr(self, self._METHODS[type(item)])(item, *args)
+
+    def visit_items(self, chain: LayoutChain, *args) -> None:
+        for item in chain.items:
+            self.visit(item, *args)
+
+    def visit_chain(self, chain: LayoutChain, *args):
+        self.visit_items(chain, *args)
+
+    def visit_op(self, item: LayoutOp, *args):
+        pass
+
+    def visit_identity(self, item: LayoutIdentity, *args):
+        pass
+
+    def visit_scope(self, item: LayoutScope, *args):
+        return self.visit(item.body, *args)
+
+    def visit_merge(self, item: LayoutMerge, *args):
+        for branch in item.branches:
+            self.visit(branch, *args)
+
+
+class _NodeIds(LayoutVisitor):
+    def __init__(self):
+        self.ids: list[int] = []
+
+    def visit_op(self, item: LayoutOp, *args):
+        self.ids.append(item.node)
+
+    def visit_merge(self, item: LayoutMerge, *args):
+        super().visit_merge(item)
+        self.ids.append(item.node)
+
+
+def node_ids(item: "LayoutItem | LayoutChain") -> list[int]:
+    """Every node made inside a layout item, in node order."""
+    collector = _NodeIds()
+    collector.visit(item)
+    return collector.ids
 
 
 def freeze_attrs(attrs: Mapping[str, Any]) -> Attrs:

@@ -14,7 +14,7 @@ from pathlib import Path
 from . import ast
 from .errors import Diagnostic, NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLShapeError
 from .expand import ExpandedNet, expand_net
-from .ir import Graph
+from .ir import Graph, LayoutChain
 from .limits import DEFAULT_LIMITS, Limits
 from .modules import Module, load_module, shipped_networks_dir
 from .printer import print_program
@@ -52,6 +52,12 @@ class Network:
     @property
     def name(self) -> str:
         return self.graph.name
+
+    @property
+    def layout(self) -> LayoutChain:
+        """The program's tree over the node list: definition calls, groups and merges, in order
+        (netdsl.ir.LayoutVisitor walks it)."""
+        return self._expanded.layout
 
     @property
     def activation(self) -> str:
@@ -107,7 +113,7 @@ class Network:
         under the canonical names; every name and shape is checked.
         """
         from .plugins import get_backend
-        return get_backend(backend)(self, **options)
+        return get_backend(backend).compile(self, **options)
 
     def draw(self, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
              title: str | None = None):
@@ -127,7 +133,7 @@ class Network:
 
     def expand(self) -> str:
         """The fully explicit program; it parses back to the same IR."""
-        return print_program(self.graph, self._expanded.layout, self.input_shape,
+        return print_program(self.graph, self.layout, self.input_shape,
                              named=self._expanded.named, header=f"expanded from {self.path}")
 
 

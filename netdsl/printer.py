@@ -6,8 +6,7 @@ output parses back to the same IR (names included) and printing that again gives
 """
 from __future__ import annotations
 
-from .expand import LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope
-from .ir import Graph, Node
+from .ir import Graph, LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor, Node
 from .ops import OPS
 from .shapes import format_shape
 
@@ -63,21 +62,32 @@ def _chain(graph: Graph, chain: LayoutChain, depth: int) -> list[str]:
     return lines
 
 
-def _item(graph: Graph, item, depth: int) -> list[str]:
-    if isinstance(item, LayoutOp):
-        return [_labelled(item.label, format_op(graph[item.node], item.refs))]
-    if isinstance(item, LayoutIdentity):
+class _Lines(LayoutVisitor):
+    """Each layout item as its lines of text."""
+
+    def __init__(self, graph: Graph):
+        self.graph = graph
+
+    def visit_op(self, item: LayoutOp, depth: int) -> list[str]:
+        return [_labelled(item.label, format_op(self.graph[item.node], item.refs))]
+
+    def visit_identity(self, item: LayoutIdentity, depth: int) -> list[str]:
         return [_labelled(item.label, "id")]
-    if isinstance(item, LayoutScope):
-        inner = _chain(graph, item.body, depth + 1)
+
+    def visit_scope(self, item: LayoutScope, depth: int) -> list[str]:
+        inner = _chain(self.graph, item.body, depth + 1)
         return [f"{item.name}: (", *inner, _INDENT * depth + ")"]
-    if isinstance(item, LayoutMerge):
-        word = OPS[graph[item.node].op].merge_word
+
+    def visit_merge(self, item: LayoutMerge, depth: int) -> list[str]:
+        word = OPS[self.graph[item.node].op].merge_word
         lines = [_labelled(item.label, word + "{")]
         for i, branch in enumerate(item.branches):
             if i:
                 lines.append(_INDENT * depth + "|")
-            lines.extend(_chain(graph, branch, depth + 1))
+            lines.extend(_chain(self.graph, branch, depth + 1))
         lines.append(_INDENT * depth + "}")
         return lines
-    raise TypeError(f"unexpected layout item {item!r}")  # pragma: no cover
+
+
+def _item(graph: Graph, item, depth: int) -> list[str]:
+    return _Lines(graph).visit(item, depth)

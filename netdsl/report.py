@@ -8,8 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .expand import LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope
-from .ir import Graph
+from .ir import Graph, LayoutChain, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor, node_ids
 from .ops import slide_notation
 from .shapes import format_shape
 
@@ -24,33 +23,32 @@ class Row:
 
 def layout_rows(graph: Graph, layout: LayoutChain) -> list[Row]:
     """Rows in program order: each group row is followed by the rows inside it."""
-    rows: list[Row] = [Row("layer", "input", 0, (0,))]
-    _walk(graph, layout, "", 0, rows)
-    return rows
+    rows = _Rows(graph)
+    rows.rows.append(Row("layer", "input", 0, (0,)))
+    rows.visit(layout, "", 0)
+    return rows.rows
 
 
-def _walk(graph: Graph, chain: LayoutChain, prefix: str, depth: int, rows: list[Row]) -> list[int]:
-    ids: list[int] = []
-    for item in chain.items:
-        if isinstance(item, LayoutOp):
-            rows.append(Row("layer", graph[item.node].name, depth, (item.node,)))
-            ids.append(item.node)
-        elif isinstance(item, LayoutScope):
-            path = prefix + item.name
-            at = len(rows)
-            rows.append(Row("group", path, depth, ()))
-            inner = _walk(graph, item.body, path + ".", depth + 1, rows)
-            rows[at] = Row("group", path, depth, tuple(inner))
-            ids.extend(inner)
-        elif isinstance(item, LayoutMerge):
-            name = graph[item.node].name
-            for i, branch in enumerate(item.branches, 1):
-                ids.extend(_walk(graph, branch, f"{name}.b{i}.", depth, rows))
-            rows.append(Row("layer", name, depth, (item.node,)))
-            ids.append(item.node)
-        elif not isinstance(item, LayoutIdentity):  # pragma: no cover
-            raise TypeError(item)
-    return ids
+class _Rows(LayoutVisitor):
+    def __init__(self, graph: Graph):
+        self.graph = graph
+        self.rows: list[Row] = []
+
+    def visit_op(self, item: LayoutOp, prefix: str, depth: int):
+        self.rows.append(Row("layer", self.graph[item.node].name, depth, (item.node,)))
+
+    def visit_scope(self, item: LayoutScope, prefix: str, depth: int):
+        path = prefix + item.name
+        at = len(self.rows)
+        self.rows.append(Row("group", path, depth, ()))
+        self.visit(item.body, path + ".", depth + 1)
+        self.rows[at] = Row("group", path, depth, tuple(node_ids(item.body)))
+
+    def visit_merge(self, item: LayoutMerge, prefix: str, depth: int):
+        name = self.graph[item.node].name
+        for i, branch in enumerate(item.branches, 1):
+            self.visit(branch, f"{name}.b{i}.", depth)
+        self.rows.append(Row("layer", name, depth, (item.node,)))
 
 
 def notation(node) -> str:
@@ -73,7 +71,7 @@ def _human(value: float, unit: str = "") -> str:
 
 def summary_text(network, depth: int | None = None) -> str:
     graph, stats = network.graph, network.stats
-    rows = layout_rows(graph, network._expanded.layout)
+    rows = layout_rows(graph, network.layout)
     header = ("layer", "op", "output", "params", "MACs", "rf", "stride")
     table: list[tuple[str, ...]] = []
     for row in rows:
@@ -124,7 +122,7 @@ def summary_dict(network) -> dict:
             "inputs": [graph[i].name for i in node.inputs],
         })
     groups = []
-    for row in layout_rows(graph, network._expanded.layout):
+    for row in layout_rows(graph, network.layout):
         if row.kind == "group":
             members = [stats.layers[i] for i in row.nodes]
             groups.append({"name": row.name, "depth": row.depth,

@@ -65,7 +65,8 @@ def test_checker_shapes_are_the_shapes_backends_produce(program):
     torch_values = net.compile("torch", dtype="float64").eval().trace(torch.from_numpy(x))
     for node, expected in zip(net.graph, net.shapes):
         assert numpy_values[node.id].shape == (2, *expected), node.name
-        assert tuple(torch_values[node.id].shape) == (2, *expected), node.name
+        if torch_values[node.id] is not None:  # ops computed inside a block's forward have no hook
+            assert tuple(torch_values[node.id].shape) == (2, *expected), node.name
 
 
 def _torch_macs(model, x) -> int:

@@ -1,0 +1,98 @@
+"""netdsl's torch module against torchvision's own model, on the CPU (or CUDA).
+
+Run in the torchvision environment (.ci/torchvision-env prints its path):
+
+    $(bash .ci/torchvision-env)/bin/python benchmarks/torch_vs_torchvision.py
+
+For each network: construction (from a checked Network to a ready module: code generation, exec
+of the generated source and torch's initialisation, with netdsl's caches of generated code
+cleared, against torchvision's constructor), forward (eval, no_grad) and forward+backward
+(training mode), batch 8, 224x224. Each time is the median of --pairs interleaved pairs (A, B, A,
+B, ...). Beside each pass, an A/A twin row times a second torchvision model against the first:
+the noise floor. A pass whose twin falls outside 0.98-1.02 is measured again (up to --attempts
+times) and the attempt with the steadiest twin is printed. Targets (issue 11): ratios within 2%
+(0.98-1.02 is noise), construction <= 1.1x.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+NETWORKS = {"vgg16": "vgg16", "resnet50": "resnet50"}  # torchvision name -> shipped network
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--nets", nargs="+", default=list(NETWORKS))
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--size", type=int, default=224)
+    parser.add_argument("--pairs", type=int, default=9)
+    parser.add_argument("--attempts", type=int, default=3)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    args = parser.parse_args()
+    import torch
+    import torchvision
+
+    import netdsl
+    from netdsl.backends import torch_backend
+    sys.path.insert(0, str(Path(__file__).parent))
+    import timing
+
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+
+    def sync():
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    print(f"device {args.device}, float32, batch {args.batch}, {args.size}x{args.size}, "
+          f"{args.threads} threads, torch {torch.__version__}, torchvision {torchvision.__version__}; "
+          f"median of {args.pairs} interleaved pairs")
+    print(f"{'network':10} {'pass':28} {'netdsl s':>9} {'torchvision s':>13} {'ratio':>6}")
+    for name in args.nets:
+        net = netdsl.load(NETWORKS[name], input=f"3x{args.size}x{args.size}")
+
+        def build_ours():
+            torch_backend._namespace.cache_clear()
+            torch_backend._root_class.cache_clear()
+            return net.compile("torch", seed=0)
+
+        def build_theirs():
+            return torchvision.models.get_model(name, weights=None)
+
+        a, b = timing.paired(build_ours, build_theirs, max(3, args.pairs // 3), 1)
+        print(f"{name:10} {'construction':28} {a:9.3f} {b:13.3f} {a / b:6.3f}", flush=True)
+        ours = net.compile("torch", seed=0).to(device)
+        theirs = build_theirs().to(device)
+        twin = build_theirs().to(device)
+        x = torch.randn(args.batch, 3, args.size, args.size, device=device)
+
+        def forward(model):
+            model.eval()
+            with torch.no_grad():
+                model(x)
+
+        def training(model):
+            model.train()
+            model.zero_grad(set_to_none=True)
+            model(x).sum().backward()
+
+        for label, step in (("forward", forward), ("forward+backward", training)):
+            best = None
+            for attempt in range(args.attempts):
+                a, b = timing.paired(lambda: step(ours), lambda: step(theirs), args.pairs, 2, sync)
+                t, u = timing.paired(lambda: step(twin), lambda: step(theirs), args.pairs, 1, sync)
+                if best is None or abs(t / u - 1) < abs(best[2] / best[3] - 1):
+                    best = (a, b, t, u)
+                if 0.98 <= t / u <= 1.02:
+                    break
+            a, b, t, u = best
+            print(f"{name:10} {label:28} {a:9.3f} {b:13.3f} {a / b:6.3f}", flush=True)
+            print(f"{name:10} {label + ' (A/A twin)':28} {t:9.3f} {u:13.3f} {t / u:6.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
