@@ -14,6 +14,7 @@ class Limits:
     max_source_chars: int = 2_000_000  # characters in one .net file
     max_nesting: int = 64  # brackets of any kind nested in one file
     max_call_depth: int = 64  # definition calls nested inside each other
+    max_depth: int = 100  # layers nested inside each other: brackets, merges and calls together
     max_repeat: int = 10_000  # the count of one repeat (x*N)
     max_nodes: int = 100_000  # IR nodes of one network after expansion
     max_expansion_steps: int = 1_000_000  # elements visited while expanding (catches [id*0]*10000)

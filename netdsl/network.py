@@ -12,7 +12,8 @@ from functools import cached_property, wraps
 from pathlib import Path
 
 from . import ast
-from .errors import Diagnostic, NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLShapeError
+from .errors import (Diagnostic, NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLShapeError,
+                     suggest)
 from .expand import ExpandedNet, expand_net
 from .ir import Graph
 from .limits import DEFAULT_LIMITS, Limits
@@ -151,8 +152,10 @@ def _select(module: Module, net: str | None, path: str) -> list[ast.Net]:
         for candidate in nets:
             if (candidate.name or _default_name(path)) == net:
                 return [candidate]
-        names = ", ".join(n.name or _default_name(path) for n in nets) or "none"
-        raise NetDSLNameError(f"{path} has no net named {net} (its nets: {names})")
+        known = [n.name or _default_name(path) for n in nets]
+        close = suggest(net, known)
+        raise NetDSLNameError(f"{path} has no net named {net} (its nets: {', '.join(known) or 'none'})",
+                              notes=[f"did you mean {close}?"] if close else [])
     if not nets:
         raise NetDSLNameError(f"{path} defines no network, only definitions",
                               notes=["add a chain, or `net NAME = ...`"])
