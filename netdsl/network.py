@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
+from dataclasses import replace
 from functools import cached_property, wraps
 from pathlib import Path
 
@@ -17,7 +19,7 @@ from .errors import (Diagnostic, NetDSLError, NetDSLLimitError, NetDSLNameError,
 from .expand import ExpandedNet, expand_net
 from .ir import Graph
 from .limits import DEFAULT_LIMITS, Limits
-from .modules import Module, load_module, shipped_networks_dir
+from .modules import Module, load_module, read_text_file, shipped_networks_dir
 from .printer import print_program
 from .shapes import Shape, check_input_shape, format_shape, infer_shapes, parse_shape
 from .stats import NetworkStats, measure
@@ -182,17 +184,20 @@ def _build(module: Module, decl: ast.Net, input, path: str, limits: Limits, stri
 
 
 def _collector_paused(build):
-    """Run `build` with Python's cyclic garbage collector paused.
+    """Run `build` with Python's cyclic garbage collector paused, when that is safe.
 
     Building the IR allocates many small objects and hardly any reference cycles (those there are
     wait for the next collection after the build), and each allocation burst set off collections
-    that traverse the whole heap: 40% of the time to compile a 40,000-node
-    network. Pausing is skipped when the collector is already off (by the caller, or by another
-    thread inside a build), so the collector is never left disabled.
+    that traverse the whole heap: 40% of the time to compile a 40,000-node network.
+
+    The collector's switch is process-wide, so the pause is taken only while this is the only
+    thread: with another thread alive, turning the collector off would change that thread's
+    memory behaviour, and its own gc.disable() could be undone by our gc.enable(). The pause is
+    also skipped when the collector is already off, so it is never left disabled.
     """
     @wraps(build)
     def paused(*args, **kwargs):
-        if not gc.isenabled():
+        if not gc.isenabled() or threading.active_count() > 1:
             return build(*args, **kwargs)
         gc.disable()
         try:
@@ -223,7 +228,25 @@ def parse_all(text: str, input=None, path: str = "<string>", strict: bool = Fals
               limits: Limits = DEFAULT_LIMITS) -> list[Network]:
     """Every net in the text (a file of only definitions gives an empty list)."""
     module = load_module(text, path, limits)
-    return [_build(module, decl, input, path, limits, strict) for decl in module.program.nets]
+    networks: list[Network] = []
+    used = 0  # nodes built so far: the file's budget is shared by its nets
+    for decl in module.program.nets:
+        remaining = limits.max_file_nodes - used
+        own = limits if remaining >= limits.max_nodes else replace(limits, max_nodes=max(0, remaining))
+        try:
+            network = _build(module, decl, input, path, limits=own, strict=strict)
+        except NetDSLLimitError as error:
+            if own is limits or not error.message.startswith("the network expands to more than"):
+                raise
+            name = decl.name or _default_name(path)
+            raise NetDSLLimitError(
+                f"the nets of {path} expand to more than {limits.max_file_nodes:,} nodes together",
+                decl.span, [f"{used:,} nodes before net {name}, which needs more than the "
+                            f"{remaining:,} left", "raise Limits.max_file_nodes to accept it"]) from None
+        network.limits = limits
+        used += len(network.graph.nodes)
+        networks.append(network)
+    return networks
 
 
 def resolve_path(target: str) -> tuple[str, str | None]:
@@ -244,19 +267,15 @@ def resolve_path(target: str) -> tuple[str, str | None]:
     return path, net
 
 
-def read_source(path: str) -> str:
+def read_source(path: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """The text of a .net file: regular files only, size-bounded, UTF-8 (see read_text_file)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise NetDSLError(f"{path}: no such file",
-                          notes=[f"shipped networks: {', '.join(shipped_names())}"]) from None
-    except IsADirectoryError:
-        raise NetDSLError(f"{path} is a directory, not a .net file") from None
-    except UnicodeDecodeError as error:
-        raise NetDSLError(f"{path} is not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise NetDSLError(f"{path}: {error.strerror}") from None
+        return read_text_file(path, limits)
+    except NetDSLError as error:
+        if error.message.endswith(": no such file"):
+            raise NetDSLError(error.message,
+                              notes=[f"shipped networks: {', '.join(shipped_names())}"]) from None
+        raise
 
 
 def shipped_names() -> list[str]:
@@ -267,5 +286,5 @@ def load(path: str | os.PathLike, net: str | None = None, input=None, strict: bo
          limits: Limits = DEFAULT_LIMITS) -> Network:
     """Load a .net file (or a shipped network by name, or FILE:NET) into a Network."""
     file, named = resolve_path(str(path))
-    return parse(read_source(file), input=input, net=net or named, path=file, strict=strict,
+    return parse(read_source(file, limits), input=input, net=net or named, path=file, strict=strict,
                  limits=limits)
