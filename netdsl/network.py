@@ -94,10 +94,11 @@ class Network:
         """Every parameter and buffer with its canonical name and shape."""
         return weight_specs(self.graph, self.shapes)
 
-    def summary(self, depth: int | None = None) -> str:
-        """The per-layer table grouped by definition call, with totals (what `netdsl summary` prints)."""
+    def summary(self, depth: int | None = None, width: int | None = None) -> str:
+        """The per-layer table grouped by definition call, with totals (what `netdsl summary` prints).
+        With `width`, long layer names are shortened so that rows fit in that many columns."""
         from .report import summary_text
-        return summary_text(self, depth)
+        return summary_text(self, depth, width)
 
     def summary_dict(self) -> dict:
         from .report import summary_dict
@@ -140,7 +141,12 @@ def _coerce_input(value) -> Shape | None:
     if isinstance(value, int):
         return (value,)
     if isinstance(value, str):
-        return parse_shape(value)
+        if len(value) > 200:  # no real shape is this long; int() of it could be slow or refused
+            raise NetDSLShapeError(f"not a shape: {value[:40]!r}... ({len(value):,} characters)")
+        try:
+            return parse_shape(value)
+        except ValueError as error:
+            raise NetDSLShapeError(str(error)) from None
     return tuple(int(d) for d in value)
 
 
@@ -177,6 +183,9 @@ def _build(module: Module, decl: ast.Net, input, path: str, limits: Limits, stri
                                ["add `input 3x224x224` (or `input 784`) to the file or the net, "
                                 "or pass --input"])
     problem = check_input_shape(shape, limits)
+    if problem is None and max(shape, default=0) > limits.max_dimension:
+        problem = (f"input dimension {max(shape):,} is over the limit of {limits.max_dimension:,} "
+                   f"(raise Limits.max_dimension to accept it)")
     if problem:
         raise NetDSLShapeError(problem, span,
                                [] if span else ["the input shape came from --input or the API"])
