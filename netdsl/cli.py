@@ -218,6 +218,8 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--rankdir", choices=("TB", "LR", "BT", "RL"), default="TB",
                       help="layout direction: TB top to bottom (default), LR left to right")
     draw.add_argument("--stats", action="store_true", help="add params, MACs and receptive field")
+    draw.add_argument("--max-nodes", type=_count_arg(1, "a count"), default=None, metavar="N",
+                      help="refuse drawings of more than N boxes (default 5000)")
     draw.add_argument("--renderer", choices=("auto", "dot", "pure"), default="auto",
                       help="auto: the system `dot` if installed, else graphviz-pure (default)")
     for command in commands.choices.values():  # for mistakes found after parsing
@@ -455,7 +457,7 @@ def _cmd_draw(args) -> int:
     network = _load(args, args.file)
     _print_warnings(network)
     graph = network.draw(depth=None if args.expand else args.depth, rankdir=args.rankdir,
-                         stats=args.stats)
+                         stats=args.stats, max_nodes=args.max_nodes)
     data = graph.source.encode() if fmt == "dot" else render(graph.source, fmt, args.renderer)
     output = output or Path(f"{network.name}.svg")
     try:

@@ -114,10 +114,12 @@ class Network:
         return get_backend(backend)(self, **options)
 
     def draw(self, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
-             title: str | None = None):
-        """A graphviz.Digraph of the network (see `netdsl.draw.draw`); `depth=None` expands all."""
-        from .draw import draw
-        return draw(self, depth=depth, rankdir=rankdir, stats=stats, title=title)
+             title: str | None = None, max_nodes: int | None = None):
+        """The network's drawing (see `netdsl.draw.draw`); `depth=None` expands all. It is a
+        graphviz.Digraph whose `.pipe()`, `.render()` and Jupyter display need no system Graphviz."""
+        from .draw import MAX_DRAWING_NODES, draw
+        return draw(self, depth=depth, rankdir=rankdir, stats=stats, title=title,
+                    max_nodes=MAX_DRAWING_NODES if max_nodes is None else max_nodes)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         """Jupyter shows a Network as its drawing (rendered without a system Graphviz)."""

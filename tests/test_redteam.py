@@ -349,3 +349,40 @@ def test_parsing_in_a_thread_does_not_switch_the_collector_off_for_others():
         states.append(gc.isenabled())
     worker.join()
     assert all(states) and states
+
+
+# -- drawings ------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("text,argv,expected", [
+    ("input 8\n(fc8*10000)*9", [], "error: the drawing would have more than 5,000 boxes\n"
+     "note: draw fewer boxes with --depth 0, or put the repeated layers in a definition\n"
+     "note: raise the limit with --max-nodes N (draw(max_nodes=N) in Python)\n"),
+    ("input 8\nfc8 - cat{ " + " | ".join(["fc1"] * 12_000) + " }", ["--expand"],
+     "error: the drawing would have more than 5,000 boxes\n"
+     "note: draw collapsed instead (--depth 1, the default, or --depth 0)\n"
+     "note: raise the limit with --max-nodes N (draw(max_nodes=N) in Python)\n"),
+])
+def test_drawings_past_the_budget_are_refused_before_layout(tmp_path, text, argv, expected):
+    write(tmp_path / "case.net", text)
+    assert user_error(guarded("draw", "case.net", *argv, cwd=tmp_path)) == expected
+    assert not (tmp_path / "case.svg").exists()
+
+
+def test_a_renderer_timeout_is_a_clean_error(monkeypatch):
+    from netdsl import draw
+    monkeypatch.setattr(draw, "find_renderer",
+                        lambda fmt, prefer="auto": [sys.executable, "-c", "import time; time.sleep(30)"])
+    with pytest.raises(netdsl.NetDSLError) as caught:
+        draw.render("digraph { a }", "svg", timeout=0.5)
+    assert caught.value.message == "python did not finish drawing within 0.5 s" or \
+        caught.value.message.endswith("did not finish drawing within 0.5 s")
+
+
+def test_network_drawing_renders_without_system_graphviz(tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "/nonexistent")  # no `dot`: graphviz-pure is found beside python
+    drawing = netdsl.load("lenet5").draw()
+    svg = drawing.pipe(encoding="utf-8")
+    assert svg.startswith("<?xml") and "conv5&#45;6+tanh" in svg
+    assert drawing._repr_mimebundle_()["image/svg+xml"] == svg
+    png = drawing.render(outfile=tmp_path / "lenet.png")
+    assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
