@@ -17,6 +17,7 @@ import os
 import re
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -39,6 +40,10 @@ MAX_TENSORS = 1_000_000
 MAX_INFLATED_BYTES = 16 * 2**30  # the data of all tensors of one file together
 _ZIP_RATIO = 100  # a member inflating more than this much (and past 64 MB) is a zip bomb
 _ZIP_RATIO_FLOOR = 64 * 2**20
+# What zipfile raises for a damaged or unusual archive (found by fuzzing: a flipped byte makes
+# "zip file version 6.4", an encrypted flag, an unknown compression method).
+_ZIP_ERRORS = (zipfile.BadZipFile, zlib.error, NotImplementedError, RuntimeError, OSError, EOFError,
+               ValueError)
 
 
 def _fail(path, message: str, notes=()) -> NetDSLWeightsError:
@@ -259,7 +264,7 @@ def _npz_members(path: Path, size: int) -> list[tuple[TensorInfo, zipfile.ZipInf
                     ["save the weights with numpy.savez(path, **{name: array})"])
     try:
         archive = zipfile.ZipFile(path)
-    except (zipfile.BadZipFile, OSError) as error:
+    except _ZIP_ERRORS as error:
         raise _fail(path, f"not an .npz file ({_short(error)})") from None
     members, total = [], 0
     with archive:
@@ -293,7 +298,7 @@ def _npy_header(path: Path, archive: zipfile.ZipFile, member: zipfile.ZipInfo) -
             else:
                 raise ValueError(f"unknown .npy version {version}")
             header_bytes = stream.tell()
-    except (ValueError, OSError, EOFError, SyntaxError, zipfile.BadZipFile) as error:
+    except (*_ZIP_ERRORS, SyntaxError) as error:
         raise _fail(path, f"{name[:200]}: not a readable array ({_short(error)})") from None
     if dtype.hasobject:
         raise _fail(path, f"refusing to read it: {name[:200]} holds Python objects, which would need "
@@ -318,10 +323,8 @@ def _read_npz(path: Path, members) -> dict[str, np.ndarray]:
             for info, member in members:
                 with archive.open(member) as stream:
                     arrays[info.name] = np.lib.format.read_array(stream, allow_pickle=False)
-    except ValueError as error:  # an object array would need pickle
-        raise _fail(path, f"refusing to read it: {_short(error)}") from None
-    except (zipfile.BadZipFile, OSError, EOFError) as error:
-        raise _fail(path, f"not an .npz file ({_short(error)})") from None
+    except _ZIP_ERRORS as error:
+        raise _fail(path, f"not a readable .npz file ({_short(error)})") from None
     return arrays
 
 
