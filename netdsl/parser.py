@@ -92,31 +92,24 @@ def _parse(source: Source, text: str, start: str, offset: int) -> Tree:
 _OPENERS = {"(": ")", "[": "]", "{": "}"}
 
 
+# What the nesting check looks at: comments and strings (skipped whole) and brackets.
+_BRACKETS_OUTSIDE_TEXT = re.compile(r'#[^\n]*|"[^"]*"?|[()\[\]{}]')
+
+
 def _check_nesting(source: Source, max_nesting: int) -> None:
     """Refuse deeply nested brackets before parsing, so no later stage can exhaust the Python stack."""
-    text = source.text
     depth = 0
-    i = 0
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "#":
-            newline = text.find("\n", i)
-            i = n if newline < 0 else newline
-            continue
-        if ch == '"':
-            close = text.find('"', i + 1)
-            i = n if close < 0 else close + 1
-            continue
-        if ch in _OPENERS:
+    for match in _BRACKETS_OUTSIDE_TEXT.finditer(source.text):
+        char = match.group()
+        if char in _OPENERS:
             depth += 1
             if depth > max_nesting:
                 raise NetDSLLimitError(
                     f"brackets nested more than {max_nesting} deep",
-                    Span(source, i, i + 1), ["raise Limits.max_nesting to accept it"])
-        elif ch in ")]}":
+                    Span(source, match.start(), match.start() + 1),
+                    ["raise Limits.max_nesting to accept it"])
+        elif char in ")]}":
             depth -= 1
-        i += 1
 
 
 # -- syntax errors --------------------------------------------------------------------------------

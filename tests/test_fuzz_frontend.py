@@ -38,7 +38,7 @@ WORDS = {
 TERMINALS = {
     **{name: words.map(lambda word: word + " ") for name, words in WORDS.items()},
     "MERGE": st.sampled_from(["cat{", "add{", "concat{"]),
-    "COMMENT": st.just("# a comment\n"),
+    "BLANKS": st.just(" # a comment\n"),  # the ignored run of blanks and comments
 }
 
 

@@ -113,10 +113,14 @@ def test_bom_and_old_mac_line_ends_are_read(tmp_path):
 
 
 def test_many_warnings_after_many_comment_lines(tmp_path):
-    # 1000 diagnostics after 200,000 comment lines: each one's position is a bisect, not a re-scan
-    text = "input 1x7x7\n" + "#\n" * 200_000 + "conv3-1/3(pad=0) - " * 1 + "fc10\n"
+    # 1000 diagnostics after 900,000 comment lines: each position is a bisect, not a re-scan, and
+    # a run of comment lines is one ignored token, not two per line
+    text = "input 1x7x7\n" + "#\n" * 900_000 + "".join(f"net n{i} = conv3-1/3(pad=0) - fc10\n"
+                                                      for i in range(1000))
     result = guarded("check", write(tmp_path / "case.net", text).name, cwd=tmp_path)
-    assert result.returncode == 0 and "case.net:200002:1: warning:" in result.stderr
+    assert result.returncode == 0 and result.stdout.count(": ok, 1x7x7 -> 10") == 1000
+    assert result.stderr.count("warning:") == 1000
+    assert "case.net:900002:10: warning:" in result.stderr and "case.net:901001:12: warning:" in result.stderr
 
 
 def test_did_you_mean_among_14000_definitions(tmp_path):
@@ -125,6 +129,24 @@ def test_did_you_mean_among_14000_definitions(tmp_path):
     assert "error: unknown op or definition blokc13999" in err
     # the search is bounded (errors.SUGGEST_BUDGET candidates), so a name far down may go unsuggested
     assert "did you mean" not in err or "did you mean block" in err
+
+
+def test_a_file_ten_times_resnet_net_is_within_the_limits():
+    import re
+    source = (Path(__file__).parent.parent / "networks" / "resnet.net").read_text()
+    defs = re.findall(r"^def (\w+)", source, re.M)
+    nets = re.findall(r"^net (\w+)", source, re.M)
+    copies = [source]
+    for i in range(1, 10):  # each copy with its own definition and net names
+        copy = re.sub(r"^(input|activation) .*$", "", source, flags=re.M)
+        copy = re.sub(rf"\b({'|'.join(defs + nets)})\b", rf"\1_{i}", copy)
+        copies.append(copy)
+    text = "\n".join(copies)
+    assert len(text) > 9 * len(source)
+    networks = netdsl.parse_all(text, path="ten.net")
+    assert len(networks) == 10 * len(nets)
+    assert sum(len(n.graph.nodes) for n in networks) > 20_000
+    assert networks[-1].name == "resnet152_v1_9" and networks[-1].params == networks[9].params
 
 
 # -- files ---------------------------------------------------------------------------------------------
