@@ -9,6 +9,7 @@ import errno
 import json
 import sys
 import traceback
+from typing import NoReturn
 
 from .errors import NetDSLError
 from .limits import DEFAULT_LIMITS
@@ -37,7 +38,7 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a bad command line exits 1 like every other mistake of the user's (argparse's
     own convention is 2), after the usage of the command it was meant for."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
         from .errors import printable
         self.print_usage(sys.stderr)
         hint = _option_hint(self, message)
@@ -399,6 +400,7 @@ def _cmd_compile(args) -> int:
             bar.update()
     if args.save_weights:
         from .weights_io import save_weights
+        assert model is not None  # --save-weights is among what needs a model
         save_weights(args.save_weights, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
                                          if not k.endswith("num_batches_tracked")})
         print(f"wrote {args.save_weights}")
@@ -512,7 +514,7 @@ def _missing_module(error: ImportError) -> str | None:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    parser = args.command_parser
+    parser: _Parser = args.command_parser
     if getattr(args, "depth", None) is not None and args.depth < 0:
         parser.error("--depth must be 0 or more")
     warning = _input_layout_warning(getattr(args, "input", None))

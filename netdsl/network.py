@@ -228,7 +228,7 @@ def parse(text: str, input=None, net: str | None = None, path: str = "<string>",
     module = load_module(text, path, limits)
     decls = _select(module, net, path)
     if len(decls) > 1:
-        names = ", ".join(d.name for d in decls)
+        names = ", ".join(str(d.name) for d in decls)
         raise NetDSLNameError(f"{path} defines {len(decls)} nets ({names}); choose one with "
                               f"--net NAME or {path}:NAME")
     return _build(module, decls[0], input, path, limits, strict)

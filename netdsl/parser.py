@@ -134,7 +134,7 @@ def _describe_terminal(name: str) -> str:
 def _syntax_error(source: Source, error: UnexpectedInput, offset: int, end: int) -> NetDSLSyntaxError:
     notes: list[str] = []
     if isinstance(error, UnexpectedCharacters):
-        pos = offset + error.pos_in_stream
+        pos = offset + (error.pos_in_stream or 0)
         char = source.text[pos] if pos < len(source.text) else ""
         message = f"unexpected character {char!r}"
         span = Span(source, pos, pos + 1)
@@ -223,6 +223,13 @@ _SLIDE_PARTS = re.compile(
     r"(?:-(?P<c>[0-9]+|[A-Za-z_]\w*|\{[^{}]*\}))?(?:/(?P<s>[0-9]+|[A-Za-z_]\w*|\{[^{}]*\}))?$")
 
 
+def _binop(op: str):
+    """The transformer method for one arithmetic rule."""
+    def build(self, meta, children):
+        return ast.BinOp(op, children[0], children[1], self._span(meta))
+    return build
+
+
 @v_args(meta=True)
 class _ToAst(Transformer_NonRecursive):
     """Builds AST nodes bottom-up without recursion (deep programs must not hit the stack limit)."""
@@ -238,7 +245,7 @@ class _ToAst(Transformer_NonRecursive):
         return Span(self.source, self.offset + meta.start_pos, self.offset + meta.end_pos)
 
     def _tok(self, token: Token) -> Span:
-        return Span(self.source, self.offset + token.start_pos, self.offset + token.end_pos)
+        return Span(self.source, self.offset + (token.start_pos or 0), self.offset + (token.end_pos or 0))
 
     # expressions
     def int_lit(self, meta, children):
@@ -251,11 +258,6 @@ class _ToAst(Transformer_NonRecursive):
 
     def name_ref(self, meta, children):
         return ast.Var(str(children[0]), self._tok(children[0]))
-
-    def _binop(op):  # noqa: N805 - a small factory for the arithmetic rules
-        def build(self, meta, children):
-            return ast.BinOp(op, children[0], children[1], self._span(meta))
-        return build
 
     add_expr, sub_expr, mul_expr = _binop("+"), _binop("-"), _binop("*")
     floordiv_expr, mod_expr = _binop("//"), _binop("%")
@@ -289,7 +291,7 @@ class _ToAst(Transformer_NonRecursive):
         match = _SLIDE_PARTS.match(str(token))
         if match is None:  # the lexer's pattern and this one are written to agree
             raise NetDSLSyntaxError(f"cannot read layer {str(token)!r}", self._tok(token))
-        base = self.offset + token.start_pos
+        base = self.offset + (token.start_pos or 0)
 
         def value(group: str):
             text = match.group(group)
@@ -399,7 +401,9 @@ class _ProgramBuilder:
 
     def build(self, statements: list) -> ast.Program:
         file_input = file_activation = None
-        uses, defs, nets = [], {}, {}
+        uses: list[ast.Use] = []
+        defs: dict[str, ast.Def] = {}
+        nets: dict[str | None, ast.Net] = {}
         anonymous = None
         for kind, value, span in statements:
             if kind == "input":

@@ -20,6 +20,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -67,7 +68,7 @@ def save_weights(path, weights: dict) -> None:
     arrays = {name: np.ascontiguousarray(np.asarray(value)) for name, value in weights.items()}
     if path.suffix == ".npz":
         with open(path, "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]  # numpy's stub: a name could be allow_pickle
         return
     if path.suffix != ".safetensors":
         raise _fail(path, "weights files are .safetensors or .npz")
@@ -227,7 +228,7 @@ def _entry(path, name: str, entry, data_size: int) -> tuple[TensorInfo, tuple[in
     itemsize = np.dtype(_DTYPES[dtype]).itemsize
     if offsets[1] - offsets[0] != math.prod(shape) * itemsize:
         raise _fail(path, f"{shown}: {offsets[1] - offsets[0]:,} bytes of data for shape "
-                          f"{format_shape(shape) if shape else 'scalar'} of {dtype}")
+                          f"{format_shape(tuple(shape)) if shape else 'scalar'} of {dtype}")
     return TensorInfo(name, dtype, tuple(shape)), (offsets[0], offsets[1])
 
 
@@ -330,7 +331,7 @@ def _read_npz(path: Path, members) -> dict[str, np.ndarray]:
 
 # -- checking ----------------------------------------------------------------------------------------
 
-def check_weights(network, weights: dict, source: str = "the weights") -> dict[str, np.ndarray]:
+def check_weights(network, weights: dict, source: str = "the weights") -> dict[str, Any]:
     """The weights as arrays, after checking that every name and shape is the network's."""
     expected = {spec.name: spec for spec in network.weights}
     given = {name: value for name, value in weights.items() if not name.endswith(IGNORED_SUFFIXES)}
@@ -344,7 +345,7 @@ def check_weights(network, weights: dict, source: str = "the weights") -> dict[s
     if extra:
         raise NetDSLWeightsError(f"{source}: {extra[0][:200]} is not a weight of {network.name}",
                                  notes=[f"{len(extra)} unexpected name(s) in all"])
-    arrays = {}
+    arrays: dict[str, Any] = {}
     for name, spec in expected.items():
         value = given[name]
         array = value if isinstance(value, _ShapeOnly) else np.asarray(value)
