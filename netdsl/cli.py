@@ -381,8 +381,8 @@ def _cmd_compile(args) -> int:
         from .backends.torchvision_weights import import_torchvision
         _, weights = import_torchvision(args.torchvision, args.arch or _infer_arch(network))
     elif args.weights:
-        from .weights_io import read_weights
-        weights = read_weights(args.weights)
+        from .weights_io import read_weights_checked
+        weights = read_weights_checked(args.weights, network)
     target, model = network, None
     if needs_model:
         model = _torch_model(network, weights, args)
