@@ -239,6 +239,7 @@ def _print_warnings(network) -> None:
 
 
 def _cmd_check(args) -> int:
+    from .errors import printable
     from .network import parse_all, read_source, resolve_path
     from .shapes import format_shape
     status = EXIT_OK
@@ -257,13 +258,13 @@ def _cmd_check(args) -> int:
             status = EXIT_USER_ERROR
             continue
         if not networks and not args.quiet:
-            print(f"{path}: ok (definitions only)")
+            print(f"{printable(path)}: ok (definitions only)")
         for network in networks:
             _print_warnings(network)
             if not args.quiet:
-                print(f"{path}: {network.name}: ok, {format_shape(network.input_shape)} -> "
-                      f"{format_shape(network.output_shape)}, {network.params:,} params, "
-                      f"{network.macs:,} MACs")
+                print(printable(f"{path}: {network.name}: ok, {format_shape(network.input_shape)} -> "
+                                f"{format_shape(network.output_shape)}, {network.params:,} params, "
+                                f"{network.macs:,} MACs"))
     return status
 
 
@@ -466,7 +467,8 @@ def _cmd_draw(args) -> int:
         output.write_bytes(data)
     except OSError as error:
         raise NetDSLError(f"cannot write {output}: {error.strerror}") from None
-    print(f"wrote {output} ({len(data):,} bytes)")
+    from .errors import printable
+    print(printable(f"wrote {output} ({len(data):,} bytes)"))
     return EXIT_OK
 
 

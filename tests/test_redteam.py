@@ -215,6 +215,15 @@ def test_command_line_cases(tmp_path, argv, expected):
     assert expected in user_error(guarded(*argv, cwd=tmp_path))
 
 
+def test_file_names_are_printed_escaped(tmp_path):
+    name = "\x1b]0;owned\x07.net"
+    write(tmp_path / name, "input 8\nfc10\n")
+    result = guarded("check", name, cwd=tmp_path)
+    assert result.returncode == 0
+    # the net is named after the file, so its name is user text too
+    assert result.stdout == "\\x1b]0;owned\\x07.net: \\x1b]0;owned\\x07: ok, 8 -> 10, 90 params, 80 MACs\n"
+
+
 # -- weights files ---------------------------------------------------------------------------------
 
 def _safetensors(header, data: bytes = b"") -> bytes:
