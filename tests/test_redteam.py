@@ -417,3 +417,21 @@ def test_network_drawing_renders_without_system_graphviz(tmp_path, monkeypatch):
     assert drawing._repr_mimebundle_()["image/svg+xml"] == svg
     png = drawing.render(outfile=tmp_path / "lenet.png")
     assert Path(png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_use_of_an_unreadable_file_in_process(tmp_path, monkeypatch):
+    """As root every file is readable, so the refusal is simulated where the file is opened."""
+    import builtins
+    write(tmp_path / "locked.net", "def a = fc8\n")
+    write(tmp_path / "main.net", 'use "locked.net"\ninput 8\na\n')
+
+    def refuse(path, *args, **kwargs):
+        if str(path).endswith("locked.net"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return builtins.open(path, *args, **kwargs)
+
+    monkeypatch.setattr("netdsl.modules.open", refuse, raising=False)
+    with pytest.raises(netdsl.NetDSLError) as caught:
+        netdsl.load(tmp_path / "main.net")
+    assert caught.value.message == f"{tmp_path / 'locked.net'}: Permission denied"
+    assert (caught.value.line, caught.value.column) == (1, 5)
