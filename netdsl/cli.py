@@ -5,9 +5,11 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import sys
 import traceback
+from typing import NoReturn
 
 from .errors import NetDSLError
 from .limits import DEFAULT_LIMITS
@@ -36,17 +38,68 @@ class _Parser(argparse.ArgumentParser):
     """argparse, but a bad command line exits 1 like every other mistake of the user's (argparse's
     own convention is 2), after the usage of the command it was meant for."""
 
-    def error(self, message: str):
+    def error(self, message: str) -> NoReturn:
+        from .errors import printable
         self.print_usage(sys.stderr)
-        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message}\n")
+        hint = _option_hint(self, message)
+        self.exit(EXIT_USER_ERROR, printable(f"{self.prog}: error: {message}\n{hint}", keep_newlines=True))
+
+
+def _option_hint(parser: argparse.ArgumentParser, message: str) -> str:
+    """'did you mean --depth?' for an unrecognized option close to one of the command's."""
+    from .errors import suggest
+    if not message.startswith("unrecognized arguments:"):
+        return ""
+    parsers = [parser]
+    for action in parser._actions:  # the top-level parser reports its commands' extras
+        if isinstance(action, argparse._SubParsersAction):
+            parsers.extend(action.choices.values())
+    known = sorted({option for each in parsers for action in each._actions
+                    for option in action.option_strings if option.startswith("--")})
+    for word in message.split(":", 1)[1].split():
+        close = suggest(word.split("=", 1)[0], known) if word.startswith("-") else None
+        if close:
+            return f"did you mean {close}?\n"
+    return ""
 
 
 def _shape_arg(text: str):
     from .shapes import parse_shape
+    if len(text) > 200:
+        raise argparse.ArgumentTypeError(f"not a shape: {len(text):,} characters")
     try:
-        return parse_shape(text)
+        shape = parse_shape(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+    if max(shape) > DEFAULT_LIMITS.max_dimension:
+        raise argparse.ArgumentTypeError(
+            f"{text}: {max(shape):,} is over the limit of {DEFAULT_LIMITS.max_dimension:,} for one "
+            f"dimension")
+    return shape
+
+
+def _count_arg(minimum: int, what: str):
+    """An argparse type for a whole number of at least `minimum` (the option's name comes from
+    argparse: "argument --seed: must be 0 or more, got -1")."""
+    def convert(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{what} is a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be {minimum} or more, got {value}")
+        return value
+    convert.__name__ = what  # argparse names the type in some messages
+    return convert
+
+
+def _input_layout_warning(shape) -> str | None:
+    """Inputs are CxHxW; an HxWxC shape (224x224x3) would silently read as 224 channels. Warn when
+    the last size looks like channels (at most 4, smaller than the other two)."""
+    if shape is not None and len(shape) == 3 and shape[2] <= 4 and shape[2] < min(shape[0], shape[1]):
+        return (f"warning: inputs are CxHxW: did you mean {shape[2]}x{shape[0]}x{shape[1]}? "
+                f"(--input {'x'.join(map(str, shape))} reads as {shape[0]} channels)")
+    return None
 
 
 def _common(parser: argparse.ArgumentParser, several: bool = False) -> None:
@@ -110,6 +163,8 @@ def build_parser() -> argparse.ArgumentParser:
                "      --save-weights ft.safetensors -o resnet50_ft.py")
     _common(compile_)
     compile_.add_argument("--depth", type=int, metavar="N", help="as for summary")
+    compile_.add_argument("-q", "--quiet", action="store_true",
+                          help="print no summary table and no progress, only what was written")
     compile_.add_argument("-o", "--output", metavar="OUT", action="append", default=[],
                           help="write .py, .onnx, .safetensors or .npz (repeatable)")
     compile_.add_argument("--weights", metavar="FILE", help="start from these weights (.safetensors or .npz)")
@@ -117,12 +172,13 @@ def build_parser() -> argparse.ArgumentParser:
                           help="start from a torchvision state_dict file (.pth), mapped by position")
     compile_.add_argument("--arch", metavar="NAME",
                           help="the torchvision model of --torchvision (default: inferred, e.g. resnet50)")
-    compile_.add_argument("--head", type=int, metavar="N",
+    compile_.add_argument("--head", type=_count_arg(1, "a count"), metavar="N",
                           help="replace the output layer with one of N outputs (fc1000 -> fc10), keeping "
                                "every other weight")
     compile_.add_argument("--freeze", metavar="NAME",
                           help="freeze every weight up to and including this layer or scope (e.g. stage3)")
-    compile_.add_argument("--seed", type=int, default=0, help="seed of the initial weights (default 0)")
+    compile_.add_argument("--seed", type=_count_arg(0, "a seed"), default=0,
+                          help="seed of the initial weights (default 0)")
     compile_.add_argument("--save-weights", metavar="FILE", help="write the weights (.safetensors or .npz)")
 
     run = commands.add_parser(
@@ -132,14 +188,16 @@ def build_parser() -> argparse.ArgumentParser:
                     "a checksum and the time taken.")
     _common(run)
     run.add_argument("--backend", default="numpy", help="the backend to compile with (default numpy)")
-    run.add_argument("--batch", type=int, default=1, metavar="N", help="batch size (default 1)")
-    run.add_argument("--seed", type=int, default=0, metavar="S",
+    run.add_argument("--batch", type=_count_arg(1, "a count"), default=1, metavar="N",
+                     help="batch size (default 1)")
+    run.add_argument("--seed", type=_count_arg(0, "a seed"), default=0, metavar="S",
                      help="seed of the weights and the input (default 0)")
     run.add_argument("--dtype", choices=("float32", "float64"), default="float32",
                      help="number type (default float32)")
     run.add_argument("--weights", metavar="FILE",
                      help="weights to load (.safetensors or .npz) instead of the seeded initialisation")
     run.add_argument("--backward", action="store_true", help="also time a backward pass")
+    run.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
 
     draw = commands.add_parser(
         "draw", help="draw the network (SVG, PNG, DOT; no system Graphviz needed)",
@@ -161,6 +219,8 @@ def build_parser() -> argparse.ArgumentParser:
     draw.add_argument("--rankdir", choices=("TB", "LR", "BT", "RL"), default="TB",
                       help="layout direction: TB top to bottom (default), LR left to right")
     draw.add_argument("--stats", action="store_true", help="add params, MACs and receptive field")
+    draw.add_argument("--max-nodes", type=_count_arg(1, "a count"), default=None, metavar="N",
+                      help="refuse drawings of more than N boxes (default 5000)")
     draw.add_argument("--renderer", choices=("auto", "dot", "pure"), default="auto",
                       help="auto: the system `dot` if installed, else graphviz-pure (default)")
     for command in commands.choices.values():  # for mistakes found after parsing
@@ -179,6 +239,7 @@ def _print_warnings(network) -> None:
 
 
 def _cmd_check(args) -> int:
+    from .errors import printable
     from .network import parse_all, read_source, resolve_path
     from .shapes import format_shape
     status = EXIT_OK
@@ -197,13 +258,13 @@ def _cmd_check(args) -> int:
             status = EXIT_USER_ERROR
             continue
         if not networks and not args.quiet:
-            print(f"{path}: ok (definitions only)")
+            print(f"{printable(path)}: ok (definitions only)")
         for network in networks:
             _print_warnings(network)
             if not args.quiet:
-                print(f"{path}: {network.name}: ok, {format_shape(network.input_shape)} -> "
-                      f"{format_shape(network.output_shape)}, {network.params:,} params, "
-                      f"{network.macs:,} MACs")
+                print(printable(f"{path}: {network.name}: ok, {format_shape(network.input_shape)} -> "
+                                f"{format_shape(network.output_shape)}, {network.params:,} params, "
+                                f"{network.macs:,} MACs"))
     return status
 
 
@@ -211,10 +272,28 @@ def _cmd_summary(args) -> int:
     network = _load(args, args.file)
     _print_warnings(network)
     if getattr(args, "json", False):
-        print(json.dumps(network.summary_dict(), indent=2))
+        print(json.dumps(_within_depth(network, network.summary_dict(), args.depth), indent=2))
     else:
-        print(network.summary(depth=args.depth), end="")
+        print(network.summary(depth=args.depth, width=_table_width()), end="")
     return EXIT_OK
+
+
+def _table_width() -> int:
+    """The terminal's width, or 100 columns when the output is not a terminal."""
+    import shutil
+    return max(60, shutil.get_terminal_size((100, 24)).columns)
+
+
+def _within_depth(network, summary: dict, depth: int | None) -> dict:
+    """The JSON summary cut at `depth` as the table is: groups and layers nested deeper go."""
+    if depth is None:
+        return summary
+    from .report import layout_rows
+    rows = layout_rows(network.graph, network._expanded.layout)
+    shallow = {row.name for row in rows if row.kind == "layer" and row.depth <= depth}
+    return {**summary, "depth": depth,
+            "layers": [layer for layer in summary["layers"] if layer["name"] in shallow],
+            "groups": [group for group in summary["groups"] if group["depth"] <= depth]}
 
 
 def _cmd_expand(args) -> int:
@@ -232,6 +311,8 @@ def _cmd_run(args) -> int:
         raise _UsageError("--batch must be at least 1")
     network = _load(args, args.file)
     _print_warnings(network)
+    _check_batch(network, args.batch)
+    bar = _progress(2, f"building {network.name}", args.quiet)
     start = time.perf_counter()
     try:
         module = network.compile(args.backend, dtype=args.dtype, seed=args.seed)
@@ -241,10 +322,14 @@ def _cmd_run(args) -> int:
         module.load(args.weights)
     module.eval()
     built = time.perf_counter() - start
+    bar.update()
+    bar.set_description("forward")
     x = np.random.default_rng(args.seed).standard_normal((args.batch, *network.input_shape))
     start = time.perf_counter()
     y = np.asarray(module(x.astype(args.dtype)))
     forward = time.perf_counter() - start
+    bar.update()
+    bar.close()
     print(f"{network.name} on {args.backend} ({args.dtype}), batch {args.batch}")
     print(f"output    {'x'.join(map(str, y.shape))}")
     print(f"checksum  sum {float(y.sum(dtype=np.float64)):.6e}, "
@@ -255,6 +340,16 @@ def _cmd_run(args) -> int:
         module.backward(np.ones_like(y))
         print(f"          backward {(time.perf_counter() - start) * 1e3:.1f} ms")
     return EXIT_OK
+
+
+def _check_batch(network, batch: int) -> None:
+    """Refuse a batch whose largest tensor would pass the tensor limit, before allocating it."""
+    import math
+    largest = max(math.prod(shape) for shape in network.shapes) * batch
+    limit = network.limits.max_tensor_elements
+    if largest > limit:
+        raise _UsageError(f"--batch {batch:,}: {network.name}'s largest tensor would hold "
+                          f"{largest:,} values, over the limit of {limit:,}")
 
 
 def _infer_arch(network) -> str:
@@ -287,25 +382,40 @@ def _cmd_compile(args) -> int:
         from .backends.torchvision_weights import import_torchvision
         _, weights = import_torchvision(args.torchvision, args.arch or _infer_arch(network))
     elif args.weights:
-        from .weights_io import read_weights
-        weights = read_weights(args.weights)
+        from .weights_io import read_weights_checked
+        weights = read_weights_checked(args.weights, network)
     target, model = network, None
     if needs_model:
         model = _torch_model(network, weights, args)
         target = model.network
-    print(target.summary(depth=args.depth), end="")
-    if model is not None:
+    if not args.quiet:
+        print(target.summary(depth=args.depth, width=_table_width()), end="")
+    if model is not None and not args.quiet:
         from .finetune import trainable_counts
         trainable, frozen = trainable_counts(model)
         print(f"trainable    {trainable:>17,}\nfrozen       {frozen:>17,}")
-    for out in outputs:
-        _write_output(out, target, model)
+    with _progress(len(outputs), "writing", args.quiet) as bar:
+        for out in outputs:
+            bar.set_postfix_str(out.name)
+            _write_output(out, target, model)
+            bar.update()
     if args.save_weights:
         from .weights_io import save_weights
+        assert model is not None  # --save-weights is among what needs a model
         save_weights(args.save_weights, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
                                          if not k.endswith("num_batches_tracked")})
         print(f"wrote {args.save_weights}")
+    if model is not None and not (args.weights or args.torchvision):
+        print(f"the weights are random (seed {args.seed}); start from trained ones with --weights "
+              f"or --torchvision")
     return EXIT_OK
+
+
+def _progress(total: int, description: str, quiet: bool = False):
+    """A progress bar on stderr when it is a terminal; silent when piped, redirected or quiet."""
+    from tqdm import tqdm
+    return tqdm(total=total, desc=description, file=sys.stderr, leave=False, unit="step",
+                disable=quiet or not sys.stderr.isatty())
 
 
 def _torch_model(network, weights, args):
@@ -331,7 +441,7 @@ def _write_output(out, network, model) -> None:
         from .weights_io import save_weights
         save_weights(out, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
                            if not k.endswith("num_batches_tracked")})
-    print(f"wrote {out}")
+    print(f"wrote {out} ({out.stat().st_size:,} bytes)" if out.is_file() else f"wrote {out}")
 
 
 _DRAW_FORMATS = {".svg": "svg", ".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".pdf": "pdf",
@@ -350,14 +460,15 @@ def _cmd_draw(args) -> int:
     network = _load(args, args.file)
     _print_warnings(network)
     graph = network.draw(depth=None if args.expand else args.depth, rankdir=args.rankdir,
-                         stats=args.stats)
+                         stats=args.stats, max_nodes=args.max_nodes)
     data = graph.source.encode() if fmt == "dot" else render(graph.source, fmt, args.renderer)
     output = output or Path(f"{network.name}.svg")
     try:
         output.write_bytes(data)
     except OSError as error:
         raise NetDSLError(f"cannot write {output}: {error.strerror}") from None
-    print(f"wrote {output} ({len(data):,} bytes)")
+    from .errors import printable
+    print(printable(f"wrote {output} ({len(data):,} bytes)"))
     return EXIT_OK
 
 
@@ -371,12 +482,48 @@ def _report(error: NetDSLError) -> None:
     print(str(error), file=sys.stderr)
 
 
+#: The extra that provides each optional module netdsl imports.
+_EXTRAS = {"torch": "torch", "torchvision": "torch", "onnx": "onnx", "onnxscript": "onnx",
+           "onnxruntime": "onnx", "safetensors": "safetensors"}
+# Write failures that come from the machine, not from netdsl: the disk, a quota, a read-only mount.
+_FULL = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def _outputs(args) -> list[str]:
+    outputs = getattr(args, "output", None) or []
+    outputs = [outputs] if isinstance(outputs, str) else list(outputs)
+    if getattr(args, "save_weights", None):
+        outputs.append(args.save_weights)
+    return outputs
+
+
+def _check_outputs(args) -> None:
+    """Refuse an output that cannot be written before any work: into a missing folder, onto a
+    folder (a device such as /dev/null is allowed: writing to it is the user's choice)."""
+    import os
+    for out in _outputs(args):
+        parent = os.path.dirname(out) or "."
+        if os.path.isdir(out):
+            raise _UsageError(f"{out} is a directory; name a file to write")
+        if not os.path.isdir(parent):
+            raise NetDSLError(f"cannot write {out}: there is no folder {parent}")
+
+
+def _missing_module(error: ImportError) -> str | None:
+    root = (error.name or "").split(".")[0]
+    return root if root in _EXTRAS else None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    parser = args.command_parser
+    parser: _Parser = args.command_parser
     if getattr(args, "depth", None) is not None and args.depth < 0:
         parser.error("--depth must be 0 or more")
+    warning = _input_layout_warning(getattr(args, "input", None))
+    if warning:
+        print(warning, file=sys.stderr)
     try:
+        _check_outputs(args)
         return COMMANDS[args.command](args)
     except NetDSLError as error:
         _report(error)
@@ -387,11 +534,29 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return EXIT_OK
-    except Exception:  # an internal error is a bug: say so, and keep the evidence
-        traceback.print_exc()
-        print("netdsl: internal error: this is a bug in netdsl, please report it with the input "
-              "that caused it", file=sys.stderr)
-        return 70
+    except ImportError as error:
+        module = _missing_module(error)
+        if module is None:
+            return _internal_error()
+        print(f"error: this needs {module}: pip install 'netdsl[{_EXTRAS[module]}]'", file=sys.stderr)
+        return EXIT_USER_ERROR
+    except OSError as error:
+        from .errors import printable
+        if error.errno not in _FULL and str(error.filename) not in _outputs(args):
+            return _internal_error()
+        target = error.filename or " or ".join(_outputs(args)) or "the output"
+        print(printable(f"error: cannot write {target}: {error.strerror}"), file=sys.stderr)
+        return EXIT_USER_ERROR
+    except Exception:
+        return _internal_error()
+
+
+def _internal_error() -> int:
+    """An internal error is a bug: say so, and keep the evidence."""
+    traceback.print_exc()
+    print("netdsl: internal error: this is a bug in netdsl, please report it with the input "
+          "that caused it", file=sys.stderr)
+    return 70
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import graphviz
 
-from .errors import NetDSLError
+from .errors import NetDSLError, NetDSLLimitError
 from .ir import LayoutChain, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor, node_ids
 from .ops import OPS
 from .report import notation
@@ -151,13 +151,49 @@ def _is_auto_name(name: str, call: str) -> bool:
     return name.startswith(base) and name[len(base):].isdigit()
 
 
+#: Boxes one drawing may hold: past this, a layout takes minutes and a picture shows nothing.
+#: Every shipped network fits expanded (ResNet-152: 515 layers).
+MAX_DRAWING_NODES = 5000
+
+
+class NetworkDrawing(graphviz.Digraph):
+    """A graphviz.Digraph that renders through netdsl's renderer: `.pipe()`, `.render()` and the
+    Jupyter display work with no system Graphviz (graphviz-pure is installed with netdsl)."""
+
+    def pipe(self, format: str | None = None, renderer=None, formatter=None, neato_no_op=None,
+             quiet: bool = False, *, engine=None, encoding: str | None = None):
+        """The drawing rendered to `format` (svg by default): bytes, or text with `encoding`."""
+        data = render(self.source, format or self.format)
+        return data.decode(encoding) if encoding else data
+
+    def render(self, filename=None, directory=None, view: bool = False, cleanup: bool = False,
+               format: str | None = None, renderer=None, formatter=None, neato_no_op=None,
+               quiet: bool = False, quiet_view: bool = False, *, outfile=None, engine=None,
+               raise_if_result_exists: bool = False, overwrite_source: bool = False) -> str:
+        """Write the rendered drawing and return its path: `outfile`, else FILENAME.FORMAT (the
+        DOT source is written beside it unless `cleanup`), as graphviz's own render does."""
+        fmt = format or (Path(outfile).suffix.lstrip(".") if outfile else None) or self.format
+        if outfile is None:
+            base = Path(directory or self.directory or "") / (filename or self.filename or
+                                                              f"{self.name or 'network'}.gv")
+            if not cleanup:
+                base.write_text(self.source, encoding="utf-8")
+            outfile = f"{base}.{fmt}"
+        Path(outfile).write_bytes(render(self.source, fmt))
+        return str(outfile)
+
+
 def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
-         title: str | None = None) -> graphviz.Digraph:
-    """The network as a graphviz.Digraph. `depth=None` draws every layer; `depth=0` only the
-    top-level layers and one box per top-level definition call."""
+         title: str | None = None, max_nodes: int = MAX_DRAWING_NODES) -> NetworkDrawing:
+    """The network as a NetworkDrawing (a graphviz.Digraph). `depth=None` draws every layer;
+    `depth=0` only the top-level layers and one box per top-level definition call. A drawing of
+    more than `max_nodes` boxes is refused (NetDSLLimitError) before it is laid out."""
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise ValueError(f"rankdir must be TB, LR, BT or RL, got {rankdir!r}")
-    graph = graphviz.Digraph(name=_text(network.name))
+    boxes = _count_boxes(network._expanded.layout, depth, max_nodes)
+    if boxes > max_nodes:
+        raise _too_big(max_nodes, expanded=depth is None)
+    graph = NetworkDrawing(name=_text(network.name), format="svg")
     heading = title if title is not None else (
         f"{network.name}: {format_shape(network.input_shape)} -> {format_shape(network.output_shape)}, "
         f"{network.params:,} params, {network.macs:,} MACs")
@@ -173,6 +209,46 @@ def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = Fals
     drawing.visit(network.layout, graph, 0, "")
     drawing.edges(graph)
     return graph
+
+
+def _count_boxes(layout: LayoutChain, depth: int | None, budget: int) -> int:
+    """How many boxes the drawing will have (as _Drawing.chain draws them: calls at `depth` or
+    deeper collapse, consecutive identical calls into one), counted without building anything
+    and given up once past `budget`. Iterative: the layout may nest deeply."""
+    boxes = 1  # the input
+    stack: list[tuple[LayoutChain, int]] = [(layout, 0)]
+    while stack and boxes <= budget:
+        chain, level = stack.pop()
+        items = chain.items
+        i = 0
+        while i < len(items):
+            item = items[i]
+            if isinstance(item, LayoutScope):
+                if depth is not None and level >= depth:
+                    j = i + 1
+                    if item.call is not None and _is_auto_name(item.name, item.call):
+                        while (j < len(items) and isinstance(items[j], LayoutScope)
+                               and items[j].call == item.call and _is_auto_name(items[j].name, item.call)):
+                            j += 1
+                    boxes += 1
+                    i = j
+                    continue
+                stack.append((item.body, level + 1))
+            elif isinstance(item, LayoutOp):
+                boxes += 1
+            elif isinstance(item, LayoutMerge):
+                boxes += 1
+                stack.extend((branch, level) for branch in item.branches)
+            i += 1
+    return boxes
+
+
+def _too_big(max_nodes: int, expanded: bool) -> NetDSLLimitError:
+    notes = ["draw collapsed instead (--depth 1, the default, or --depth 0)"] if expanded else \
+        ["draw fewer boxes with --depth 0, or put the repeated layers in a definition"]
+    return NetDSLLimitError(
+        f"the drawing would have more than {max_nodes:,} boxes", None,
+        [*notes, "raise the limit with --max-nodes N (draw(max_nodes=N) in Python)"])
 
 
 # -- rendering ------------------------------------------------------------------------------------
@@ -209,10 +285,19 @@ def find_renderer(fmt: str, prefer: str = "auto") -> list[str]:
     return [pure, f"-T{fmt}"]
 
 
-def render(source: str, fmt: str, prefer: str = "auto") -> bytes:
+#: Seconds a renderer may take; a drawing within MAX_DRAWING_NODES takes a few.
+RENDER_TIMEOUT = 300
+
+
+def render(source: str, fmt: str, prefer: str = "auto", timeout: float = RENDER_TIMEOUT) -> bytes:
     """Render DOT text to `fmt` bytes."""
     command = find_renderer(fmt, prefer)
-    result = subprocess.run(command, input=source.encode(), capture_output=True, timeout=300)
+    try:
+        result = subprocess.run(command, input=source.encode(), capture_output=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise NetDSLError(f"{Path(command[0]).name} did not finish drawing within {timeout:g} s",
+                          notes=["draw fewer boxes (--depth 0), or write .dot and render it with "
+                                 "Graphviz yourself"]) from None
     if result.returncode != 0:
         raise RuntimeError(f"{Path(command[0]).name} failed: {result.stderr.decode(errors='replace')}")
     return result.stdout

@@ -10,11 +10,12 @@ op and count (conv1, conv2, maxpool1) or by their label, giving stable paths suc
 """
 from __future__ import annotations
 
-import difflib
+import math
 from dataclasses import dataclass, field
+from functools import wraps
 
 from . import ast
-from .errors import NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Span
+from .errors import NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Span, suggest
 from .ir import (Frame, Graph, LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope, Node,
                  freeze_attrs)
 from .limits import Limits
@@ -149,6 +150,27 @@ def expand_net(module: Module, net: ast.Net, limits: Limits, default_name: str =
                        net.name is not None)
 
 
+def _depth_bounded(element):
+    """Bound how deeply `element` calls nest (brackets, merges and definition calls together), so
+    that a program within every per-file limit still cannot exhaust Python's stack."""
+    @wraps(element)
+    def bounded(self, node, *args):
+        if self.depth >= self.limits.max_depth:
+            if isinstance(self, _Sizer):
+                raise _Unsized  # the expander reports it with the full context
+            raise NetDSLLimitError(
+                f"layers nested more than {self.limits.max_depth} deep (brackets, merges and "
+                f"definition calls together)", node.span,
+                [*_context_notes(args[3] if len(args) > 3 else ()),
+                 "raise Limits.max_depth to accept it"])
+        self.depth += 1
+        try:
+            return element(self, node, *args)
+        finally:
+            self.depth -= 1
+    return bounded
+
+
 class _Unsized(Exception):
     """The sizing pass met something only the expander can report properly."""
 
@@ -163,6 +185,8 @@ class _Sizer:
 
     def __init__(self, expander: "_Expander"):
         self.expander = expander
+        self.limits = expander.limits
+        self.depth = 0
         self.memo: dict[tuple, tuple[int, int]] = {}
         self.calls: list[str] = []
 
@@ -173,6 +197,7 @@ class _Sizer:
             nodes, steps = nodes + n, steps + s
         return nodes, steps
 
+    @_depth_bounded
     def element(self, element, env: dict) -> tuple[int, int]:
         if isinstance(element, ast.Labelled):
             n, s = self.element(element.body, env)
@@ -258,6 +283,7 @@ class _Expander:
         self.nodes: list[_Draft] = []
         self.steps = 0
         self.calls: list[str] = []  # the definitions being expanded, outermost first
+        self.depth = 0  # elements being expanded inside each other (see _depth_bounded)
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -290,6 +316,7 @@ class _Expander:
             current = self.element(element, current, scope, env, context, depth, items, None)
         return current, LayoutChain(start, tuple(items), entry, current)
 
+    @_depth_bounded
     def element(self, element, current: int, scope: _Scope, env: dict, context: tuple, depth: int,
                 out: list, label: str | None) -> int:
         self.step(element.span)
@@ -390,9 +417,9 @@ class _Expander:
         if node is None:
             visible = scope.visible_labels()
             notes = _context_notes(context)
-            close = difflib.get_close_matches(ref.label, visible, n=1)
+            close = suggest(ref.label, visible)
             if close:
-                notes.append(f"did you mean @{close[0]}?")
+                notes.append(f"did you mean @{close}?")
             notes.append("a label is visible after it is defined, in its scope and the scopes inside "
                          "it; reach into a named scope with @scope.label")
             raise NetDSLNameError(f"unknown label @{ref.label}", ref.span, notes)
@@ -401,14 +428,14 @@ class _Expander:
     def unknown_name(self, atom: ast.Atom, context: tuple) -> NetDSLNameError:
         notes = _context_notes(context)
         known = [*OPS, *ALIASES, *self.defs]
-        close = difflib.get_close_matches(atom.name, known, n=1)
+        close = suggest(atom.name, known)
         for op in ("conv", "deconv"):
             if atom.name.startswith(op) and atom.name[len(op):].isdigit():
                 notes.append(f"{op} needs channels too, as in {atom.name}-64")
                 break
         else:
             if close:
-                notes.append(f"did you mean {close[0]}?")
+                notes.append(f"did you mean {close}?")
         span = Span(atom.span.source, atom.span.start, atom.span.start + len(atom.name))
         return NetDSLNameError(f"unknown op or definition {atom.name}", span, notes)
 
@@ -607,14 +634,35 @@ class _Expander:
     # -- expressions ------------------------------------------------------------------------------
 
     def evaluate(self, expr: ast.Expr, env: dict, context: tuple):
-        if isinstance(expr, ast.Num):
-            return expr.value
-        if isinstance(expr, ast.Var):
-            return env[expr.name] if expr.name in env else Symbol(expr.name, expr.span)
-        if isinstance(expr, ast.Neg):
-            return -self.number(self.evaluate(expr.operand, env, context), expr.operand, context)
-        left = self.number(self.evaluate(expr.left, env, context), expr.left, context)
-        right = self.number(self.evaluate(expr.right, env, context), expr.right, context)
+        """The value of an expression: a number, or a Symbol for a bare name that is not a parameter.
+
+        Iterative (an explicit stack, operands before their operator), so a chain of thousands of
+        operators cannot exhaust Python's stack.
+        """
+        values: list = []
+        stack: list[tuple[ast.Expr, bool]] = [(expr, False)]
+        while stack:
+            node, operands_done = stack.pop()
+            if isinstance(node, ast.Num):
+                values.append(self.finite(node.value, node, context))
+            elif isinstance(node, ast.Var):
+                values.append(env[node.name] if node.name in env else Symbol(node.name, node.span))
+            elif not operands_done:
+                stack.append((node, True))
+                if isinstance(node, ast.Neg):
+                    stack.append((node.operand, False))
+                else:
+                    stack.append((node.right, False))
+                    stack.append((node.left, False))
+            elif isinstance(node, ast.Neg):
+                values.append(-self.number(values.pop(), node.operand, context))
+            else:
+                right = self.number(values.pop(), node.right, context)
+                left = self.number(values.pop(), node.left, context)
+                values.append(self.arithmetic(node, left, right, context))
+        return values[0]
+
+    def arithmetic(self, expr: ast.BinOp, left, right, context: tuple):
         if expr.op in ("//", "%"):
             if right == 0:
                 raise NetDSLNameError("division by zero", expr.span, _context_notes(context))
@@ -625,9 +673,18 @@ class _Expander:
             result = left - right
         else:
             result = left * right
+        result = self.finite(result, expr, context)
         if abs(result) > _MAX_MAGNITUDE:
             raise NetDSLLimitError("number too large", expr.span, _context_notes(context))
         return result
+
+    def finite(self, value, expr: ast.Expr, context: tuple):
+        """`value`, refusing NaN and infinity (which no attribute means and no backend can print)."""
+        if isinstance(value, float) and not math.isfinite(value):
+            word = "not a number" if math.isnan(value) else "infinite"
+            raise NetDSLNameError(f"this expression is {word}", expr.span,
+                                  [*_context_notes(context), "numbers must be finite"])
+        return value
 
     def number(self, value, expr: ast.Expr, context: tuple) -> int | float:
         if isinstance(value, Symbol):

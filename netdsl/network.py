@@ -8,15 +8,18 @@ from __future__ import annotations
 
 import gc
 import os
+import threading
+from dataclasses import replace
 from functools import cached_property, wraps
 from pathlib import Path
 
 from . import ast
-from .errors import Diagnostic, NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLShapeError
+from .errors import (Diagnostic, NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLShapeError,
+                     suggest)
 from .expand import ExpandedNet, expand_net
 from .ir import Graph, LayoutChain
 from .limits import DEFAULT_LIMITS, Limits
-from .modules import Module, load_module, shipped_networks_dir
+from .modules import Module, load_module, read_text_file, shipped_networks_dir
 from .printer import print_program
 from .shapes import Shape, check_input_shape, format_shape, infer_shapes, parse_shape
 from .stats import NetworkStats, measure
@@ -97,10 +100,11 @@ class Network:
         """Every parameter and buffer with its canonical name and shape."""
         return weight_specs(self.graph, self.shapes)
 
-    def summary(self, depth: int | None = None) -> str:
-        """The per-layer table grouped by definition call, with totals (what `netdsl summary` prints)."""
+    def summary(self, depth: int | None = None, width: int | None = None) -> str:
+        """The per-layer table grouped by definition call, with totals (what `netdsl summary` prints).
+        With `width`, long layer names are shortened so that rows fit in that many columns."""
         from .report import summary_text
-        return summary_text(self, depth)
+        return summary_text(self, depth, width)
 
     def summary_dict(self) -> dict:
         from .report import summary_dict
@@ -116,10 +120,12 @@ class Network:
         return get_backend(backend).compile(self, **options)
 
     def draw(self, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
-             title: str | None = None):
-        """A graphviz.Digraph of the network (see `netdsl.draw.draw`); `depth=None` expands all."""
-        from .draw import draw
-        return draw(self, depth=depth, rankdir=rankdir, stats=stats, title=title)
+             title: str | None = None, max_nodes: int | None = None):
+        """The network's drawing (see `netdsl.draw.draw`); `depth=None` expands all. It is a
+        graphviz.Digraph whose `.pipe()`, `.render()` and Jupyter display need no system Graphviz."""
+        from .draw import MAX_DRAWING_NODES, draw
+        return draw(self, depth=depth, rankdir=rankdir, stats=stats, title=title,
+                    max_nodes=MAX_DRAWING_NODES if max_nodes is None else max_nodes)
 
     def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
         """Jupyter shows a Network as its drawing (rendered without a system Graphviz)."""
@@ -143,7 +149,12 @@ def _coerce_input(value) -> Shape | None:
     if isinstance(value, int):
         return (value,)
     if isinstance(value, str):
-        return parse_shape(value)
+        if len(value) > 200:  # no real shape is this long; int() of it could be slow or refused
+            raise NetDSLShapeError(f"not a shape: {value[:40]!r}... ({len(value):,} characters)")
+        try:
+            return parse_shape(value)
+        except ValueError as error:
+            raise NetDSLShapeError(str(error)) from None
     return tuple(int(d) for d in value)
 
 
@@ -157,8 +168,10 @@ def _select(module: Module, net: str | None, path: str) -> list[ast.Net]:
         for candidate in nets:
             if (candidate.name or _default_name(path)) == net:
                 return [candidate]
-        names = ", ".join(n.name or _default_name(path) for n in nets) or "none"
-        raise NetDSLNameError(f"{path} has no net named {net} (its nets: {names})")
+        known = [n.name or _default_name(path) for n in nets]
+        close = suggest(net, known)
+        raise NetDSLNameError(f"{path} has no net named {net} (its nets: {', '.join(known) or 'none'})",
+                              notes=[f"did you mean {close}?"] if close else [])
     if not nets:
         raise NetDSLNameError(f"{path} defines no network, only definitions",
                               notes=["add a chain, or `net NAME = ...`"])
@@ -178,6 +191,9 @@ def _build(module: Module, decl: ast.Net, input, path: str, limits: Limits, stri
                                ["add `input 3x224x224` (or `input 784`) to the file or the net, "
                                 "or pass --input"])
     problem = check_input_shape(shape, limits)
+    if problem is None and max(shape, default=0) > limits.max_dimension:
+        problem = (f"input dimension {max(shape):,} is over the limit of {limits.max_dimension:,} "
+                   f"(raise Limits.max_dimension to accept it)")
     if problem:
         raise NetDSLShapeError(problem, span,
                                [] if span else ["the input shape came from --input or the API"])
@@ -185,17 +201,20 @@ def _build(module: Module, decl: ast.Net, input, path: str, limits: Limits, stri
 
 
 def _collector_paused(build):
-    """Run `build` with Python's cyclic garbage collector paused.
+    """Run `build` with Python's cyclic garbage collector paused, when that is safe.
 
     Building the IR allocates many small objects and hardly any reference cycles (those there are
     wait for the next collection after the build), and each allocation burst set off collections
-    that traverse the whole heap: 40% of the time to compile a 40,000-node
-    network. Pausing is skipped when the collector is already off (by the caller, or by another
-    thread inside a build), so the collector is never left disabled.
+    that traverse the whole heap: 40% of the time to compile a 40,000-node network.
+
+    The collector's switch is process-wide, so the pause is taken only while this is the only
+    thread: with another thread alive, turning the collector off would change that thread's
+    memory behaviour, and its own gc.disable() could be undone by our gc.enable(). The pause is
+    also skipped when the collector is already off, so it is never left disabled.
     """
     @wraps(build)
     def paused(*args, **kwargs):
-        if not gc.isenabled():
+        if not gc.isenabled() or threading.active_count() > 1:
             return build(*args, **kwargs)
         gc.disable()
         try:
@@ -215,7 +234,7 @@ def parse(text: str, input=None, net: str | None = None, path: str = "<string>",
     module = load_module(text, path, limits)
     decls = _select(module, net, path)
     if len(decls) > 1:
-        names = ", ".join(d.name for d in decls)
+        names = ", ".join(str(d.name) for d in decls)
         raise NetDSLNameError(f"{path} defines {len(decls)} nets ({names}); choose one with "
                               f"--net NAME or {path}:NAME")
     return _build(module, decls[0], input, path, limits, strict)
@@ -226,7 +245,25 @@ def parse_all(text: str, input=None, path: str = "<string>", strict: bool = Fals
               limits: Limits = DEFAULT_LIMITS) -> list[Network]:
     """Every net in the text (a file of only definitions gives an empty list)."""
     module = load_module(text, path, limits)
-    return [_build(module, decl, input, path, limits, strict) for decl in module.program.nets]
+    networks: list[Network] = []
+    used = 0  # nodes built so far: the file's budget is shared by its nets
+    for decl in module.program.nets:
+        remaining = limits.max_file_nodes - used
+        own = limits if remaining >= limits.max_nodes else replace(limits, max_nodes=max(0, remaining))
+        try:
+            network = _build(module, decl, input, path, limits=own, strict=strict)
+        except NetDSLLimitError as error:
+            if own is limits or not error.message.startswith("the network expands to more than"):
+                raise
+            name = decl.name or _default_name(path)
+            raise NetDSLLimitError(
+                f"the nets of {path} expand to more than {limits.max_file_nodes:,} nodes together",
+                decl.span, [f"{used:,} nodes before net {name}, which needs more than the "
+                            f"{remaining:,} left", "raise Limits.max_file_nodes to accept it"]) from None
+        network.limits = limits
+        used += len(network.graph.nodes)
+        networks.append(network)
+    return networks
 
 
 def resolve_path(target: str) -> tuple[str, str | None]:
@@ -247,19 +284,15 @@ def resolve_path(target: str) -> tuple[str, str | None]:
     return path, net
 
 
-def read_source(path: str) -> str:
+def read_source(path: str, limits: Limits = DEFAULT_LIMITS) -> str:
+    """The text of a .net file: regular files only, size-bounded, UTF-8 (see read_text_file)."""
     try:
-        with open(path, encoding="utf-8") as handle:
-            return handle.read()
-    except FileNotFoundError:
-        raise NetDSLError(f"{path}: no such file",
-                          notes=[f"shipped networks: {', '.join(shipped_names())}"]) from None
-    except IsADirectoryError:
-        raise NetDSLError(f"{path} is a directory, not a .net file") from None
-    except UnicodeDecodeError as error:
-        raise NetDSLError(f"{path} is not UTF-8 text (byte {error.start})") from None
-    except OSError as error:
-        raise NetDSLError(f"{path}: {error.strerror}") from None
+        return read_text_file(path, limits)
+    except NetDSLError as error:
+        if error.message.endswith(": no such file"):
+            raise NetDSLError(error.message,
+                              notes=[f"shipped networks: {', '.join(shipped_names())}"]) from None
+        raise
 
 
 def shipped_names() -> list[str]:
@@ -270,5 +303,5 @@ def load(path: str | os.PathLike, net: str | None = None, input=None, strict: bo
          limits: Limits = DEFAULT_LIMITS) -> Network:
     """Load a .net file (or a shipped network by name, or FILE:NET) into a Network."""
     file, named = resolve_path(str(path))
-    return parse(read_source(file), input=input, net=net or named, path=file, strict=strict,
+    return parse(read_source(file, limits), input=input, net=net or named, path=file, strict=strict,
                  limits=limits)

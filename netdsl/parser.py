@@ -7,6 +7,7 @@
 """
 from __future__ import annotations
 
+import math
 import re
 from functools import lru_cache
 from importlib import resources
@@ -17,7 +18,7 @@ from lark.exceptions import (UnexpectedCharacters, UnexpectedEOF, UnexpectedInpu
 from lark.visitors import Transformer_NonRecursive, v_args
 
 from . import ast
-from .errors import NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Source, Span
+from .errors import NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Source, Span, suggest
 from .limits import DEFAULT_LIMITS, Limits
 from .ops import MERGE_WORDS
 
@@ -41,15 +42,49 @@ def _lark() -> Lark:
 
 
 def parse_program(text: str, path: str = "<string>", limits: Limits = DEFAULT_LIMITS) -> ast.Program:
-    """Parse one .net file into a `Program`. Raises `NetDSLSyntaxError` or `NetDSLLimitError`."""
-    source = Source(path, text)
+    """Parse one .net file into a `Program`. Raises `NetDSLSyntaxError` or `NetDSLLimitError`.
+
+    A leading UTF-8 byte-order mark is dropped and CR LF or lone CR line ends read as LF (files
+    saved by Windows and classic Mac editors), so positions count lines as an editor shows them.
+    """
     if len(text) > limits.max_source_chars:
+        source = Source(path, text[:limits.max_source_chars])
         raise NetDSLLimitError(
             f"source is {len(text):,} characters, over the limit of {limits.max_source_chars:,}",
             Span(source, 0, 1), ["raise Limits.max_source_chars to accept it"])
+    text = normalize_text(text)
+    source = Source(path, text)
     _check_nesting(source, limits.max_nesting)
     tree = _parse(source, text, "program", 0)
     return _ProgramBuilder(source).build(_to_ast(source, 0, tree))
+
+
+def normalize_text(text: str) -> str:
+    """Drop a byte-order mark; turn CR LF and lone CR line ends into LF."""
+    text = text.removeprefix("\ufeff")
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    return text
+
+
+#: Digits in one integer literal: far past any real size, and far below the point where Python
+#: refuses to convert a string (4300 digits).
+MAX_LITERAL_DIGITS = 30
+
+
+def literal_int(text: str, span: Span) -> int:
+    """An integer literal's value, refusing literals too long to be a size."""
+    if len(text) > MAX_LITERAL_DIGITS:
+        raise NetDSLLimitError(f"number too large ({len(text):,} digits)", span,
+                               [f"integer literals have at most {MAX_LITERAL_DIGITS} digits"])
+    return int(text)
+
+
+def literal_float(text: str, span: Span) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise NetDSLLimitError("number too large", span, ["numbers must be finite"])
+    return value
 
 
 def _to_ast(source: Source, offset: int, tree: Tree):
@@ -69,31 +104,24 @@ def _parse(source: Source, text: str, start: str, offset: int) -> Tree:
 _OPENERS = {"(": ")", "[": "]", "{": "}"}
 
 
+# What the nesting check looks at: comments and strings (skipped whole) and brackets.
+_BRACKETS_OUTSIDE_TEXT = re.compile(r'#[^\n]*|"[^"]*"?|[()\[\]{}]')
+
+
 def _check_nesting(source: Source, max_nesting: int) -> None:
     """Refuse deeply nested brackets before parsing, so no later stage can exhaust the Python stack."""
-    text = source.text
     depth = 0
-    i = 0
-    n = len(text)
-    while i < n:
-        ch = text[i]
-        if ch == "#":
-            newline = text.find("\n", i)
-            i = n if newline < 0 else newline
-            continue
-        if ch == '"':
-            close = text.find('"', i + 1)
-            i = n if close < 0 else close + 1
-            continue
-        if ch in _OPENERS:
+    for match in _BRACKETS_OUTSIDE_TEXT.finditer(source.text):
+        char = match.group()
+        if char in _OPENERS:
             depth += 1
             if depth > max_nesting:
                 raise NetDSLLimitError(
                     f"brackets nested more than {max_nesting} deep",
-                    Span(source, i, i + 1), ["raise Limits.max_nesting to accept it"])
-        elif ch in ")]}":
+                    Span(source, match.start(), match.start() + 1),
+                    ["raise Limits.max_nesting to accept it"])
+        elif char in ")]}":
             depth -= 1
-        i += 1
 
 
 # -- syntax errors --------------------------------------------------------------------------------
@@ -118,11 +146,14 @@ def _describe_terminal(name: str) -> str:
 def _syntax_error(source: Source, error: UnexpectedInput, offset: int, end: int) -> NetDSLSyntaxError:
     notes: list[str] = []
     if isinstance(error, UnexpectedCharacters):
-        pos = offset + error.pos_in_stream
+        pos = offset + (error.pos_in_stream or 0)
         char = source.text[pos] if pos < len(source.text) else ""
         message = f"unexpected character {char!r}"
         span = Span(source, pos, pos + 1)
-        if char == "{":
+        hint = _typo_hint(source.text, pos)
+        if hint:
+            notes.append(hint)
+        elif char == "{":
             notes.append("an expression in braces belongs inside a layer, as in conv1-{4*c} or fc{n}")
     elif isinstance(error, (UnexpectedToken, UnexpectedEOF)):
         token = getattr(error, "token", None)
@@ -134,12 +165,63 @@ def _syntax_error(source: Source, error: UnexpectedInput, offset: int, end: int)
             pos = offset + token.start_pos
             message = f"unexpected {token.value!r}"
             span = Span(source, pos, pos + max(1, len(token.value)))
+            hint = _typo_hint(source.text, pos)
+            if hint:
+                notes.append(hint)
         expected = sorted({_describe_terminal(t) for t in error.expected if not t.startswith("__")})
         if expected:
             notes.append("expected " + _join_or(expected))
     else:  # pragma: no cover - lark raises only the kinds above
         message, span = str(error), None
     return NetDSLSyntaxError(message, span, notes)
+
+
+_SLIDE_KINDS = ("conv", "deconv", "maxpool", "avgpool", "fc")
+_MERGE_WORDS = ("cat", "add")
+# The word that ends just before an error: a layer typed wrongly (cnov3-64, conv3x3-64, maxpol2/2,
+# Conv3-64) splits into a name and leftovers the grammar rejects one token later.
+_WORD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*?)([0-9]+(?:x[0-9]+)*)?(-[A-Za-z0-9_]*)?(/[A-Za-z0-9_]*)?"
+                          r"[ \t]*$")
+_WORD_AFTER = re.compile(r"[A-Za-z0-9_]*(?:/[A-Za-z0-9_]*)?")
+_MAX_HINT_WINDOW = 80
+
+
+def _typo_hint(text: str, pos: int) -> str | None:
+    """A did-you-mean for the slip most likely to cause a syntax error at `pos`, or None."""
+    before = text[max(0, pos - _MAX_HINT_WINDOW):pos]
+    after = _WORD_AFTER.match(text, pos, min(len(text), pos + _MAX_HINT_WINDOW))
+    rest = after.group() if after else ""
+    if text.startswith("{", pos):
+        word = re.search(r"([A-Za-z_][A-Za-z0-9_]*)$", before)
+        if word and not any(c.isdigit() for c in word.group(1)):
+            close = suggest(word.group(1), _MERGE_WORDS)
+            merge = f"did you mean {close}{{? " if close else ""
+            return f"{merge}{word.group(1)}{{ is not a merge: the merges are cat{{ a | b }} " \
+                   f"(channels side by side) and add{{ a | b }} (elementwise sum)"
+        return None
+    if re.search(r"\}\s*\(\s*[A-Za-z_0-9]*\s*$", before):
+        return "a merge takes no arguments: cat{ a | b } and add{ a | b } are written bare"
+    match = _WORD_BEFORE.search(before)
+    if match is None or match.start() > 0 and before[match.start() - 1] not in " \t\n([{|-:*":
+        return None
+    written = before[match.start():]
+    written = written + rest if written == written.rstrip() else written.rstrip()
+    parts = re.match(r"([A-Za-z_][A-Za-z0-9_]*?)([0-9]+(?:x[0-9]+)*)(.*)$", written)
+    if parts is None:
+        return None
+    name, size, tail = parts.groups()
+    kind = name if name in _SLIDE_KINDS else suggest(name, _SLIDE_KINDS)
+    if kind is None:
+        return None
+    if "x" in size:
+        sides = size.split("x")
+        if len(set(sides)) > 1:
+            return (f"{kind} kernels are square in netdsl: {name}{size} cannot be written; "
+                    f"a {sides[-1]}x{sides[-1]} kernel is {kind}{sides[-1]}{tail}")
+        size = sides[0]
+    elif kind == name:
+        return None
+    return f"did you mean {kind}{size}{tail}? ({written} is not a layer)"
 
 
 def _join_or(items: list[str]) -> str:
@@ -151,6 +233,13 @@ def _join_or(items: list[str]) -> str:
 _SLIDE_PARTS = re.compile(
     r"(?P<kind>deconv|conv|maxpool|avgpool|fc)(?P<k>[0-9]+|\{[^{}]*\})"
     r"(?:-(?P<c>[0-9]+|[A-Za-z_]\w*|\{[^{}]*\}))?(?:/(?P<s>[0-9]+|[A-Za-z_]\w*|\{[^{}]*\}))?$")
+
+
+def _binop(op: str):
+    """The transformer method for one arithmetic rule."""
+    def build(self, meta, children):
+        return ast.BinOp(op, children[0], children[1], self._span(meta))
+    return build
 
 
 @v_args(meta=True)
@@ -168,22 +257,19 @@ class _ToAst(Transformer_NonRecursive):
         return Span(self.source, self.offset + meta.start_pos, self.offset + meta.end_pos)
 
     def _tok(self, token: Token) -> Span:
-        return Span(self.source, self.offset + token.start_pos, self.offset + token.end_pos)
+        return Span(self.source, self.offset + (token.start_pos or 0), self.offset + (token.end_pos or 0))
 
     # expressions
     def int_lit(self, meta, children):
-        return ast.Num(int(children[0]), self._tok(children[0]))
+        span = self._tok(children[0])
+        return ast.Num(literal_int(str(children[0]), span), span)
 
     def float_lit(self, meta, children):
-        return ast.Num(float(children[0]), self._tok(children[0]))
+        span = self._tok(children[0])
+        return ast.Num(literal_float(str(children[0]), span), span)
 
     def name_ref(self, meta, children):
         return ast.Var(str(children[0]), self._tok(children[0]))
-
-    def _binop(op):  # noqa: N805 - a small factory for the arithmetic rules
-        def build(self, meta, children):
-            return ast.BinOp(op, children[0], children[1], self._span(meta))
-        return build
 
     add_expr, sub_expr, mul_expr = _binop("+"), _binop("-"), _binop("*")
     floordiv_expr, mod_expr = _binop("//"), _binop("%")
@@ -217,7 +303,7 @@ class _ToAst(Transformer_NonRecursive):
         match = _SLIDE_PARTS.match(str(token))
         if match is None:  # the lexer's pattern and this one are written to agree
             raise NetDSLSyntaxError(f"cannot read layer {str(token)!r}", self._tok(token))
-        base = self.offset + token.start_pos
+        base = self.offset + (token.start_pos or 0)
 
         def value(group: str):
             text = match.group(group)
@@ -226,7 +312,7 @@ class _ToAst(Transformer_NonRecursive):
             start = base + match.start(group)
             span = Span(self.source, start, start + len(text))
             if text.isdigit():
-                return ast.Num(int(text), span)
+                return ast.Num(literal_int(text, span), span)
             if text.startswith("{"):
                 inner = text[1:-1]
                 if not inner.strip():
@@ -246,7 +332,8 @@ class _ToAst(Transformer_NonRecursive):
         child = children[0]
         if isinstance(child, Token):
             if child.type == "INT":
-                return ast.Num(int(child), self._tok(child))
+                span = self._tok(child)
+                return ast.Num(literal_int(str(child), span), span)
             return ast.Var(str(child), self._tok(child))
         return child
 
@@ -271,7 +358,8 @@ class _ToAst(Transformer_NonRecursive):
     # statements: tagged tuples, assembled by _ProgramBuilder
     def shape(self, meta, children):
         token = children[0]
-        return tuple(int(part) for part in str(token).split("x")), self._tok(token)
+        span = self._tok(token)
+        return tuple(literal_int(part, span) for part in str(token).split("x")), span
 
     def input_stmt(self, meta, children):
         return ("input", children[0], self._span(meta))
@@ -325,7 +413,9 @@ class _ProgramBuilder:
 
     def build(self, statements: list) -> ast.Program:
         file_input = file_activation = None
-        uses, defs, nets = [], {}, {}
+        uses: list[ast.Use] = []
+        defs: dict[str, ast.Def] = {}
+        nets: dict[str | None, ast.Net] = {}
         anonymous = None
         for kind, value, span in statements:
             if kind == "input":

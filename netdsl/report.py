@@ -69,7 +69,9 @@ def _human(value: float, unit: str = "") -> str:
     return f"{value:.0f} {unit}".rstrip()
 
 
-def summary_text(network, depth: int | None = None) -> str:
+def summary_text(network, depth: int | None = None, width: int | None = None) -> str:
+    """The table; with `width`, long layer names are shortened from the left (..ck3.conv2) so
+    that every row fits in that many columns."""
     graph, stats = network.graph, network.stats
     rows = layout_rows(graph, network.layout)
     header = ("layer", "op", "output", "params", "MACs", "rf", "stride")
@@ -90,6 +92,10 @@ def summary_text(network, depth: int | None = None) -> str:
                           f"{layer.params:,}", f"{layer.macs:,}", str(_number(layer.rf)),
                           str(_number(layer.stride))))
     widths = [max(len(header[i]), *(len(r[i]) for r in table)) for i in range(len(header))]
+    excess = sum(widths) + 2 * (len(widths) - 1) - width if width else 0
+    if excess > 0:
+        widths[0] = max(len(header[0]), 12, widths[0] - excess)
+        table = [(_shorten(cells[0], widths[0]), *cells[1:]) for cells in table]
     right = {3, 4, 5, 6}
 
     def line(cells) -> str:
@@ -108,6 +114,15 @@ def summary_text(network, depth: int | None = None) -> str:
     out.append(f"activations  {stats.activations:>17,}   ({stats.activation_bytes / 1e6:.1f} MB in "
                f"float32, one input, forward)")
     return "\n".join(out) + "\n"
+
+
+def _shorten(name: str, width: int) -> str:
+    """`name` in at most `width` columns, keeping its indent and its last (most telling) part."""
+    if len(name) <= width:
+        return name
+    indent = len(name) - len(name.lstrip(" "))
+    keep = max(1, width - indent - 2)
+    return name[:indent] + ".." + name[len(name) - keep:]
 
 
 def summary_dict(network) -> dict:

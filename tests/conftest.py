@@ -24,15 +24,72 @@ SMALL_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp":
 
 
 def shipped_networks(inputs: dict | None = None, default: str = "3x32x32") -> list:
-    """pytest params (path, net name, small input) for every net of every shipped file."""
-    import netdsl
+    """pytest params (path, net name, small input) for every net of every shipped file.
+
+    Nets that repeat another's structure (same kinds of layer, connected the same ways: ResNet-101
+    and -152 beside ResNet-50, VGG-E beside VGG-D), or whose structure lies inside another's
+    (FCN-16s inside FCN-8s), add time and no coverage; they carry the `heavy` mark, so the default
+    tier runs one representative per structure (the smallest) and `pytest --heavy` or
+    `pytest -m heavy` runs them all.
+    """
     inputs = SMALL_INPUTS if inputs is None else inputs
     params = []
-    for path in sorted(NETWORKS.glob("*.net")):
-        for net in netdsl.parse_all(path.read_text(), path=str(path)):
-            params.append(pytest.param(str(path), net.name, inputs.get(path.stem, default),
-                                       id=f"{path.stem}:{net.name}"))
+    for path, name, heavy in _shipped_catalogue():
+        marks = [pytest.mark.heavy] if heavy else []
+        params.append(pytest.param(str(path), name, inputs.get(path.stem, default), marks=marks,
+                                   id=f"{path.stem}:{name}"))
     return params
+
+
+_CATALOGUE: list = []
+
+
+def _shipped_catalogue() -> list:
+    """(path, net name, heavy) for every shipped net, computed once per test run."""
+    import netdsl
+    if not _CATALOGUE:
+        seen: dict = {}  # structure -> the smallest net that has it
+        nets = []
+        for path in sorted(NETWORKS.glob("*.net")):
+            for net in netdsl.parse_all(path.read_text(), path=str(path)):
+                key = structure(net)
+                nets.append((path, net.name, key, len(net.graph.nodes)))
+                if key not in seen or len(net.graph.nodes) < seen[key][1]:
+                    seen[key] = ((path, net.name), len(net.graph.nodes))
+        # a structure inside another (FCN-16s inside FCN-8s: every kind of layer and connection of
+        # the one is in the other) is covered by the other's representative
+        covered = {key for key in seen if any(key < other for other in seen)}
+        _CATALOGUE.extend((path, name, key in covered or seen[key][0] != (path, name))
+                          for path, name, key, _ in nets)
+    return _CATALOGUE
+
+
+def structure(net) -> frozenset:
+    """What a net is made of, blind to how often each part repeats: every kind of node (op,
+    attributes, input and output shapes) and every kind of edge between two kinds of node."""
+    def kind(node_id: int):
+        node = net.graph.nodes[node_id]
+        attrs = tuple(sorted((k, repr(v)) for k, v in dict(node.attrs).items()))
+        return node.op, attrs, tuple(net.shapes[i] for i in node.inputs), net.shapes[node_id]
+    kinds = {node.id: kind(node.id) for node in net.graph.nodes}
+    edges = {(kinds[source], kinds[node.id]) for node in net.graph.nodes for source in node.inputs}
+    return frozenset(kinds.values()) | frozenset(edges)
+
+
+def pytest_addoption(parser):
+    parser.addoption("--heavy", action="store_true",
+                     help="also run the heavy tier: every shipped network, not one per structure")
+
+
+def pytest_collection_modifyitems(config, items):
+    if config.getoption("--heavy") or "heavy" in (config.getoption("-m") or ""):
+        return  # --heavy runs everything; -m heavy (or any -m naming it) selects as asked
+    kept, heavy = [], []
+    for item in items:
+        (heavy if item.get_closest_marker("heavy") else kept).append(item)
+    if heavy:
+        config.hook.pytest_deselected(items=heavy)
+        items[:] = kept
 
 
 # Hypothesis profiles: the default runs in CI, derandomized so that a submission's result does not

@@ -158,3 +158,92 @@ def test_run_unknown_backend_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["run", "lenet5", "--backend", "nope"])
     assert caught.value.code == 1 and "installed backends: numpy" in capsys.readouterr().err
+
+
+# -- hardening (issue 13): every mistake on the command line is one clean line and exit 1 ------------
+
+@pytest.mark.parametrize("argv,message", [
+    (["run", "lenet5", "--seed", "-1"], "argument --seed: must be 0 or more, got -1"),
+    (["compile", "lenet5", "--seed", "x"], "argument --seed: a seed is a whole number, got 'x'"),
+    (["compile", "lenet5", "--head", "0"], "argument --head: must be 1 or more, got 0"),
+    (["compile", "lenet5", "--head", "-3"], "argument --head: must be 1 or more, got -3"),
+    (["run", "lenet5", "--batch", "0"], "argument --batch: must be 1 or more, got 0"),
+    (["check", "lenet5", "--input", "1x1x2000000000"],
+     "argument --input: 1x1x2000000000: 2,000,000,000 is over the limit of 1,000,000 for one dimension"),
+    (["run", "lenet5", "--batch", "1000000000"],
+     "--batch 1,000,000,000: lenet5's largest tensor would hold 4,704,000,000,000 values, over the "
+     "limit of 2,147,483,647"),
+    (["summary", "lenet5", "--deph", "1"], "unrecognized arguments: --deph 1\ndid you mean --depth?"),
+])
+def test_bad_options_name_the_option(capsys, argv, message):
+    with pytest.raises(SystemExit) as caught:
+        main(argv)
+    _, err = capsys.readouterr()
+    assert caught.value.code == 1
+    assert err.endswith(message + "\n") and "Traceback" not in err
+
+
+def test_outputs_that_cannot_be_written(capsys, tmp_path):
+    status, out, err = run(capsys, "compile", "lenet5", "-o", str(tmp_path / "missing" / "m.py"))
+    assert (status, out) == (1, "")
+    assert err == f"error: cannot write {tmp_path / 'missing' / 'm.py'}: there is no folder " \
+                  f"{tmp_path / 'missing'}\n"
+    status, _, err = run(capsys, "draw", "lenet5", "-o", str(tmp_path / "missing" / "m.svg"))
+    assert status == 1 and err.startswith("error: cannot write") and err.count("\n") == 1
+    (tmp_path / "d.npz").mkdir()
+    with pytest.raises(SystemExit) as caught:
+        main(["compile", "lenet5", "--save-weights", str(tmp_path / "d.npz")])
+    assert caught.value.code == 1 and "d.npz is a directory; name a file to write" in capsys.readouterr()[1]
+
+
+@pytest.mark.skipif(not __import__("os").path.exists("/dev/full"), reason="needs /dev/full")
+@pytest.mark.parametrize("name", ["m.py", "w.npz", "w.safetensors"])
+def test_a_full_disk_is_one_line(capsys, tmp_path, name):
+    (tmp_path / name).symlink_to("/dev/full")
+    option = "-o" if name.endswith(".py") else "--save-weights"
+    status, _, err = run(capsys, "compile", "lenet5", "-q", option, str(tmp_path / name))
+    assert status == 1
+    assert err.strip().endswith("No space left on device") and err.startswith("error: cannot write")
+    assert err.count("\n") == 1
+
+
+def test_channels_last_input_gets_a_hint(capsys):
+    status, out, err = run(capsys, "check", "resnet50", "--input", "224x224x3")
+    assert status == 0
+    assert err == "warning: inputs are CxHxW: did you mean 3x224x224? (--input 224x224x3 reads as " \
+                  "224 channels)\n"
+    assert run(capsys, "check", "lenet5", "--input", "64x32x32")[2] == ""  # 64 channels is plausible
+
+
+def test_quiet_compile_prints_only_what_was_written(capsys, tmp_path):
+    status, out, err = run(capsys, "compile", "lenet5", "-q", "-o", str(tmp_path / "m.py"),
+                           "-o", str(tmp_path / "w.npz"))
+    assert status == 0 and err == ""
+    lines = out.splitlines()
+    assert lines[0] == f"wrote {tmp_path / 'm.py'} ({(tmp_path / 'm.py').stat().st_size:,} bytes)"
+    assert lines[1] == f"wrote {tmp_path / 'w.npz'} ({(tmp_path / 'w.npz').stat().st_size:,} bytes)"
+    assert lines[2] == ("the weights are random (seed 0); start from trained ones with --weights "
+                        "or --torchvision")
+    assert len(lines) == 3
+
+
+def test_summary_fits_100_columns_and_json_honours_depth(capsys):
+    status, out, _ = run(capsys, "summary", "resnet:resnet152")
+    assert status == 0 and max(len(line) for line in out.splitlines()) <= 100
+    assert "      .._down1.add1.b1.cbr1.conv1  conv1-64  " in out  # shortened from the left
+    _, out, _ = run(capsys, "summary", "resnet50", "--json", "--depth", "1")
+    summary = json.loads(out)
+    assert summary["depth"] == 1 and {g["depth"] for g in summary["groups"]} == {0, 1}
+    assert all(layer["name"].count(".") <= 1 for layer in summary["layers"])
+    _, out, _ = run(capsys, "summary", "resnet50", "--json")
+    assert len(json.loads(out)["layers"]) > len(summary["layers"])
+
+
+@pytest.mark.parametrize("argv", [["run", "lenet5", "--backend", "torch"],
+                                  ["compile", "lenet5", "-o", "x.onnx"]])
+def test_missing_torch_says_what_to_install(argv, tmp_path):
+    blocked = "import sys; sys.modules['torch'] = None; from netdsl.cli import main; sys.exit(main(sys.argv[1:]))"
+    result = subprocess.run([sys.executable, "-c", blocked, *argv], capture_output=True, text=True,
+                            cwd=tmp_path, timeout=120)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.splitlines()[-1] == "error: this needs torch: pip install 'netdsl[torch]'"

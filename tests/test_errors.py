@@ -98,6 +98,27 @@ CASES = [
     ("limit_tensor", "conv3-1000000 - conv3-1000000", {}),
     ("limit_weights", "fc1000000 - fc100000", {"input": "8"}),
     ("limit_number", "def f(c) = conv1-{c*c*c*c*c*c*c*c}\nf(1000)", {}),
+    ("limit_literal_digits", "conv3-" + "9" * 5000, {}),
+    ("limit_depth", "def a = ((((relu))))\ndef b = ((((a))))\nb", {"limits": Limits(max_depth=6)}),
+    ("number_infinite_literal", "bn(eps=1e999)", {}),
+    ("number_nan", "dropout(p=1e308*10-1e308*10)", {}),
+    # typos get a did-you-mean
+    ("typo_slide_letters", "conv3-8 - cnov3-64", {}),
+    ("typo_slide_case", "Conv3-64", {}),
+    ("typo_slide_square_kernel", "conv3x3-64", {}),
+    ("typo_slide_rectangular_kernel", "conv1x7-8", {}),
+    ("typo_slide_pool", "maxpol2/2", {}),
+    ("typo_op_case", "conv3-8 - Relu", {}),
+    ("typo_definition", "def block(c) = conv3-c\nbolck(8)", {}),
+    ("typo_label", "s1: conv3-8 - add{ id | @s2 }", {}),
+    ("typo_merge_word", "conv3-8 - mul{ id | relu }", {}),
+    ("typo_merge_arguments", "conv3-8 - cat{ id | relu }(groups=2)", {}),
+    ("typo_net_name", "net stage = relu", {"net": "stag"}),
+    # hostile text is shown, not obeyed: clipped and with control characters escaped
+    ("excerpt_long_line", "relu - " + "x" * 1_000_000 + " - relu", {}),
+    ("excerpt_terminal_escape", "relu - \x1b]0;pwned\x07\x1b[2J", {}),
+    ("excerpt_crlf_and_bom", "\ufeffconv3-8 -\r\n\r\nreul\r\n", {}),
+    ("excerpt_cr_only", "conv3-8 -\r\rreul\r", {}),
 ]
 
 WARNINGS = [

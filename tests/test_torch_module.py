@@ -188,7 +188,10 @@ def test_user_text_never_becomes_code(tmp_path):
     from netdsl.backends.torch_codegen import generate_source
     marker = tmp_path / "pwned"
     payload = f"__import__('pathlib').Path({str(marker)!r}).touch()"
-    text = f"input 1x8x8\n# comment\r{payload}\nconv3-2 # trailing\x00{payload}\n"
+    # Characters that end a line for some reader of the generated file (Python's str.splitlines
+    # treats \x0b, \x0c, \x85 and \u2028 as line breaks; a NUL stops compile()).
+    text = (f"input 1x8x8\n# comment\u2028{payload}\x85{payload}\nconv3-2 # trailing\x00{payload}"
+            f"\x0b{payload}\x0c{payload}\n")
     net = netdsl.parse(text, path=f"evil\n{payload}\n#.net")
     source = generate_source(net)
     namespace: dict = {}
@@ -197,7 +200,7 @@ def test_user_text_never_becomes_code(tmp_path):
     model = root()
     assert not marker.exists()
     assert model(torch.zeros(1, 1, 8, 8)).shape == (1, 2, 8, 8)
-    assert "\r" not in source and "\x00" not in source
+    assert source.splitlines() == source.rstrip("\n").split("\n") and "\x00" not in source
 
 
 @pytest.mark.parametrize("label", ["training", "forward", "to", "eval", "_modules", "__class__",
