@@ -308,3 +308,48 @@ def test_only_the_lsp_command_imports_pygls():
     done = subprocess.run([sys.executable, "-P", "-c", script, str(BLOCKS)], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     assert "small: ok" in done.stdout
+
+
+# -- Neovim, headless: the set-up docs/editors.md gives, without nvim-lspconfig -------------------
+
+NEOVIM_SETUP = r"""
+local file, out, command = vim.env.NETDSL_FILE, vim.env.NETDSL_OUT, vim.env.NETDSL_COMMAND
+vim.cmd("edit " .. vim.fn.fnameescape(file))
+vim.bo.filetype = "netdsl"
+local config = { name = "netdsl", cmd = { command, "lsp" }, root_dir = vim.fn.fnamemodify(file, ":h") }
+if vim.lsp.start then   -- Neovim 0.8 and later
+  vim.lsp.start(config)
+else                    -- Neovim 0.7
+  vim.lsp.buf_attach_client(0, vim.lsp.start_client(config))
+end
+local arrived = vim.wait(30000, function() return #vim.diagnostic.get(0) > 0 end, 50)
+local lines = { arrived and "arrived" or "timed out" }
+for _, d in ipairs(vim.diagnostic.get(0)) do
+  table.insert(lines, string.format("%d:%d-%d:%d %d %s", d.lnum, d.col, d.end_lnum, d.end_col,
+                                    d.severity, (d.message:gsub("\n", " | "))))
+end
+vim.fn.writefile(lines, out)
+vim.cmd("qall!")
+"""
+
+
+def test_neovim_shows_the_diagnostics_headless(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    nvim = shutil.which("nvim")
+    if nvim is None:
+        pytest.skip("nvim is not installed (Debian: apt-get install neovim)")
+    command = Path(sys.executable).parent / "netdsl"
+    assert command.exists(), "the netdsl console script comes with pip install -e ."
+    source = tmp_path / "mistake.net"
+    source.write_text("input 3x32x32\nnet a = conv3-8 - pooll - fc10\n", encoding="utf-8")
+    setup = tmp_path / "setup.lua"
+    setup.write_text(NEOVIM_SETUP, encoding="utf-8")
+    out = tmp_path / "diagnostics.txt"
+    env = {**os.environ, "NETDSL_FILE": str(source), "NETDSL_OUT": str(out),
+           "NETDSL_COMMAND": str(command), "XDG_STATE_HOME": str(tmp_path), "XDG_DATA_HOME": str(tmp_path)}
+    subprocess.run([nvim, "--headless", "--clean", "-n", "-c", f"luafile {setup}"], env=env,
+                   timeout=90, check=True, capture_output=True, stdin=subprocess.DEVNULL)
+    assert out.read_text(encoding="utf-8").splitlines() == [
+        "arrived", "1:18-1:23 1 unknown op or definition pooll | note: did you mean pool?"]
