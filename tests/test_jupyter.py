@@ -83,3 +83,12 @@ def test_bad_options_are_reported_not_raised(shell):
     assert repr(result.result).startswith("%%netdsl: argument --input: ")
     result = shell.run_cell("%%netdsl --colour\nfc10\n")
     assert repr(result.result).startswith("%%netdsl: unrecognized arguments: --colour\nusage: %%netdsl")
+
+
+def test_a_cells_use_finds_the_shipped_networks_only(shell, tmp_path, monkeypatch):
+    (tmp_path / "mine.net").write_text("def mine = fc10\n", encoding="utf-8")
+    monkeypatch.chdir(tmp_path)
+    assert repr(shell.run_cell('%%netdsl --input 3x32x32\nuse "vgg.net"\nblock(1, 8)\n').result) == \
+        "<Network net: 3x32x32 -> 8x16x16, 224 params, 221,184 MACs>"
+    assert repr(shell.run_cell('%%netdsl --input 10\nuse "mine.net"\nmine\n').result).startswith(
+        "<string>:1:5: error: cannot find mine.net")
