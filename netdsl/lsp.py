@@ -282,6 +282,9 @@ def hover_text(analysis: Analysis, offset: int) -> tuple[str, Span] | None:
     statement = analysis.statement_at(offset)
     atoms = [e for e in statement.elements if isinstance(e, ast.Atom) and _contains(e.span, offset)] \
         if statement else []
+    if statement is not None and not atoms:  # on a label: describe what it labels
+        atoms = [e.body for e in statement.elements if isinstance(e, ast.Labelled)
+                 and isinstance(e.body, ast.Atom) and _contains(_label_span(e), offset)]
     if atoms:
         atom = min(atoms, key=lambda a: a.span.end - a.span.start)  # the innermost
         defs = analysis.module.defs if analysis.module else {}
@@ -597,12 +600,16 @@ def rename_edits(analysis: Analysis, offset: int, new_name: str) -> list[lsp.Tex
     if found is None:
         return None
     old, spans = found
+    labels = {e.label for s in analysis.statements for e in s.elements
+              if isinstance(e, ast.Labelled) and _contains(s.name_span.to(s.body.span), spans[0].start)}
     if not NAME.match(new_name):
         raise RenameRefused(f"{new_name!r} is not a name (letters, digits and _, not starting with a digit)")
     if new_name in RESERVED:
         raise RenameRefused(f"{new_name} is a reserved word")
     if analysis.module is not None and new_name in analysis.module.defs and new_name != old:
         raise RenameRefused(f"a definition named {new_name} already exists")
+    if old in labels and new_name in labels and new_name != old:
+        raise RenameRefused(f"a label named {new_name} already exists there")
     return [lsp.TextEdit(analysis.index.range(s.start, s.end), new_name) for s in spans]
 
 

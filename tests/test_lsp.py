@@ -196,6 +196,13 @@ def test_hover_on_a_call_and_on_a_net(server, blocks):
     assert found.contents.value == "**net wide**: 3x32x32 -> 10, 5,450 params, 5,161,280 MACs, 6 layers"
 
 
+def test_hover_on_a_label_describes_the_layer_it_names(server, blocks):
+    found = hover(server, blocks, 5, 24)  # the p of `p: conv1-8`
+    assert found.range == span(5, 27, 34)
+    assert found.contents.value.endswith("- `p`: 16x16x16 -> 8x16x16, 136 params, 32,768 MACs, "
+                                         "receptive field 6 (stride 2)")
+
+
 def test_hover_on_a_broken_net_still_describes_the_op(server):
     uri = "untitled:hover-broken"
     server.open(uri, "input 3x8x8\nnet a = pool*4\n")
@@ -353,3 +360,22 @@ def test_neovim_shows_the_diagnostics_headless(tmp_path):
                    timeout=90, check=True, capture_output=True, stdin=subprocess.DEVNULL)
     assert out.read_text(encoding="utf-8").splitlines() == [
         "arrived", "1:18-1:23 1 unknown op or definition pooll | note: did you mean pool?"]
+
+
+def test_a_label_is_not_renamed_to_another_label_of_its_net(server):
+    uri = "untitled:two-labels"
+    server.open(uri, "input 3x8x8\nnet a = x: conv3-8 - y: conv3-8 - add{ @x | @y }\n")
+    with pytest.raises(Exception) as refused:
+        rename(server, uri, 1, 8, "y")
+    assert "a label named y already exists there" in str(refused.value)
+    edit = rename(server, uri, 1, 8, "z")
+    assert list(edit.changes[uri]) == [lsp.TextEdit(span(1, 8, 9), "z"), lsp.TextEdit(span(1, 40, 41), "z")]
+
+
+def test_without_pygls_the_command_says_what_to_install():
+    import subprocess
+    script = ("import sys; sys.modules['pygls'] = None; from netdsl.cli import main; "
+              "sys.exit(main(['lsp']))")
+    done = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True)
+    assert (done.returncode, done.stdout, done.stderr) == (
+        1, "", "error: netdsl lsp needs pygls: pip install 'netdsl[lsp]'\n")
