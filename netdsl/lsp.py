@@ -25,7 +25,7 @@ from . import __version__, ast
 from .errors import Diagnostic, NetDSLError, Span
 from .limits import DEFAULT_LIMITS
 from .modules import Module, load_module
-from .network import Network, parse
+from .network import Network, parse, parse_all
 from .ops import ALIASES, IDENTITY, OPS, RESERVED
 from .parser import parse_program
 from .shapes import format_shape
@@ -191,15 +191,18 @@ def analyse(text: str, path: str) -> Analysis:
     except NetDSLError as error:
         _collect(result, error)
         return result
-    names = [net.name or default_name for net in result.module.program.nets]
-    for name in names:  # each net on its own, so that one net's mistake hides no other's
-        try:
-            network = parse(text, net=name if len(names) > 1 else None, path=path)
-        except NetDSLError as error:
-            _collect(result, error)
-            continue
-        result.networks.append(network)
+    try:
+        result.networks = parse_all(text, path=path)
+    except NetDSLError:  # then each net on its own, so that one net's mistake hides no other's
+        names = [net.name or default_name for net in result.module.program.nets]
+        for name in names:
+            try:
+                result.networks.append(parse(text, net=name if len(names) > 1 else None, path=path))
+            except NetDSLError as error:
+                _collect(result, error)
+    for network in result.networks:
         result.problems.extend(network.warnings)
+    result.problems.sort(key=lambda p: p.span.start if _in_document(p.span, result) else -1)
     unique, seen = [], set()
     for problem in result.problems:  # a definition's warning repeats in every net that calls it
         key = (problem.severity, problem.message, problem.span.start if problem.span else None,
