@@ -13,6 +13,7 @@ The analysis is the compiler's own: the document is parsed with `netdsl.parser`,
 from __future__ import annotations
 
 import re
+from bisect import bisect_right
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
@@ -26,7 +27,7 @@ from .errors import Diagnostic, NetDSLError, Span
 from .limits import DEFAULT_LIMITS
 from .modules import Module, load_module
 from .network import Network, parse, parse_all
-from .ops import ALIASES, IDENTITY, OPS, RESERVED
+from .ops import ALIASES, DERIVED, IDENTITY, OPS, REQUIRED, RESERVED
 from .parser import parse_program
 from .shapes import format_shape
 
@@ -48,7 +49,7 @@ class LineIndex:
 
     def position(self, offset: int) -> lsp.Position:
         offset = max(0, min(offset, len(self.text)))
-        line = _bisect_right(self.starts, offset) - 1
+        line = bisect_right(self.starts, offset) - 1
         prefix = self.text[self.starts[line]:offset]
         return lsp.Position(line, len(prefix.encode("utf-16-le")) // 2)
 
@@ -66,17 +67,6 @@ class LineIndex:
 
     def range(self, start: int, end: int) -> lsp.Range:
         return lsp.Range(self.position(start), self.position(end))
-
-
-def _bisect_right(values: list[int], x: int) -> int:
-    low, high = 0, len(values)
-    while low < high:
-        middle = (low + high) // 2
-        if x < values[middle]:
-            high = middle
-        else:
-            low = middle + 1
-    return low
 
 
 def uri_to_path(uri: str) -> str:
@@ -338,8 +328,8 @@ def _op_doc(op: str) -> str:
     spec = OPS[op]
     lines = [f"**{op}**: {spec.doc}", ""]
     for attr in spec.attrs:
-        default = "required" if repr(attr.default) == "REQUIRED" else \
-            "derived" if attr.default is None else _format_value(attr.default)
+        default = "required" if attr.default is REQUIRED else \
+            "derived" if attr.default is DERIVED else _format_value(attr.default)
         lines.append(f"- `{attr.name}` ({attr.kind}, {default}): {attr.doc}")
     return "\n".join(lines)
 
@@ -395,7 +385,7 @@ def _call_hover(analysis: Analysis, atom: ast.Atom) -> str:
 
 def _statement_hover(analysis: Analysis, statement: Statement) -> str:
     if statement.kind == "def":
-        return _call_hover_definition(analysis, statement)
+        return _definition_hover(analysis, statement)
     for network in analysis.networks:
         if network.name == statement.name:
             return (f"**net {network.name}**: {format_shape(network.input_shape)} -> "
@@ -404,7 +394,7 @@ def _statement_hover(analysis: Analysis, statement: Statement) -> str:
     return f"**net {statement.name}** (does not check)"
 
 
-def _call_hover_definition(analysis: Analysis, statement: Statement) -> str:
+def _definition_hover(analysis: Analysis, statement: Statement) -> str:
     definition = next(d for d in analysis.program.defs if d.name == statement.name)
     params = ", ".join(p.name + (f"={p.default.span.text}" if p.default else "") for p in definition.params)
     calls = sum(1 for s in analysis.statements for e in s.elements
