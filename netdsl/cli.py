@@ -223,6 +223,11 @@ def build_parser() -> argparse.ArgumentParser:
                       help="refuse drawings of more than N boxes (default 5000)")
     draw.add_argument("--renderer", choices=("auto", "dot", "pure"), default="auto",
                       help="auto: the system `dot` if installed, else graphviz-pure (default)")
+    commands.add_parser(
+        "lsp", help="run the language server on stdin/stdout (for editors; pip install 'netdsl[lsp]')",
+        description="Speak the Language Server Protocol on stdin and stdout: diagnostics, hover, "
+                    "completion, go to definition, symbols and rename for .net files. Editors start "
+                    "it; see docs/editors.md.")
     for command in commands.choices.values():  # for mistakes found after parsing
         command.set_defaults(command_parser=command)
     return parser
@@ -472,7 +477,17 @@ def _cmd_draw(args) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"check": _cmd_check, "summary": _cmd_summary, "expand": _cmd_expand,
+def _cmd_lsp(args) -> int:
+    try:
+        from .lsp import main as serve
+    except ImportError as error:
+        if error.name not in ("pygls", "lsprotocol") and not str(error.name).startswith("pygls."):
+            raise
+        raise NetDSLError("netdsl lsp needs pygls: pip install 'netdsl[lsp]'") from None
+    return serve()
+
+
+COMMANDS = {"lsp": _cmd_lsp, "check": _cmd_check, "summary": _cmd_summary, "expand": _cmd_expand,
             "compile": _cmd_compile, "draw": _cmd_draw, "run": _cmd_run}
 
 

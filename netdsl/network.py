@@ -127,14 +127,30 @@ class Network:
         return draw(self, depth=depth, rankdir=rankdir, stats=stats, title=title,
                     max_nodes=MAX_DRAWING_NODES if max_nodes is None else max_nodes)
 
-    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
-        """Jupyter shows a Network as its drawing (rendered without a system Graphviz)."""
+    def _repr_svg_(self) -> str | None:
+        """Jupyter: the drawing (rendered without a system Graphviz), or None if it cannot be."""
         from .draw import render
-        bundle = {"text/plain": repr(self)}
         try:
-            bundle["image/svg+xml"] = render(self.draw().source, "svg").decode()
+            return render(self.draw().source, "svg").decode()
         except (NetDSLError, RuntimeError, OSError):
-            pass  # fall back to the text form rather than fail to display
+            return None  # fall back to the other forms rather than fail to display
+
+    def _repr_html_(self) -> str:
+        """Jupyter: the summary table (escaped: the path and names are the user's) and the drawing."""
+        import html
+        warnings = "".join(f"<pre class=\"netdsl-warning\">{html.escape(w.render())}</pre>"
+                           for w in self.warnings)
+        svg = self._repr_svg_() or ""
+        svg = svg[svg.find("<svg"):] if svg else ""  # inline in HTML: without the XML prolog
+        return (f"<div class=\"netdsl-network\">{warnings}<pre>{html.escape(self.summary())}</pre>"
+                f"{svg}</div>")
+
+    def _repr_mimebundle_(self, include=None, exclude=None) -> dict:
+        """Jupyter shows a Network as its drawing; _repr_html_ adds the summary beside it."""
+        bundle = {"text/plain": repr(self)}
+        svg = self._repr_svg_()
+        if svg is not None:
+            bundle["image/svg+xml"] = svg
         return bundle
 
     def expand(self) -> str:
