@@ -84,7 +84,8 @@ class _Drawing:
         if self.stats:
             lines += _stat_lines(layer.params, layer.macs, _plain(layer.rf))
         colour = _COLOURS.get(node.op, _ACTIVATION_COLOUR)
-        graph.node(f"n{node_id}", _label(*lines), fillcolor=colour)
+        # the id lets a page map the SVG back to IR nodes (netdsl serve highlights the source)
+        graph.node(f"n{node_id}", _label(*lines), fillcolor=colour, id=f"ir{node_id}")
         self.owner[node_id] = f"n{node_id}"
 
     def box(self, graph: graphviz.Digraph, scopes: list[LayoutScope]) -> None:
@@ -99,7 +100,7 @@ class _Drawing:
         if self.stats:
             lines += _stat_lines(sum(l.params for l in members), sum(l.macs for l in members))
         name = f"g{ids[0]}"
-        graph.node(name, _label(*lines), fillcolor=_BOX_COLOUR, penwidth="1.5")
+        graph.node(name, _label(*lines), fillcolor=_BOX_COLOUR, penwidth="1.5", id=f"box{ids[0]}")
         for i in ids:
             self.owner[i] = name
 
@@ -187,7 +188,7 @@ def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = Fals
                arrowsize="0.7")
     drawing = _Drawing(network, depth, stats)
     graph.node("n0", _label("input", format_shape(network.input_shape)), shape="oval",
-               fillcolor=_COLOURS["input"])
+               fillcolor=_COLOURS["input"], id="ir0")
     drawing.chain(graph, network._expanded.layout, 0, "")
     drawing.edges(graph)
     return graph
