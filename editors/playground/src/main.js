@@ -99,10 +99,16 @@ function onRowHover(nodeId) {
 }
 
 function onCursor(position) {
+  // the layers made by the innermost piece of source around the cursor: in `block(16)` its layers,
+  // not also the input node whose span is the whole chain
   const result = page.result;
   if (!result || !result.ok) return;
-  const inside = ([from, to]) => from <= position && position <= to;
-  const ids = result.nodes.filter((n) => (n.span && inside(n.span)) || n.frames.some(inside))
+  const width = (node) => Math.min(...[node.span, ...node.frames]
+    .filter((range) => range && range[0] <= position && position <= range[1])
+    .map(([from, to]) => to - from));
+  const widths = result.nodes.map(width);
+  const narrowest = Math.min(...widths);
+  const ids = narrowest === Infinity ? [] : result.nodes.filter((n, i) => widths[i] === narrowest)
     .map((n) => n.id);
   const elements = [...new Set(ids.map((id) => result.owners[id]).filter(Boolean))];
   lightElements(elements, ids);
@@ -134,7 +140,7 @@ function showDrawing(result) {
   const svg = sanitisedSvg(result.svg);
   if (!svg) return;
   holder.replaceChildren(svg);
-  holder.classList.remove("stale");
+  for (const id of ["drawing", "table-wrap", "totals"]) $(id).classList.remove("stale");
   for (const element of svg.querySelectorAll("g.node")) {
     const id = element.id;
     if (!/^(ir|box)\d+$/.test(id)) continue;
@@ -226,7 +232,7 @@ function show(result) {
     showDrawing(result);
     onCursor(page.view.state.selection.main.head);
   } else {
-    $("drawing").classList.add("stale");
+    for (const id of ["drawing", "table-wrap", "totals"]) $(id).classList.add("stale");
   }
 }
 
