@@ -45,7 +45,9 @@ def test_analysis_of_resnet152_matches_the_library():
     assert "resnet50" in result["nets"] and len(result["nets"]) == 10
     assert result["summary"]["params"] == network.params == 60_192_808
     assert result["summary"]["macs"] == network.macs
-    assert [n["name"] for n in result["nodes"]] == [n.name for n in network.graph.nodes]
+    assert [layer["name"] for layer in result["summary"]["layers"]] == \
+        [n.name for n in network.graph.nodes]
+    assert [n["id"] for n in result["nodes"]] == list(range(len(network.graph)))
     # every node is drawn by exactly one element; boxes partition runs of nodes
     assert len(result["owners"]) == len(network.graph) and all(result["owners"])
     assert "bottleneck(256) x35" in result["svg"]
@@ -54,6 +56,22 @@ def test_analysis_of_resnet152_matches_the_library():
         assert all(result["owners"][i] == element for i in range(box["first"], box["last"] + 1))
         prefix = members[0].split(".")[0]
         assert all(name.startswith(prefix + ".") for name in members), element
+
+
+def test_the_same_text_is_parsed_once_for_another_depth_or_net(monkeypatch):
+    import netdsl.serve.analysis as analysis
+    parses = []
+    monkeypatch.setattr(analysis, "load_module",
+                        lambda *args: parses.append(1) or netdsl.modules.load_module(*args))
+    text = "input 3x32x32\ndef b(c) = conv3-c - pool\nnet one = b(8) - fc10\nnet two = b(4) - fc2\n"
+    first = analyse(text, depth=0)
+    assert first["net"] == "one" and "box1" in first["boxes"] and len(parses) == 1
+    again = analyse(text, depth=1)
+    assert "box1" not in again["boxes"] and again["owners"][1] == "ir1" and len(parses) == 1
+    two = analyse(text, net="two", depth=1)
+    assert two["summary"]["params"] == 3 * 9 * 4 + 4 + 4 * 16 * 16 * 2 + 2 and len(parses) == 1
+    analyse(text + " ", depth=1)
+    assert len(parses) == 2
 
 
 def test_spans_point_at_the_source_text():

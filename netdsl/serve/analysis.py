@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import gc
 import re
+import threading
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from ..draw import render
@@ -28,6 +31,35 @@ SERVE_LIMITS = Limits(
 #: Drawing every layer of a big network takes the renderer seconds; past this many nodes the
 #: playground draws collapsed (depth 1) and says so.
 MAX_EXPANDED_NODES = 1_500
+
+#: The renderer is a subprocess: it runs while this process builds the summary.
+_RENDERING = ThreadPoolExecutor(max_workers=2, thread_name_prefix="netdsl-render")
+
+
+class _RecentBuilds:
+    """The last few (module, names) and networks by text: expanding a block or choosing another
+    net re-checks the same text, which then costs no parse."""
+
+    def __init__(self, size: int = 4):
+        self.size = size
+        self.entries: OrderedDict = OrderedDict()
+        self.lock = threading.Lock()
+
+    def get(self, key):
+        with self.lock:
+            if key in self.entries:
+                self.entries.move_to_end(key)
+                return self.entries[key]
+        return None
+
+    def put(self, key, value) -> None:
+        with self.lock:
+            self.entries[key] = value
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+
+_RECENT = _RecentBuilds()
 
 _SVG_NODE = re.compile(r'<g id="(ir|box)(\d+)" class="node"')
 
@@ -74,23 +106,13 @@ def analyse(text: str, net: str | None = None, depth: int | None = 1, path: str 
             input_shape=None, limits: Limits = SERVE_LIMITS, draw: bool = True) -> dict:
     """Check `text` and gather everything the page shows; a mistake becomes a diagnostic, never
     an exception. `path` is where `use` looks (FILE's folder); `net` picks one of several nets."""
-    from ..network import _build  # one parse serves both the list of nets and the chosen one
     spans = _Spans(text, path)
     result: dict = {"ok": False, "nets": [], "net": None, "diagnostics": [], "summary": None,
                     "svg": None, "nodes": [], "owners": [], "boxes": {}, "depth": depth}
     collecting = gc.isenabled()
     gc.disable()  # as netdsl.parse does: building the IR sets off needless full collections
     try:
-        module = load_module(text, path, limits)
-        names = _net_names(module, path)
-        result["nets"] = names
-        if not names:
-            raise NetDSLNameError("this text defines no network, only definitions",
-                                  notes=["add a chain, or `net NAME = ...`"])
-        chosen = net if net in names else names[0]
-        result["net"] = chosen
-        decl = module.program.nets[names.index(chosen)]
-        network = _build(module, decl, input_shape, path, limits, False)
+        network = _network(text, net, path, input_shape, limits, result)
     except NetDSLError as error:
         result["diagnostics"] = [spans.diagnostic(d) for d in (*error.warnings, error.diagnostic)]
         return result
@@ -99,17 +121,6 @@ def analyse(text: str, net: str | None = None, depth: int | None = 1, path: str 
             gc.enable()
     result["ok"] = True
     result["diagnostics"] = [spans.diagnostic(w) for w in network.warnings]
-    result["summary"] = network.summary_dict()
-    result["summary"]["file"] = Path(path).name  # the page needs no absolute path
-    result["nodes"] = [{"id": node.id, "name": node.name, "span": spans.here(node.span),
-                        "frames": [s for s in (spans.here(f.span) for f in node.context) if s]}
-                       for node in network.graph.nodes]
-    if draw:
-        _drawing(network, depth, result, spans)
-    return result
-
-
-def _drawing(network, depth: int | None, result: dict, spans: _Spans) -> None:
     if depth is None and len(network.graph) > MAX_EXPANDED_NODES:
         depth = 1
         result["diagnostics"].append({
@@ -117,12 +128,47 @@ def _drawing(network, depth: int | None, result: dict, spans: _Spans) -> None:
             "message": f"drawn collapsed: {len(network.graph):,} layers are too many to draw one by "
                        f"one here (at most {MAX_EXPANDED_NODES:,}); `netdsl draw --expand` can"})
     result["depth"] = depth
-    try:
-        svg = render(network.draw(depth=depth).source, "svg").decode("utf-8")
-    except (NetDSLError, RuntimeError, OSError) as error:
-        result["diagnostics"].append({"severity": "info", "message": f"cannot draw: {error}",
-                                      "from": 0, "to": 0, "placed": False, "notes": []})
-        return
+    svg = _RENDERING.submit(render, network.draw(depth=depth).source, "svg") if draw else None
+    summary = network.summary_dict()
+    del summary["groups"]  # the page shows layers; each group repeats its layers' names
+    summary["file"] = Path(path).name  # the page needs no absolute path
+    result["summary"] = summary
+    result["nodes"] = [{"id": node.id, "span": spans.here(node.span),
+                        "frames": [s for s in (spans.here(f.span) for f in node.context) if s]}
+                       for node in network.graph.nodes]
+    if svg is not None:
+        try:
+            _drawing(network, svg.result().decode("utf-8"), result, spans)
+        except (NetDSLError, RuntimeError, OSError) as error:
+            result["diagnostics"].append({"severity": "info", "message": f"cannot draw: {error}",
+                                          "from": 0, "to": 0, "placed": False, "notes": []})
+    return result
+
+
+def _network(text: str, net: str | None, path: str, input_shape, limits: Limits, result: dict):
+    from ..network import _build  # one parse serves both the list of nets and the chosen one
+    parsed = _RECENT.get(("module", text, path, limits))
+    if parsed is None:
+        module = load_module(text, path, limits)
+        parsed = (module, _net_names(module, path))
+        _RECENT.put(("module", text, path, limits), parsed)
+    module, names = parsed
+    result["nets"] = names
+    if not names:
+        raise NetDSLNameError("this text defines no network, only definitions",
+                              notes=["add a chain, or `net NAME = ...`"])
+    chosen = net if net in names else names[0]
+    result["net"] = chosen
+    key = ("network", text, path, limits, chosen, input_shape)
+    network = _RECENT.get(key)
+    if network is None:
+        network = _build(module, module.program.nets[names.index(chosen)], input_shape, path,
+                         limits, False)
+        _RECENT.put(key, network)
+    return network
+
+
+def _drawing(network, svg: str, result: dict, spans: _Spans) -> None:
     result["svg"] = svg
     # Each drawn element shows a run of consecutive nodes: a layer (ir<id>) or a collapsed box
     # (box<first id>) holding every node up to the next element's first.
