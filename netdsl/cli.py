@@ -379,7 +379,8 @@ def _cmd_serve(args) -> int:
     try:
         from .serve.app import serve
     except ImportError as error:
-        raise NetDSLError(f"netdsl serve needs the serve extra ({error.name} is missing)",
+        raise NetDSLError(f"netdsl serve needs the serve extra "
+                          f"({(error.name or 'a module').split('.')[0]} is missing)",
                           notes=["pip install 'netdsl[serve]'"]) from None
     serve(args.file, host=args.host, port=args.port, allow_save=args.allow_save,
           announce=lambda line: print(line, flush=True))

@@ -323,6 +323,15 @@ def test_serve_prints_a_tokened_loopback_address_and_answers(tmp_path):
         process.wait(timeout=30)
 
 
+def test_without_the_serve_extra_the_command_says_what_to_install():
+    code = ("import sys; sys.modules['starlette'] = None; from netdsl.cli import main; "
+            "sys.exit(main(['serve', '--port', '0']))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 1
+    assert "netdsl serve needs the serve extra (starlette is missing)" in result.stderr
+    assert "pip install 'netdsl[serve]'" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_other_commands_do_not_import_the_server():
     code = ("import sys; from netdsl.cli import main; main(['check', 'lenet5', '-q']); "
             "sys.exit(3 if {'starlette', 'uvicorn', 'netdsl.serve'} & set(sys.modules) else 0)")
