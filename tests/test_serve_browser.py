@@ -143,6 +143,15 @@ def test_click_a_collapsed_block_to_expand_it(page):
     box.click()
     expect(page.locator("#depth")).to_have_text("3")
     expect(page.locator("#drawing svg g#ir5")).to_contain_text("conv1-64")
+    page.locator("#collapse").click()
+    page.locator("#collapse").click()
+    expect(page.locator("#depth")).to_have_text("1")
+    last_stage = page.locator("#drawing svg g#box141")  # stage4's first block, far down
+    expect(last_stage).to_contain_text("bottleneck_down(512, 2)")
+    last_stage.click()
+    expect(page.locator("#depth")).to_have_text("2")
+    expect(last_stage).to_contain_text("cbr(1, 512, 1)")
+    expect(last_stage).to_be_in_viewport()  # what the click opened is kept in view
     page.locator("#expand-all").click()
     expect(page.locator("#depth")).to_have_text("all")
     expect(page.locator("#drawing svg g.box")).to_have_count(0)
@@ -202,6 +211,13 @@ def test_save_writes_the_file(page, served):
     assert file.read_text(encoding="utf-8") == SMALL
     page.reload()
     wait_for_params(page, SMALL_PARAMS)  # the page opens what was saved
+    page.locator(".cm-content").click()
+    page.keyboard.press("Control+End")
+    page.keyboard.type("0")  # fc100
+    wait_for_params(page, SMALL_PARAMS - 10 * (8 * 16 * 16 + 1) + 100 * (8 * 16 * 16 + 1))
+    page.keyboard.press("Control+s")
+    expect(page.locator("#status")).to_have_text("saved resnet50.net")
+    assert file.read_text(encoding="utf-8") == SMALL + "0"
 
 
 def test_user_text_is_shown_as_text(page):

@@ -15,7 +15,8 @@ const $ = (id) => document.getElementById(id);
 
 const page = {
   view: null, result: null, depth: 1, net: null, seq: 0, shown: 0, timer: null,
-  file: null, download: "network.net",
+  file: null, download: "network.net", writable: false,
+  focus: null,  // the first node of the box last clicked: kept in view once it opens
 };
 
 async function api(path, body) {
@@ -146,7 +147,11 @@ function showDrawing(result) {
     if (!/^(ir|box)\d+$/.test(id)) continue;
     if (id.startsWith("box")) {
       element.classList.add("box");
-      element.addEventListener("click", () => { page.depth = (page.depth ?? 0) + 1; check(); });
+      element.addEventListener("click", () => {
+        page.depth = (page.depth ?? 0) + 1;
+        page.focus = Number(id.slice(3));
+        check();
+      });
     }
     element.addEventListener("mouseenter", () => onElementHover(id));
     element.addEventListener("mouseleave", () => { lightSource([]); lightElements([], []); });
@@ -231,6 +236,11 @@ function show(result) {
     showSummary(result);
     showDrawing(result);
     onCursor(page.view.state.selection.main.head);
+    if (page.focus !== null) {  // the opened box: what it became, in view
+      const owner = result.owners[page.focus];
+      page.focus = null;
+      document.getElementById(owner)?.scrollIntoView({ block: "center", inline: "center" });
+    }
   } else {
     for (const id of ["drawing", "table-wrap", "totals"]) $(id).classList.add("stale");
   }
@@ -267,6 +277,17 @@ function setText(text) {
 }
 
 // -- start --------------------------------------------------------------------------------------
+async function save() {
+  if (!page.writable) return true;
+  try {
+    const saved = await api("/api/save", { text: page.view.state.doc.toString() });
+    status(`saved ${saved.saved}`);
+  } catch (error) {
+    status(String(error.message || error), true);
+  }
+  return true;
+}
+
 async function start() {
   const state = await api("/api/state");
   page.file = state.file;
@@ -278,7 +299,8 @@ async function start() {
       extensions: [
         EditorView.cspNonce.of(nonce),
         lineNumbers(), history(), highlightActiveLine(), bracketMatching(), lintGutter(),
-        keymap.of([...defaultKeymap, ...historyKeymap]),
+        keymap.of([{ key: "Mod-s", run: () => { save(); return true; } },
+                   ...defaultKeymap, ...historyKeymap]),
         netdslLanguage, syntaxHighlighting(defaultHighlightStyle), litField,
         EditorView.updateListener.of((update) => {
           if (update.docChanged) scheduleCheck();
@@ -310,19 +332,13 @@ async function start() {
   });
   $("expand-all").addEventListener("click", () => { page.depth = null; check(); });
 
-  const save = $("save");
-  save.disabled = !state.writable;
-  save.title = state.writable ? `write ${state.file}` :
+  const saveButton = $("save");
+  page.writable = state.writable;
+  saveButton.disabled = !state.writable;
+  saveButton.title = state.writable ? `write ${state.file} (Ctrl+S)` :
     (state.file ? "read-only server" : "no FILE given to netdsl serve");
-  if (state.file) save.textContent = `Save ${state.file}`;
-  save.addEventListener("click", async () => {
-    try {
-      const saved = await api("/api/save", { text: page.view.state.doc.toString() });
-      status(`saved ${saved.saved}`);
-    } catch (error) {
-      status(String(error.message || error), true);
-    }
-  });
+  if (state.file) saveButton.textContent = `Save ${state.file}`;
+  saveButton.addEventListener("click", save);
   $("download").addEventListener("click", () => {
     const blob = new Blob([page.view.state.doc.toString()], { type: "text/plain" });
     const link = document.createElement("a");
