@@ -244,6 +244,16 @@ def test_bad_requests_are_refused_cleanly():
     assert client.get("/api/shipped/..%2Fmodules", headers={"X-NetDSL-Token": token}).status_code == 404
 
 
+def test_a_huge_body_is_refused_before_it_is_read():
+    from netdsl.serve.app import MAX_BODY_BYTES
+    client, token = client_for()
+    huge = json.dumps({"text": "#" * (MAX_BODY_BYTES + 1)})
+    assert post(client, token, "/api/check", json.loads(huge)).status_code == 413
+    fits = {"text": "input 4\nfc2 # " + "x" * SERVE_LIMITS.max_source_chars}
+    result = post(client, token, "/api/check", fits).json()  # read, then refused by the limits
+    assert "characters" in result["diagnostics"][0]["message"]
+
+
 def test_shipped_networks_open_by_name_only():
     client, token = client_for()
     state = client.get("/api/state", headers={"X-NetDSL-Token": token}).json()

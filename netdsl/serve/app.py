@@ -41,6 +41,8 @@ STATIC_FILES = {"playground.js": "text/javascript; charset=utf-8",
                 "LICENSES.txt": "text/plain; charset=utf-8"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_HEADER = "x-netdsl-token"
+#: A request body: the largest text (as JSON, every character escaped at worst) and a little more.
+MAX_BODY_BYTES = 6 * SERVE_LIMITS.max_source_chars + 4096
 
 _EXAMPLE = """\
 # A playground: edit, and the drawing, the table and the diagnostics follow.
@@ -207,9 +209,18 @@ class Playground:
 async def _json_body(request: Request):
     if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
         return JSONResponse({"error": "send application/json"}, status_code=415)
-    raw = await request.body()
-    if len(raw) > 4 * SERVE_LIMITS.max_source_chars + 1024:
-        return JSONResponse({"error": "request too large"}, status_code=413)
+    limit = MAX_BODY_BYTES
+    too_large = JSONResponse({"error": "request too large"}, status_code=413)
+    declared = request.headers.get("content-length", "0")
+    if not declared.isdigit() or int(declared) > limit:
+        return too_large
+    chunks, size = [], 0
+    async for chunk in request.stream():  # counted as it arrives: a lying length stops here too
+        size += len(chunk)
+        if size > limit:
+            return too_large
+        chunks.append(chunk)
+    raw = b"".join(chunks)
     try:
         body = json.loads(raw)
     except (ValueError, UnicodeDecodeError):
