@@ -154,6 +154,8 @@ def test_the_page_needs_the_token():
     assert page.status_code == 200 and f'content="{token}"' in page.text
     assert client.get(f"/static/playground.js?token={token}").status_code == 200
     assert client.get("/api/state", headers={"X-NetDSL-Token": token}).status_code == 200
+    by_header = client.get("/", headers={"X-NetDSL-Token": token})  # the page's scripts get it too
+    assert by_header.status_code == 200 and f'content="{token}"' in by_header.text
     assert len(token) >= 40 and token != create_app()[1]  # random per launch
 
 

@@ -133,7 +133,8 @@ class Guard:
 class Playground:
     """What one launch serves: FILE (or nothing), whether it may be written, and the handlers."""
 
-    def __init__(self, file: str | None, writable: bool):
+    def __init__(self, file: str | None, writable: bool, token: str):
+        self.token = token  # written into the page for its scripts (the Guard checked it already)
         self.file = Path(file).resolve() if file else None
         self.writable = writable and self.file is not None
         # `use` looks beside FILE; without one, only among the shipped networks
@@ -147,7 +148,7 @@ class Playground:
         return read_source(str(self.file))
 
     async def index(self, request: Request) -> Response:
-        token = html.escape(request.query_params.get("token", ""), quote=True)
+        token = html.escape(self.token, quote=True)
         nonce = request.scope["state"]["csp_nonce"]
         page = (STATIC / "index.html").read_text(encoding="utf-8")
         page = page.replace("{{token}}", token).replace("{{nonce}}", html.escape(nonce, quote=True))
@@ -258,7 +259,7 @@ def create_app(file: str | None = None, token: str | None = None, host: str = "1
     """The guarded ASGI app and its token. Saving is allowed on loopback, elsewhere only with
     `allow_save`."""
     token = token or secrets.token_urlsafe(32)
-    playground = Playground(file, writable=host in LOOPBACK or allow_save)
+    playground = Playground(file, writable=host in LOOPBACK or allow_save, token=token)
     app = Starlette(routes=[
         Route("/", playground.index),
         Route("/static/{name}", playground.static),
