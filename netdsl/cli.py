@@ -228,6 +228,18 @@ def build_parser() -> argparse.ArgumentParser:
         description="Speak the Language Server Protocol on stdin and stdout: diagnostics, hover, "
                     "completion, go to definition, symbols and rename for .net files. Editors start "
                     "it; see docs/editors.md.")
+    serve = commands.add_parser(
+        "serve", help="a live playground in the browser (pip install 'netdsl[serve]')",
+        description="Serve an editor for FILE with its drawing, summary table and diagnostics, "
+                    "updated as you type. Prints an address with a per-launch token; only that "
+                    "address opens the page. Saving writes FILE and nothing else.")
+    serve.add_argument("file", nargs="?", metavar="FILE", help="the .net file to edit and save")
+    serve.add_argument("--host", default="127.0.0.1",
+                       help="address to listen on (default 127.0.0.1); another address makes the "
+                            "server read-only unless --allow-save")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    serve.add_argument("--allow-save", action="store_true",
+                       help="allow saving FILE when listening on an address other than loopback")
     for command in commands.choices.values():  # for mistakes found after parsing
         command.set_defaults(command_parser=command)
     return parser
@@ -294,7 +306,7 @@ def _within_depth(network, summary: dict, depth: int | None) -> dict:
     if depth is None:
         return summary
     from .report import layout_rows
-    rows = layout_rows(network.graph, network._expanded.layout)
+    rows = layout_rows(network.graph, network.layout)
     shallow = {row.name for row in rows if row.kind == "layer" and row.depth <= depth}
     return {**summary, "depth": depth,
             "layers": [layer for layer in summary["layers"] if layer["name"] in shallow],
@@ -487,8 +499,22 @@ def _cmd_lsp(args) -> int:
     return serve()
 
 
+def _cmd_serve(args) -> int:
+    if not 0 <= args.port <= 65535:
+        raise _UsageError("--port must be 0..65535")
+    try:
+        from .serve.app import serve
+    except ImportError as error:
+        raise NetDSLError(f"netdsl serve needs the serve extra "
+                          f"({(error.name or 'a module').split('.')[0]} is missing)",
+                          notes=["pip install 'netdsl[serve]'"]) from None
+    serve(args.file, host=args.host, port=args.port, allow_save=args.allow_save,
+          announce=lambda line: print(line, flush=True))
+    return EXIT_OK
+
+
 COMMANDS = {"lsp": _cmd_lsp, "check": _cmd_check, "summary": _cmd_summary, "expand": _cmd_expand,
-            "compile": _cmd_compile, "draw": _cmd_draw, "run": _cmd_run}
+            "compile": _cmd_compile, "draw": _cmd_draw, "run": _cmd_run, "serve": _cmd_serve}
 
 
 def _report(error: NetDSLError) -> None:

@@ -63,7 +63,8 @@ class _Drawing(LayoutVisitor):
         if self.stats:
             lines += _stat_lines(layer.params, layer.macs, _plain(layer.rf))
         colour = OPS[node.op].colour
-        graph.node(f"n{node_id}", _label(*lines), fillcolor=colour)
+        # the id lets a page map the SVG back to IR nodes (netdsl serve highlights the source)
+        graph.node(f"n{node_id}", _label(*lines), fillcolor=colour, id=f"ir{node_id}")
         self.owner[node_id] = f"n{node_id}"
 
     def box(self, graph: graphviz.Digraph, scopes: list[LayoutScope]) -> None:
@@ -78,7 +79,7 @@ class _Drawing(LayoutVisitor):
         if self.stats:
             lines += _stat_lines(sum(l.params for l in members), sum(l.macs for l in members))
         name = f"g{ids[0]}"
-        graph.node(name, _label(*lines), fillcolor=_BOX_COLOUR, penwidth="1.5")
+        graph.node(name, _label(*lines), fillcolor=_BOX_COLOUR, penwidth="1.5", id=f"box{ids[0]}")
         for i in ids:
             self.owner[i] = name
 
@@ -190,7 +191,7 @@ def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = Fals
     more than `max_nodes` boxes is refused (NetDSLLimitError) before it is laid out."""
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise ValueError(f"rankdir must be TB, LR, BT or RL, got {rankdir!r}")
-    boxes = _count_boxes(network._expanded.layout, depth, max_nodes)
+    boxes = _count_boxes(network.layout, depth, max_nodes)
     if boxes > max_nodes:
         raise _too_big(max_nodes, expanded=depth is None)
     graph = NetworkDrawing(name=_text(network.name), format="svg")
@@ -205,7 +206,7 @@ def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = Fals
                arrowsize="0.7")
     drawing = _Drawing(network, depth, stats)
     graph.node("n0", _label("input", format_shape(network.input_shape)), shape="oval",
-               fillcolor=OPS["input"].colour)
+               fillcolor=OPS["input"].colour, id="ir0")
     drawing.visit(network.layout, graph, 0, "")
     drawing.edges(graph)
     return graph
