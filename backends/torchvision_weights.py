@@ -50,6 +50,17 @@ def _load_file(path: Path) -> dict:
     return data
 
 
+def matching_architecture(network) -> str | None:
+    """The torchvision model whose tensors line up with `network`'s weights (the same shapes in
+    the same order), or None: resnet50.net and resnet:resnet50 are both torchvision's resnet50."""
+    import netdsl
+    shapes = [spec.shape for spec in network.weight_specs]
+    for arch, target in ARCHITECTURES.items():
+        if [spec.shape for spec in netdsl.load(target).weight_specs] == shapes:
+            return arch
+    return None
+
+
 def import_torchvision(state_dict_or_path, arch: str):
     """(network, {canonical name: tensor}) for a torchvision state_dict of model `arch`."""
     import netdsl
@@ -65,7 +76,7 @@ def import_torchvision(state_dict_or_path, arch: str):
     network = netdsl.load(ARCHITECTURES[arch])
     theirs = [(name, tensor) for name, tensor in state_dict.items()
               if not name.startswith(_SKIPPED_PREFIXES) and not name.endswith(_SKIPPED_SUFFIXES)]
-    ours = network.weights
+    ours = network.weight_specs
     for position, (spec, (name, tensor)) in enumerate(zip(ours, theirs)):
         shape = tuple(getattr(tensor, "shape", ()))
         if shape != spec.shape:

@@ -11,6 +11,7 @@ import sys
 import traceback
 from typing import NoReturn
 
+from . import __version__
 from .errors import NetDSLError
 from .limits import DEFAULT_LIMITS
 
@@ -120,7 +121,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Compile networks written the way papers and slides write them, such as\n"
                     "  [(conv3-64)*2 - pool]*5 - fc4096*2 - fc1000\n"
                     "Shapes are checked before any tensor exists; statistics need no framework.")
-    parser.add_argument("--version", action="version", version="netdsl 0.1.0")
+    parser.add_argument("--version", action="version", version=f"netdsl {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
     commands.required = True
 
@@ -370,16 +371,12 @@ def _check_batch(network, batch: int) -> None:
 
 
 def _infer_arch(network) -> str:
-    from pathlib import Path
-
-    from .backends.torchvision_weights import ARCHITECTURES
-    here = (Path(network.path).stem, network.name)
-    for arch, target in ARCHITECTURES.items():
-        file, _, name = target.partition(":")
-        if (file, name or file) == here:
-            return arch
-    raise _UsageError(f"cannot tell which torchvision model {network.name} is; pass --arch "
-                      f"({', '.join(ARCHITECTURES)})")
+    from .backends.torchvision_weights import ARCHITECTURES, matching_architecture
+    arch = matching_architecture(network)
+    if arch is None:
+        raise _UsageError(f"cannot tell which torchvision model {network.name} is; pass --arch "
+                          f"({', '.join(ARCHITECTURES)})")
+    return arch
 
 
 def _cmd_compile(args) -> int:

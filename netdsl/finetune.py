@@ -52,7 +52,7 @@ def frozen_names(network: Network, until: str) -> list[str]:
         raise NetDSLNameError(f"{network.name} has no layer or scope named {until}",
                               notes=[f"top-level names: {', '.join(names)}"])
     last = max(matches)
-    return [spec.name for spec in network.weights
+    return [spec.name for spec in network.weight_specs
             if spec.trainable and graph.node(spec.node).id <= last]
 
 
@@ -67,7 +67,7 @@ def finetune(network: Network, weights: dict, head: int | None = None, freeze: s
     replaced = set()
     if head is not None:
         head_name = head_layer(network).name
-        replaced = {spec.name for spec in network.weights if spec.node == head_name}
+        replaced = {spec.name for spec in network.weight_specs if spec.node == head_name}
     kept = {name: value for name, value in checked.items() if name not in replaced}
     _load_partial(model, kept, backend)
     if freeze is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import os
+import warnings
 import threading
 from dataclasses import replace
 from functools import cached_property, wraps
@@ -40,7 +41,7 @@ class Network:
         result = infer_shapes(self.graph, self.input_shape, limits, strict)
         self.shapes: tuple[Shape, ...] = result.shapes
         self.warnings: tuple[Diagnostic, ...] = result.warnings
-        for spec in self.weights:
+        for spec in self.weight_specs:
             if spec.size > limits.max_tensor_elements:
                 node = self.graph.node(spec.node)
                 raise NetDSLLimitError(
@@ -96,9 +97,18 @@ class Network:
         return self.stats.activations
 
     @cached_property
-    def weights(self) -> list[WeightSpec]:
-        """Every parameter and buffer with its canonical name and shape."""
+    def weight_specs(self) -> list[WeightSpec]:
+        """Every parameter and buffer with its canonical name, shape and whether it trains (the
+        specification: a compiled module's `weights` holds the values)."""
         return weight_specs(self.graph, self.shapes)
+
+    @property
+    def weights(self) -> list[WeightSpec]:
+        """Deprecated since 0.2: `weight_specs` (the name said values; these are specifications)."""
+        warnings.warn("Network.weights is deprecated and will be removed in 0.3: use "
+                      "Network.weight_specs (a compiled module's .weights holds the values)",
+                      DeprecationWarning, stacklevel=2)
+        return self.weight_specs
 
     def summary(self, depth: int | None = None, width: int | None = None) -> str:
         """The per-layer table grouped by definition call, with totals (what `netdsl summary` prints).

@@ -333,7 +333,7 @@ def _read_npz(path: Path, members) -> dict[str, np.ndarray]:
 
 def check_weights(network, weights: dict, source: str = "the weights") -> dict[str, Any]:
     """The weights as arrays, after checking that every name and shape is the network's."""
-    expected = {spec.name: spec for spec in network.weights}
+    expected = {spec.name: spec for spec in network.weight_specs}
     given = {name: value for name, value in weights.items() if not name.endswith(IGNORED_SUFFIXES)}
     missing = [name for name in expected if name not in given]
     extra = [name for name in given if name not in expected]

@@ -35,7 +35,7 @@ def compare(net, modes=("eval", "train"), dtype="float64", rtol=1e-9, atol=None,
     atol = rtol if atol is None else atol
     reference = net.compile("numpy", dtype=dtype, seed=seed)
     model = net.compile("torch", dtype=dtype, weights=reference.weights)
-    buffers = [spec.name for spec in net.weights if not spec.trainable]
+    buffers = [spec.name for spec in net.weight_specs if not spec.trainable]
     rng = np.random.default_rng(seed)
     x = rng.standard_normal((batch, *net.input_shape)).astype(dtype)
     for mode in modes:

@@ -5,6 +5,8 @@ import sys
 
 import pytest
 
+import netdsl
+
 from conftest import NETWORKS
 from netdsl.cli import main
 
@@ -129,7 +131,7 @@ def test_front_end_commands_do_not_import_torch(command):
 
 def test_console_script_is_installed():
     result = subprocess.run(["netdsl", "--version"], capture_output=True, text=True)
-    assert result.returncode == 0 and result.stdout.strip() == "netdsl 0.1.0"
+    assert result.returncode == 0 and result.stdout.strip() == f"netdsl {netdsl.__version__}" == "netdsl 0.2.0"
 
 
 def test_run_prints_shape_checksum_and_time(capsys):

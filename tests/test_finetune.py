@@ -39,7 +39,7 @@ def test_torchvision_file_is_read_without_unpickling(tmp_path):
     path = tmp_path / "resnet18.pth"
     torch.save({"state_dict": reference.state_dict(), "epoch": 3}, path)
     net, weights = netdsl.import_torchvision(path, "resnet18")
-    assert len(weights) == len(net.weights)
+    assert len(weights) == len(net.weight_specs)
     evil = tmp_path / "evil.pth"
     torch.save({"x": object()}, evil)  # a pickled object weights_only refuses
     with pytest.raises(netdsl.NetDSLWeightsError, match="not a torch weights file"):
@@ -58,13 +58,13 @@ def test_torchvision_mismatch_names_the_first_tensor():
 
 def test_googlenet_auxiliary_classifiers_are_skipped():
     net = netdsl.load("googlenet:googlenet_tv")
-    names = [f"t{i}" for i in range(len(net.weights))]
-    state = {name: torch.zeros(spec.shape) for name, spec in zip(names, net.weights)}
+    names = [f"t{i}" for i in range(len(net.weight_specs))]
+    state = {name: torch.zeros(spec.shape) for name, spec in zip(names, net.weight_specs)}
     state = {**dict(list(state.items())[:-2]), "aux1.fc.weight": torch.zeros(3), "aux2.conv.bn.num_batches_tracked":
              torch.zeros(()), **dict(list(state.items())[-2:])}
     state = {("aux1.x" if k == "aux1.fc.weight" else k): v for k, v in state.items()}
     _, weights = netdsl.import_torchvision(state, "googlenet")
-    assert list(weights) == [spec.name for spec in net.weights]
+    assert list(weights) == [spec.name for spec in net.weight_specs]
 
 
 def test_finetune_replaces_the_head_and_freezes():

@@ -288,3 +288,10 @@ def test_the_garbage_collector_is_paused_only_while_building(text):
         assert not gc.isenabled()
     finally:
         gc.enable()
+
+
+def test_network_weights_is_a_deprecated_name_for_weight_specs():
+    net = netdsl.load("lenet5")
+    with pytest.warns(DeprecationWarning, match="weight_specs"):
+        old = net.weights
+    assert old == net.weight_specs and old[0].name == "conv1.weight"

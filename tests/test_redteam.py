@@ -342,7 +342,7 @@ def test_weights_round_trip_through_the_safetensors_package(tmp_path):
     module.save(tmp_path / "w.safetensors")
     theirs = load_file(str(tmp_path / "w.safetensors"))
     ours = read_weights_checked(tmp_path / "w.safetensors", net)
-    assert sorted(theirs) == sorted(ours) == sorted(spec.name for spec in net.weights)
+    assert sorted(theirs) == sorted(ours) == sorted(spec.name for spec in net.weight_specs)
     assert all(np.array_equal(theirs[name], ours[name]) for name in ours)
 
 

@@ -27,7 +27,7 @@ def test_state_dict_keys_are_the_canonical_weight_names():
     net = netdsl.load("resnet50")
     model = net.compile("torch")
     keys = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
-    assert keys == [spec.name for spec in net.weights]
+    assert keys == [spec.name for spec in net.weight_specs]
     assert isinstance(model.stage2.bottleneck_down1.add1.b1.cbr2.conv1, torch.nn.Conv2d)
     assert model.stage2.bottleneck_down1.add1.b1.cbr2.conv1.stride == (2, 2)
 

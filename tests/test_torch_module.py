@@ -68,7 +68,7 @@ def test_the_module_tree_is_the_program_tree_and_every_block_hook_fires(path, na
         model(torch.randn(1, *net.input_shape))
     assert fired == set(blocks)
     keys = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
-    assert keys == [spec.name for spec in net.weights]
+    assert keys == [spec.name for spec in net.weight_specs]
 
 
 def test_a_block_runs_on_its_own():
@@ -176,7 +176,7 @@ def test_size_independent_networks_run_at_a_second_size(path, name, shape):
         pytest.skip("flat input: no spatial size")
     second = (first[0], first[1] + 32, first[2] + 16)
     other = netdsl.load(path, net=name, input="x".join(map(str, second)))
-    if [s.shape for s in other.weights] != [s.shape for s in net.weights]:
+    if [s.shape for s in other.weight_specs] != [s.shape for s in net.weight_specs]:
         pytest.skip("an fc after a size-dependent tensor: its weights depend on the input size")
     model = net.compile("torch", seed=0).eval()
     with torch.no_grad():
@@ -228,7 +228,7 @@ def test_run_and_gradients_from_numpy():
     dx, grads = model.gradients(x, np.ones_like(y))
     assert dx.shape == x.shape and set(grads) == set(model.trainable())
     assert float(np.abs(dx).sum()) > 0
-    assert set(model.weights) == {spec.name for spec in net.weights}
+    assert set(model.weights) == {spec.name for spec in net.weight_specs}
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has CUDA")

@@ -77,7 +77,7 @@ def test_vgg16_activations_match_the_slides():
 
 def test_vgg16_per_layer_weights_match_the_slides():
     net = netdsl.load("vgg16")
-    weights = [w.size for w in net.weights if w.suffix == "weight"]
+    weights = [w.size for w in net.weight_specs if w.suffix == "weight"]
     assert weights[:4] == [1_728, 36_864, 73_728, 147_456]
     assert weights[-3:] == [102_760_448, 16_777_216, 4_096_000]
     assert sum(weights) == 138_344_128  # "TOTAL params 138M (not counting biases)"
@@ -146,7 +146,7 @@ def test_slide_conv_arithmetic():
     # 64x64x8, 32 kernels 3x3x8, no padding, stride 1 -> 62x62x32, 2,304 weights + 32 biases
     net = netdsl.parse("conv3-32(pad=0)", input="8x64x64")
     assert net.output_shape == (32, 62, 62)
-    assert [w.size for w in net.weights] == [2_304, 32]
+    assert [w.size for w in net.weight_specs] == [2_304, 32]
     # 7x7 input, 3x3 filter: stride 1 -> 5, stride 2 -> 3, pad 1 keeps 7
     assert netdsl.parse("conv3-1(pad=0)", input="1x7x7").output_shape == (1, 5, 5)
     assert netdsl.parse("conv3-1/2(pad=0)", input="1x7x7").output_shape == (1, 3, 3)
