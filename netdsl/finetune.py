@@ -77,7 +77,7 @@ def finetune(network: Network, weights: dict, head: int | None = None, freeze: s
                 if name in names:
                     parameter.requires_grad_(False)
         else:
-            model.trainable = [name for name in model.trainable if name not in names]
+            model.freeze(names)
     model.network = target
     return model
 

@@ -107,7 +107,7 @@ class Network:
         under the canonical names; every name and shape is checked.
         """
         from .plugins import get_backend
-        return get_backend(backend)(self, **options)
+        return get_backend(backend).compile(self, **options)
 
     def draw(self, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
              title: str | None = None):

@@ -2,13 +2,15 @@
 
 The built-in numpy and torch backends register the same way a third-party one does
 (pyproject.toml), so importing netdsl imports no backend and `netdsl check` never imports torch.
-A backend is a callable `compile_network(network, **options)` returning a runnable module.
+An entry point loads a `netdsl.backend.Backend` (the contract); a plain callable
+`compile_network(network, **options)` is accepted too and wrapped as Backend(name, compile=it).
 """
 from __future__ import annotations
 
 from functools import lru_cache
 from importlib.metadata import entry_points
-from typing import Callable
+
+from .backend import Backend
 
 GROUP = "netdsl.backends"
 
@@ -18,10 +20,20 @@ def available_backends() -> list[str]:
 
 
 @lru_cache(maxsize=None)  # scanning every installed distribution costs ~7 ms; they do not change
-def get_backend(name: str) -> Callable:
-    """The compile function of the backend called `name`."""
+def get_backend(name: str) -> Backend:
+    """The backend called `name`, as a Backend."""
     for entry in entry_points(group=GROUP):
         if entry.name == name:
-            return entry.load()
+            try:
+                loaded = entry.load()
+            except ImportError as error:  # an optional extra not installed: `pip install netdsl[jax]`
+                raise ValueError(f"backend {name!r} cannot be loaded: {error} "
+                                 f"(is its extra installed? pip install 'netdsl[{name}]')") from None
+            if isinstance(loaded, Backend):
+                return loaded
+            if callable(loaded):
+                return Backend(name, compile=loaded)
+            raise TypeError(f"the entry point of backend {name!r} ({entry.value}) loads "
+                            f"{type(loaded).__name__}, neither a Backend nor a callable")
     known = ", ".join(available_backends()) or "none (is netdsl installed?)"
     raise ValueError(f"no backend named {name!r}; installed backends: {known}")

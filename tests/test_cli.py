@@ -157,4 +157,4 @@ def test_run_with_a_weights_file(capsys, tmp_path):
 def test_run_unknown_backend_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["run", "lenet5", "--backend", "nope"])
-    assert caught.value.code == 1 and "installed backends: numpy" in capsys.readouterr().err
+    assert caught.value.code == 1 and "installed backends: jax, numpy, torch" in capsys.readouterr().err
