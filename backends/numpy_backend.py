@@ -762,7 +762,7 @@ class NumpyModule:
         """(d sum(y*dy)/dx, {trainable name: gradient}) for one forward and backward pass."""
         self.forward(x)
         dx = self.backward(dy)
-        return dx, dict(self.grads)
+        return dx, {name: self.grads[name] for name in self.trainable() if name in self.grads}
 
 
 def compile_network(network, dtype="float32", seed: int | None = 0, weights=None,
