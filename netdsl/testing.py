@@ -164,6 +164,11 @@ def _scale(*arrays) -> float:
     return max((float(np.max(np.abs(a))) for a in arrays if np.size(a)), default=0.0)
 
 
+#: What check_backend uses of netdsl.backend.CompiledModule.
+_CONTRACT = ("network", "training", "run", "train", "eval", "weights", "load_weights", "save_weights",
+             "freeze", "trainable")
+
+
 class _Case:
     """One network compared: the reference and the candidate compiled from the same weights."""
 
@@ -175,6 +180,10 @@ class _Case:
         self.reference = _reference(net, dtype, seed)
         self.initial = {name: value.copy() for name, value in self.reference.weights.items()}
         self.module = self._compile()
+        lacking = [name for name in _CONTRACT if not hasattr(self.module, name)]
+        if lacking:
+            raise BackendMismatch(f"backend {backend.name}'s module for {label} does not implement "
+                                  f"netdsl.backend.CompiledModule: it has no {', '.join(lacking)}")
         self.differentiable = isinstance(self.module, DifferentiableModule)
         rng = np.random.default_rng(seed)
         self.x = (rng.standard_normal((batch, *net.input_shape)) * INPUT_SCALE).astype(dtype)

@@ -103,6 +103,13 @@ def test_kit_finds_a_clipped_relu_in_generated_programs_alone():
     assert "the program:\ninput " in str(caught.value)
 
 
+def test_kit_names_what_a_module_lacks():
+    bare = Backend("bare", compile=lambda network, **options: object())
+    with pytest.raises(BackendMismatch, match=r"backend bare's module for lenet5 does not implement "
+                       r"netdsl.backend.CompiledModule: it has no network, training, run, train, eval"):
+        check_backend(bare, networks=(("lenet5", None),), examples=0)
+
+
 def test_get_backend_returns_the_contract_and_wraps_a_plain_callable(monkeypatch):
     from netdsl import plugins
     from netdsl.backends.numpy_backend import compile_network
