@@ -101,10 +101,24 @@ SHIPPED_NETWORKS: tuple[tuple[str, str | None], ...] = (
     ("googlenet:googlenet_tv", "3x64x64"), ("alexnet:alexnet", "3x67x67"), ("fcn:fcn8s", "3x1x1"),
 )
 
-#: (rtol, absolute floor relative to the comparison's largest reference value) per dtype.
-#: float64: what two correct implementations that sum in different orders reach on every shipped
-#: network; float32: torch's own default for comparing float32 results, on the same basis.
-TOLERANCES: dict[str, tuple[float, float]] = {"float64": (1e-9, 1e-12), "float32": (1e-4, 1e-5)}
+@dataclass(frozen=True)
+class Tolerance:
+    """|actual - expected| <= rtol*|expected| + floor*scale elementwise, scale being the largest
+    magnitude in the comparison, so that a value that is zero in theory may be rounding noise."""
+
+    rtol: float
+    floor: float  # outputs and buffers
+    gradient_floor: float  # gradients, which accumulate rounding through every layer and back
+
+
+#: float64: the bounds tests/test_equivalence.py holds torch to. Two correct implementations that
+#: sum in different orders differ by rounding accumulated over a convolution's thousands of terms.
+#: float32: outputs as in tests/test_equivalence.py; gradients get a floor of 1e-3 of their scale:
+#: on googlenet_tv (3x64x64, train mode) the float32 NumPy reference's own gradient of conv1.weight
+#: is 3.3e-4 of its scale away from the float64 result (rounding grows through the backward of
+#: its batch norms), so no backend could meet 1e-5 there.
+TOLERANCES: dict[str, Tolerance] = {"float64": Tolerance(1e-9, 1e-12, 1e-12),
+                                    "float32": Tolerance(1e-4, 1e-5, 1e-3)}
 
 #: Inputs are standard normal times this: large enough that activations leave [-1, 1], where many
 #: wrong kernels (a relu clipped at 5, a sigmoid's linear region) agree with right ones.
@@ -176,7 +190,8 @@ class _Case:
         import numpy as np
         from .backend import DifferentiableModule
         self.backend, self.label, self.net, self.dtype = backend, label, net, dtype
-        self.rtol, self.floor = TOLERANCES[dtype]
+        tolerance = TOLERANCES[dtype]
+        self.rtol, self.floor, self.gradient_floor = tolerance.rtol, tolerance.floor, tolerance.gradient_floor
         self.reference = _reference(net, dtype, seed)
         self.initial = {name: value.copy() for name, value in self.reference.weights.items()}
         self.module = self._compile()
@@ -231,7 +246,7 @@ class _Case:
                                                  f"are in one result only")
                 # Gradients are linear in dy: one that is zero in theory is rounding noise on the
                 # scale of dy and of the other gradients.
-                floor = self.floor * _scale(dx_ref, self.dy, *grads_ref.values())
+                floor = self.gradient_floor * _scale(dx_ref, self.dy, *grads_ref.values())
                 problem = _difference(dx, dx_ref, self.rtol, floor)
                 if problem:
                     self.fail(mode, "gradient of the input", problem)
@@ -335,7 +350,8 @@ def check_backend(backend, *, networks: tuple[tuple[str, str | None], ...] | Non
 
     Tolerances (`TOLERANCES`): |actual - expected| <= rtol*|expected| + floor*scale elementwise,
     with scale the largest magnitude in the comparison (so a value that is zero in theory may be
-    rounding noise): float64 rtol 1e-9, floor 1e-12; float32 rtol 1e-4, floor 1e-5.
+    rounding noise): float64 rtol 1e-9, floor 1e-12; float32 rtol 1e-4, floor 1e-5 for outputs
+    and 1e-3 for gradients.
 
     >>> check_backend("jax", examples=5)
     """
