@@ -17,13 +17,16 @@ concat) act on axis 0 for images and vectors alike. The module converts at its b
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Mapping
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from netdsl.backend import WEIGHT_WRITERS, Backend, interpret
 from netdsl.ir import Node
+from netdsl.ops import fused_activation
 from netdsl.weights import bilinear_weight
 
 # -- convolution primitives -------------------------------------------------------------------------
@@ -139,6 +142,16 @@ def _conv_grad_weight(x: np.ndarray, dy: np.ndarray, k: int, stride: int, pad: i
 # -- per-op kernels -----------------------------------------------------------------------------------
 # forward(node, inputs, weights, state) -> (output, cache); backward(node, dy, cache, weights)
 # -> (input gradients, weight gradients keyed by suffix). `state` carries train/eval and the rng.
+
+
+@dataclass(frozen=True)
+class Kernel:
+    """One op's forward and backward. `in_place`, for activations only, is a forward that may
+    overwrite its input: used for an activation fused into a layer, whose fresh output nothing
+    else reads."""
+    forward: Callable
+    backward: Callable
+    in_place: Callable | None = None
 
 
 @dataclass
@@ -420,18 +433,21 @@ def _dropout_backward(node: Node, dy, keep, weights):
     return [dy if keep is None else dy * keep], {}
 
 
-def _elementwise(forward: Callable, derivative: Callable):
-    """An activation as a kernel pair. forward(x, attrs, out) may write into `out`;
-    derivative(y, attrs) is dy/dx from the output alone, so a fused activation can overwrite
-    its layer's output in place and still be differentiated."""
-    def fwd(node, inputs, weights, state, in_place=False):
-        x = inputs[0]
-        y = forward(x, node.attrs, x if in_place else None)
+def _activation(forward: Callable, derivative: Callable) -> "Kernel":
+    """An activation as a kernel. forward(x, attrs, out) may write into `out`; derivative(y, attrs)
+    is dy/dx from the output alone, so a fused activation can overwrite its layer's output in
+    place (`Kernel.in_place`) and still be differentiated."""
+    def fwd(node, inputs, weights, state):
+        y = forward(inputs[0], node.attrs, None)
+        return y, y
+
+    def fwd_in_place(node, inputs, weights, state):
+        y = forward(inputs[0], node.attrs, inputs[0])
         return y, y
 
     def bwd(node, dy, y, weights):
         return [dy * derivative(y, node.attrs)], {}
-    return fwd, bwd
+    return Kernel(fwd, bwd, fwd_in_place)
 
 
 def _sigmoid(x, attrs, out):
@@ -443,21 +459,9 @@ def _sigmoid(x, attrs, out):
 
 
 def _elu(x, attrs, out):
-    alpha = attrs.get("alpha", 1.0)
+    alpha = attrs["alpha"]
     negative = alpha * np.expm1(np.minimum(x, 0))
     return np.where(x > 0, x, negative) if out is None else np.copyto(out, negative, where=x <= 0) or out
-
-
-ACTIVATIONS: dict[str, tuple[Callable, Callable]] = {
-    "relu": _elementwise(lambda x, a, out: np.maximum(x, 0, out=out),
-                         lambda y, a: (y > 0).astype(y.dtype)),
-    "tanh": _elementwise(lambda x, a, out: np.tanh(x, out=out), lambda y, a: 1 - y * y),
-    "sigmoid": _elementwise(_sigmoid, lambda y, a: y * (1 - y)),
-    "lrelu": _elementwise(
-        lambda x, a, out: np.multiply(x, np.where(x > 0, 1, a.get("slope", 0.01)).astype(x.dtype), out=out),
-        lambda y, a: np.where(y > 0, 1, a.get("slope", 0.01)).astype(y.dtype)),
-    "elu": _elementwise(_elu, lambda y, a: np.where(y > 0, 1, y + a.get("alpha", 1.0)).astype(y.dtype)),
-}
 
 
 def _softmax_forward(node: Node, inputs, weights, state):
@@ -520,12 +524,6 @@ def _identity_backward(node: Node, dy, cache, weights):
     return [dy], {}
 
 
-@dataclass(frozen=True)
-class Kernel:
-    forward: Callable
-    backward: Callable
-
-
 KERNELS: dict[str, Kernel] = {
     "input": Kernel(_identity_forward, _identity_backward),
     "conv": Kernel(_conv_forward, _conv_backward),
@@ -537,7 +535,14 @@ KERNELS: dict[str, Kernel] = {
     "bn": Kernel(_bn_forward, _bn_backward),
     "lrn": Kernel(_lrn_forward, _lrn_backward),
     "dropout": Kernel(_dropout_forward, _dropout_backward),
-    **{name: Kernel(*pair) for name, pair in ACTIVATIONS.items()},
+    "relu": _activation(lambda x, a, out: np.maximum(x, 0, out=out),
+                        lambda y, a: (y > 0).astype(y.dtype)),
+    "tanh": _activation(lambda x, a, out: np.tanh(x, out=out), lambda y, a: 1 - y * y),
+    "sigmoid": _activation(_sigmoid, lambda y, a: y * (1 - y)),
+    "lrelu": _activation(
+        lambda x, a, out: np.multiply(x, np.where(x > 0, 1, a["slope"]).astype(x.dtype), out=out),
+        lambda y, a: np.where(y > 0, 1, a["slope"]).astype(y.dtype)),
+    "elu": _activation(_elu, lambda y, a: np.where(y > 0, 1, y + a["alpha"]).astype(y.dtype)),
     "softmax": Kernel(_softmax_forward, _softmax_backward),
     "flatten": Kernel(_flatten_forward, _flatten_backward),
     "crop": Kernel(_crop_forward, _crop_backward),
@@ -553,14 +558,14 @@ def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.nd
     bound 1/sqrt(fan_in), BN scale 1 and shift 0, running mean 0 and variance 1; `init=bilinear`
     deconvs get FCN's bilinear filter (per channel when in == out) and zero bias."""
     weights: dict[str, np.ndarray] = {}
-    for spec in network.weights:
+    for spec in network.weight_specs:
         node = network.graph.node(spec.node)
         shape = spec.shape
         if node.op == "bn":
             fill = 1.0 if spec.suffix in ("weight", "running_var") else 0.0
             weights[spec.name] = np.full(shape, fill, dtype=dtype)
             continue
-        weight_shape = next(s.shape for s in network.weights if s.node == spec.node and s.suffix == "weight")
+        weight_shape = next(s.shape for s in network.weight_specs if s.node == spec.node and s.suffix == "weight")
         fan_in = math.prod(weight_shape[1:])  # torch takes dim 1 as fan-in, for deconv too
         bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
         if node.op == "deconv" and node.attrs["init"] == "bilinear":
@@ -571,20 +576,50 @@ def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.nd
     return weights
 
 
+# -- weights ----------------------------------------------------------------------------------------
+
+def checked_weights(network, weights, current: dict | None, strict: bool) -> dict[str, np.ndarray]:
+    """{canonical name: array} from a dict or a weights file, every name and shape checked against
+    the network. With strict=False a subset is accepted (no unknown names): the rest come from
+    `current`. What every kernel-table backend's `load_weights` does before converting."""
+    from netdsl.weights_io import check_weights, read_weights
+    source = "the weights"
+    if isinstance(weights, (str, os.PathLike)):
+        source, weights = str(weights), read_weights(weights)
+    if not strict:
+        weights = {**(current or {}), **weights}
+    return check_weights(network, weights, source)
+
+
+def missing_kernel(backend: str, network, kernels) -> str | None:
+    """The first op of `network` (fused activations included) that `kernels` lacks, as the error a
+    backend raises; None when every op has a kernel."""
+    for node in network.graph.nodes:
+        for op in (node.op, node.attrs.get("act", "none")):
+            if op != "none" and op not in kernels:
+                return f"backend {backend} has no kernel for op {op} (used by {node.name})"
+    return None
+
+
 # -- the module ---------------------------------------------------------------------------------------
 
 class NumpyModule:
     """A compiled network: call it for the forward pass, `backward(dy)` for gradients.
 
-    Inputs and outputs are batch-first like torch's: x has shape (N, *network.input_shape).
-    `weights` maps canonical names (block1.conv1.weight) to arrays, buffers included; `grads` holds
-    the gradients of the trainable ones after `backward`. A new module is in training mode.
+    Implements netdsl.backend.CompiledModule and DifferentiableModule. Inputs and outputs are
+    batch-first like torch's: x has shape (N, *network.input_shape). `weights` maps canonical names
+    (block1.conv1.weight) to arrays, buffers included; `grads` holds the gradients of the trainable
+    ones after `backward`. A new module is in training mode.
     """
 
-    def __init__(self, network, dtype="float32", seed: int | None = 0, weights: dict | None = None):
-        from netdsl.weights_io import check_weights
+    def __init__(self, network, dtype="float32", seed: int | None = 0, weights=None,
+                 kernels: Mapping[str, Kernel] | None = None, name: str = "numpy"):
         self.network = network
         self.graph = network.graph
+        self.kernels = KERNELS if kernels is None else kernels
+        problem = missing_kernel(name, network, self.kernels)
+        if problem:
+            raise NotImplementedError(problem)
         self.dtype = np.dtype(dtype)
         if self.dtype not in (np.float32, np.float64):
             raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
@@ -593,12 +628,12 @@ class NumpyModule:
             self.weights = initial_weights(network, self.rng, self.dtype)
         else:
             self.weights = {name: np.array(value, dtype=self.dtype, copy=True)
-                            for name, value in check_weights(network, weights).items()}
-        self.trainable = [spec.name for spec in network.weights if spec.trainable]
+                            for name, value in checked_weights(network, weights, None, True).items()}
+        self.frozen: set[str] = set()
         self.grads: dict[str, np.ndarray] = {}
         self.training = True
         self._by_node: list[dict[str, str]] = [{} for _ in self.graph.nodes]
-        for spec in network.weights:
+        for spec in network.weight_specs:
             self._by_node[self.graph.node(spec.node).id][spec.suffix] = spec.name
         self._caches: list | None = None
         self.workspace = Workspace()
@@ -610,9 +645,40 @@ class NumpyModule:
     def eval(self) -> "NumpyModule":
         return self.train(False)
 
+    def trainable(self) -> list[str]:
+        """The canonical names of the weights an optimiser updates, in network order."""
+        return [spec.name for spec in self.network.weight_specs if spec.trainable and spec.name not in self.frozen]
+
     def parameters(self) -> dict[str, np.ndarray]:
         """The trainable weights (what an optimiser updates)."""
-        return {name: self.weights[name] for name in self.trainable}
+        return {name: self.weights[name] for name in self.trainable()}
+
+    def freeze(self, names) -> None:
+        """Stop computing gradients for these weights; an unknown name is an error."""
+        from netdsl.errors import NetDSLWeightsError
+        known = {spec.name for spec in self.network.weight_specs}
+        names = list(names)
+        for name in names:
+            if name not in known:
+                raise NetDSLWeightsError(f"{name} is not a weight of {self.network.name}")
+        self.frozen.update(names)
+
+    def load_weights(self, weights, strict: bool = True) -> None:
+        """Replace weights from {canonical name: array} or a .safetensors/.npz path, checking every
+        name and shape first; strict=False accepts a subset (no unknown names)."""
+        checked = checked_weights(self.network, weights, self.weights, strict)
+        self.weights = {name: np.array(value, dtype=self.dtype, copy=True) for name, value in checked.items()}
+
+    def save_weights(self, path) -> None:
+        """Write every weight and buffer to .safetensors or .npz (by the suffix)."""
+        from netdsl.weights_io import save_weights
+        save_weights(path, self.weights)
+
+    save = save_weights
+
+    def load(self, path) -> None:
+        """Read weights written by any backend, checking every name and shape."""
+        self.load_weights(path)
 
     def _node_weights(self, node_id: int) -> dict[str, np.ndarray]:
         return {suffix: self.weights[name] for suffix, name in self._by_node[node_id].items()}
@@ -621,6 +687,10 @@ class NumpyModule:
         return self._run(x, keep=False)[-1]
 
     __call__ = forward
+
+    def run(self, x: np.ndarray) -> np.ndarray:
+        """The forward pass, NumPy in and NumPy out."""
+        return self.forward(x)
 
     def trace(self, x: np.ndarray) -> list[np.ndarray]:
         """Every node's output for input x (batch first), in node order: for checking shapes."""
@@ -633,22 +703,25 @@ class NumpyModule:
             raise ValueError(f"{self.network.name} takes input of shape (N, "
                              f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")
         state = _State(self.training, self.rng, self.workspace)
-        values: list[np.ndarray | None] = [None] * len(self.graph.nodes)
-        caches: list = [None] * len(self.graph.nodes)
-        values[0] = np.ascontiguousarray(np.swapaxes(x, 0, 1))  # (C, N, ...)
-        last_use = _last_use(self.graph)
-        for node in self.graph.nodes[1:]:
-            inputs = [values[i] for i in node.inputs]
-            y, cache = KERNELS[node.op].forward(node, inputs, self._node_weights(node.id), state)
-            act = node.attrs.get("act", "none")
-            act_cache = None
-            if act != "none":  # the layer's own fresh output: safe to overwrite
-                y, act_cache = ACTIVATIONS[act][0](node, [y], {}, state, in_place=True)
-            values[node.id] = y
-            caches[node.id] = (cache, act_cache)
-            for i in node.inputs:  # free what no later node reads (the caches keep what backward needs)
-                if last_use[i] == node.id and i != 0 and not keep:
-                    values[i] = None
+        # caches[id] = (the layer's cache, its fused activation's cache)
+        caches: list = [[None, None] for _ in self.graph.nodes]
+        nodes = self.graph.nodes
+
+        def kernel(node: Node):
+            fused = node is not nodes[node.id]  # the activation fused into layer node.id
+            table = self.kernels[node.op]
+            # the layer's own fresh output is its fused activation's input: safe to overwrite
+            forward = table.in_place if fused and table.in_place else table.forward
+            weights = {} if fused else self._node_weights(node.id)
+
+            def run(node: Node, inputs: list):
+                y, cache = forward(node, inputs, weights, state)
+                caches[node.id][fused] = cache
+                return y
+            return run
+
+        # the caches keep what backward needs; values no later node reads are dropped
+        values = interpret(self.graph, kernel, np.ascontiguousarray(np.swapaxes(x, 0, 1)), keep=keep)
         self._caches = caches
         return [None if v is None else np.swapaxes(v, 0, 1) for v in values]
 
@@ -659,6 +732,7 @@ class NumpyModule:
         dy = np.asarray(dy, dtype=self.dtype)
         grads_in: list[np.ndarray | None] = [None] * len(self.graph.nodes)
         grads_in[-1] = np.swapaxes(dy, 0, 1)
+        trainable = set(self.trainable())
         self.grads = {}
         for node in reversed(self.graph.nodes[1:]):
             g = grads_in[node.id]
@@ -666,14 +740,14 @@ class NumpyModule:
             if g is None:
                 continue  # a node nothing depends on (only the `like` input of a crop)
             cache, act_cache = self._caches[node.id]
-            act = node.attrs.get("act", "none")
-            if act != "none":
-                g = ACTIVATIONS[act][1](node, g, act_cache, {})[0][0]
+            act = fused_activation(node)
+            if act is not None:
+                g = self.kernels[act.op].backward(act, g, act_cache, {})[0][0]
             weights = self._node_weights(node.id)
-            dinputs, dweights = KERNELS[node.op].backward(node, g, cache, weights)
+            dinputs, dweights = self.kernels[node.op].backward(node, g, cache, weights)
             for suffix, value in dweights.items():
                 name = self._by_node[node.id][suffix]
-                if name in self.trainable:
+                if name in trainable:
                     self.grads[name] = value
             for source, d in zip(node.inputs, dinputs):
                 grads_in[source] = d if grads_in[source] is None else grads_in[source] + d
@@ -684,27 +758,20 @@ class NumpyModule:
             return dx
         return np.swapaxes(dx, 0, 1)
 
-    def save(self, path) -> None:
-        """Write the weights (buffers included) to .safetensors or .npz."""
-        from netdsl.weights_io import save_weights
-        save_weights(path, self.weights)
-
-    def load(self, path) -> None:
-        """Read weights written by any backend, checking every name and shape."""
-        from netdsl.weights_io import load_weights
-        self.weights = {name: np.array(value, dtype=self.dtype)
-                        for name, value in load_weights(path, self.network).items()}
+    def gradients(self, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(d sum(y*dy)/dx, {trainable name: gradient}) for one forward and backward pass."""
+        self.forward(x)
+        dx = self.backward(dy)
+        return dx, {name: self.grads[name] for name in self.trainable() if name in self.grads}
 
 
-def _last_use(graph) -> list[int]:
-    last = list(range(len(graph.nodes)))
-    for node in graph.nodes:
-        for i in node.inputs:
-            last[i] = max(last[i], node.id)
-    last[-1] = len(graph.nodes)
-    return last
+def compile_network(network, dtype="float32", seed: int | None = 0, weights=None,
+                    kernels: Mapping[str, Kernel] | None = None, name: str = "numpy") -> NumpyModule:
+    """Entry point of the `numpy` backend: `net.compile("numpy", dtype="float64", seed=0)`.
+    `kernels` replaces the kernel table (a backend built from these kernels, under `name`)."""
+    return NumpyModule(network, dtype=dtype, seed=seed, weights=weights, kernels=kernels, name=name)
 
 
-def compile_network(network, dtype="float32", seed: int | None = 0, weights: dict | None = None):
-    """Entry point of the `numpy` backend: `net.compile("numpy", dtype="float64", seed=0)`."""
-    return NumpyModule(network, dtype=dtype, seed=seed, weights=weights)
+BACKEND = Backend(
+    "numpy", compile=compile_network, dtypes=("float32", "float64"), writers=WEIGHT_WRITERS,
+    description="the NumPy reference: forward and backward for every op, float32 or float64, CPU")

@@ -96,25 +96,39 @@ class TorchModule:
     network: Any
 
     def run(self, x: np.ndarray) -> np.ndarray:
-        parameter = next(iter(self.parameters()), None)
-        dtype = parameter.dtype if parameter is not None else torch.float32
-        device = parameter.device if parameter is not None else torch.device("cpu")
         with torch.no_grad():
-            y = self(torch.as_tensor(np.asarray(x)).to(device=device, dtype=dtype))
-        return y.detach().to("cpu", torch.float64 if y.dtype == torch.bfloat16 else y.dtype).numpy()
+            y = self(self._as_input(x))
+        return _as_numpy(y)
 
     def gradients(self, x: np.ndarray, dy: np.ndarray):
-        parameter = next(iter(self.parameters()), None)
-        dtype = parameter.dtype if parameter is not None else torch.float32
-        xt = torch.as_tensor(np.asarray(x)).to(dtype=dtype).requires_grad_(True)
+        xt = self._as_input(x).requires_grad_(True)
         for p in self.parameters():
             p.grad = None
         y = self(xt)
-        y.backward(torch.as_tensor(np.asarray(dy)).to(dtype=dtype))
-        grads = {name: p.grad.detach().cpu().numpy() for name, p in self.named_parameters()
+        y.backward(self._as_input(dy))
+        grads = {name: _as_numpy(p.grad) for name, p in self.named_parameters()
                  if p.requires_grad and p.grad is not None}
-        dx = xt.grad.detach().cpu().numpy() if xt.grad is not None else np.zeros_like(np.asarray(x))
+        dx = _as_numpy(xt.grad) if xt.grad is not None else np.zeros_like(np.asarray(x))
         return dx, grads
+
+    def _netdsl_tensor(self) -> torch.Tensor | None:
+        """A floating-point weight or buffer: where and in what the module computes."""
+        for tensor in (*self.parameters(), *self.buffers()):
+            if tensor.is_floating_point():
+                return tensor
+        return None
+
+    @property
+    def _netdsl_dtype(self) -> torch.dtype:
+        """The dtype the module computes in: its weights', or what it was compiled with."""
+        tensor = self._netdsl_tensor()
+        return tensor.dtype if tensor is not None else self.__dict__.get("_netdsl_compiled_dtype",
+                                                                        torch.float32)
+
+    @property
+    def _netdsl_device(self) -> torch.device:
+        tensor = self._netdsl_tensor()
+        return tensor.device if tensor is not None else torch.device("cpu")
 
     @property
     def weights(self) -> dict[str, torch.Tensor]:
@@ -153,14 +167,16 @@ class TorchModule:
         return [name for name, p in self.named_parameters() if p.requires_grad]
 
     @torch.no_grad()
-    def trace(self, x: torch.Tensor) -> list:
-        """Each node's output for input x, in node order, as forward hooks see it (a copy, since
-        later layers may work in place): the module of that name's output, so a layer with a
-        fused activation shows its value before the activation, and ops computed inside a
-        block's forward (crop) show None."""
+    def trace(self, x) -> list:
+        """Each node's output for input x (a tensor or a NumPy array), in node order, as forward
+        hooks see it (copies, since later layers may work in place): the output of the module of
+        that name. None where no hook sees the node's value: a layer whose activation is fused
+        into its block's forward, and ops computed inside a block's forward (crop)."""
+        x = self._as_input(x)
         values: list = [None] * len(self.network.graph.nodes)
         values[0] = x.clone()
-        index = {node.name: node.id for node in self.network.graph.nodes}
+        index = {node.name: node.id for node in self.network.graph.nodes
+                 if node.attrs.get("act", "none") == "none"}
         handles = []
         for name, module in self.named_modules():
             if name in index:
@@ -173,6 +189,11 @@ class TorchModule:
             for handle in handles:
                 handle.remove()
         return values
+
+    def _as_input(self, x) -> torch.Tensor:
+        """x as a tensor of the module's dtype, on its device."""
+        return torch.as_tensor(np.asarray(x) if not isinstance(x, torch.Tensor) else x).to(
+            device=self._netdsl_device, dtype=self._netdsl_dtype)
 
     def source(self) -> str:
         """The PyTorch source this module runs (what `netdsl compile -o model.py` writes)."""
@@ -244,6 +265,7 @@ def compile_network(network, dtype="float32", device="cpu", seed: int | None = 0
             model = build(network, source)
             initialise(model, network)
         model = model.to(device=device, dtype=torch_dtype)
+    model._netdsl_compiled_dtype = torch_dtype  # for a network without weights (`input 1 - relu`)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     return model

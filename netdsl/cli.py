@@ -180,6 +180,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="freeze every weight up to and including this layer or scope (e.g. stage3)")
     compile_.add_argument("--seed", type=_count_arg(0, "a seed"), default=0,
                           help="seed of the initial weights (default 0)")
+    compile_.add_argument("--backend", default="torch",
+                          help="the backend whose module is built and written (default torch: .py, "
+                               ".onnx, .safetensors, .npz; numpy and jax: .safetensors, .npz)")
     compile_.add_argument("--save-weights", metavar="FILE", help="write the weights (.safetensors or .npz)")
 
     run = commands.add_parser(
@@ -321,42 +324,61 @@ def _cmd_expand(args) -> int:
     return EXIT_OK
 
 
+def _backend(name: str):
+    """The backend called `name` (a bad name is a usage error naming the installed ones)."""
+    from .plugins import BackendUnavailable, get_backend
+    try:
+        return get_backend(name)
+    except BackendUnavailable as error:
+        raise NetDSLError(f"this needs {error.missing}: pip install 'netdsl[{name}]'") from None
+    except ValueError as error:
+        raise _UsageError(str(error)) from None
+
+
 def _cmd_run(args) -> int:
     import time
 
     import numpy as np
+
+    from .backend import DifferentiableModule
     if args.batch < 1:
         raise _UsageError("--batch must be at least 1")
+    backend = _backend(args.backend)
+    if args.dtype not in backend.dtypes:
+        raise _UsageError(f"the {backend.name} backend computes in {', '.join(backend.dtypes)}, "
+                          f"not {args.dtype}")
     network = _load(args, args.file)
     _print_warnings(network)
     _check_batch(network, args.batch)
     bar = _progress(2, f"building {network.name}", args.quiet)
     start = time.perf_counter()
-    try:
-        module = network.compile(args.backend, dtype=args.dtype, seed=args.seed)
-    except ValueError as error:
-        raise _UsageError(str(error)) from None
+    weights = None
     if args.weights:
-        module.load(args.weights)
+        from .weights_io import read_weights_checked
+        weights = read_weights_checked(args.weights, network)
+    module = backend.compile(network, dtype=args.dtype, seed=args.seed, weights=weights)
     module.eval()
     built = time.perf_counter() - start
     bar.update()
     bar.set_description("forward")
     x = np.random.default_rng(args.seed).standard_normal((args.batch, *network.input_shape))
+    x = x.astype(args.dtype)
     start = time.perf_counter()
-    y = np.asarray(module(x.astype(args.dtype)))
+    y = module.run(x)
     forward = time.perf_counter() - start
     bar.update()
     bar.close()
-    print(f"{network.name} on {args.backend} ({args.dtype}), batch {args.batch}")
+    print(f"{network.name} on {backend.name} ({args.dtype}), batch {args.batch}")
     print(f"output    {'x'.join(map(str, y.shape))}")
     print(f"checksum  sum {float(y.sum(dtype=np.float64)):.6e}, "
           f"mean |y| {float(np.abs(y).mean(dtype=np.float64)):.6e}")
     print(f"time      build {built * 1e3:.1f} ms, forward {forward * 1e3:.1f} ms")
     if args.backward:
+        if not isinstance(module, DifferentiableModule):
+            raise NetDSLError(f"the {backend.name} backend gives no gradients; --backward needs one that does")
         start = time.perf_counter()
-        module.backward(np.ones_like(y))
-        print(f"          backward {(time.perf_counter() - start) * 1e3:.1f} ms")
+        module.gradients(x, np.ones_like(y))
+        print(f"          forward+backward {(time.perf_counter() - start) * 1e3:.1f} ms")
     return EXIT_OK
 
 
@@ -389,8 +411,14 @@ def _cmd_compile(args) -> int:
         raise _UsageError("give --weights or --torchvision, not both")
     network = _load(args, args.file)
     _print_warnings(network)
-    needs_model = args.weights or args.torchvision or args.head or args.freeze or args.save_weights \
-        or any(out.suffix != ".py" for out in outputs)
+    needs_module = args.weights or args.torchvision or args.head or args.freeze or args.save_weights \
+        or outputs
+    backend = _backend(args.backend) if needs_module else None
+    for out in outputs:
+        if out.suffix not in backend.writers:
+            raise _UsageError(f"-o {out}: the {backend.name} backend writes "
+                              f"{', '.join(backend.writers)}"
+                              + (" (.py and .onnx come from --backend torch)" if backend.name != "torch" else ""))
     weights = None
     if args.torchvision:
         from .backends.torchvision_weights import import_torchvision
@@ -398,28 +426,28 @@ def _cmd_compile(args) -> int:
     elif args.weights:
         from .weights_io import read_weights_checked
         weights = read_weights_checked(args.weights, network)
-    target, model = network, None
-    if needs_model:
-        model = _torch_model(network, weights, args)
-        target = model.network
+    target, module = network, None
+    if needs_module:
+        from .finetune import finetune
+        module = finetune(network, weights, head=args.head, freeze=args.freeze, backend=backend.name,
+                          seed=args.seed)
+        target = module.network
     if not args.quiet:
         print(target.summary(depth=args.depth, width=_table_width()), end="")
-    if model is not None and not args.quiet:
+    if module is not None and not args.quiet:
         from .finetune import trainable_counts
-        trainable, frozen = trainable_counts(model)
+        trainable, frozen = trainable_counts(module)
         print(f"trainable    {trainable:>17,}\nfrozen       {frozen:>17,}")
     with _progress(len(outputs), "writing", args.quiet) as bar:
         for out in outputs:
             bar.set_postfix_str(out.name)
-            _write_output(out, target, model)
+            backend.writers[out.suffix](module, out)
+            _wrote(out)
             bar.update()
     if args.save_weights:
-        from .weights_io import save_weights
-        assert model is not None  # --save-weights is among what needs a model
-        save_weights(args.save_weights, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
-                                         if not k.endswith("num_batches_tracked")})
-        print(f"wrote {args.save_weights}")
-    if model is not None and not (args.weights or args.torchvision):
+        module.save_weights(args.save_weights)
+        _wrote(Path(args.save_weights))
+    if module is not None and not (args.weights or args.torchvision):
         print(f"the weights are random (seed {args.seed}); start from trained ones with --weights "
               f"or --torchvision")
     return EXIT_OK
@@ -432,30 +460,9 @@ def _progress(total: int, description: str, quiet: bool = False):
                 disable=quiet or not sys.stderr.isatty())
 
 
-def _torch_model(network, weights, args):
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise NetDSLError("this needs torch: pip install 'netdsl[torch]'") from None
-    from .finetune import finetune
-    if weights is None:
-        weights = network.compile("torch", seed=args.seed).state_dict()
-    return finetune(network, weights, head=args.head, freeze=args.freeze, backend="torch", seed=args.seed)
-
-
-def _write_output(out, network, model) -> None:
-    if out.suffix == ".py":
-        from . import __version__
-        from .backends.torch_codegen import generate_source
-        out.write_text(generate_source(network, __version__), encoding="utf-8")
-    elif out.suffix == ".onnx":
-        from .backends.torch_export import export_onnx
-        export_onnx(model, network, out)
-    else:
-        from .weights_io import save_weights
-        save_weights(out, {k: v.detach().cpu().numpy() for k, v in model.state_dict().items()
-                           if not k.endswith("num_batches_tracked")})
-    print(f"wrote {out} ({out.stat().st_size:,} bytes)" if out.is_file() else f"wrote {out}")
+def _wrote(out) -> None:
+    from .errors import printable
+    print(printable(f"wrote {out} ({out.stat().st_size:,} bytes)" if out.is_file() else f"wrote {out}"))
 
 
 _DRAW_FORMATS = {".svg": "svg", ".png": "png", ".jpg": "jpg", ".jpeg": "jpg", ".pdf": "pdf",

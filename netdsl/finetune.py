@@ -56,47 +56,31 @@ def frozen_names(network: Network, until: str) -> list[str]:
             if spec.trainable and graph.node(spec.node).id <= last]
 
 
-def finetune(network: Network, weights: dict, head: int | None = None, freeze: str | None = None,
-             backend: str = "torch", **options):
-    """A module for fine-tuning: pretrained weights everywhere but a new, freshly initialised
-    head, with the layers up to `freeze` frozen (torch: requires_grad=False)."""
+def finetune(network: Network, weights: dict | None, head: int | None = None,
+             freeze: str | None = None, backend: str = "torch", **options):
+    """A compiled module for fine-tuning, through any backend's contract (netdsl/backend.py):
+    pretrained `weights` everywhere but a new, freshly initialised head of `head` outputs, with
+    the weights up to and including `freeze` frozen. weights=None keeps the seeded initial weights
+    (only the head and the freezing change)."""
     from .weights_io import check_weights
-    checked = check_weights(network, weights, "the pretrained weights")
+    checked = check_weights(network, weights, "the pretrained weights") if weights is not None else {}
     target = with_head(network, head) if head is not None else network
-    model = target.compile(backend, **options)
-    replaced = set()
-    if head is not None:
-        head_name = head_layer(network).name
-        replaced = {spec.name for spec in network.weight_specs if spec.node == head_name}
-    kept = {name: value for name, value in checked.items() if name not in replaced}
-    _load_partial(model, kept, backend)
+    module = target.compile(backend, **options)
+    if checked:
+        replaced: set[str] = set()
+        if head is not None:
+            head_name = head_layer(network).name
+            replaced = {spec.name for spec in network.weight_specs if spec.node == head_name}
+        module.load_weights({name: value for name, value in checked.items() if name not in replaced},
+                            strict=not replaced)
     if freeze is not None:
-        names = set(frozen_names(target, freeze))
-        if backend == "torch":
-            for name, parameter in model.named_parameters():
-                if name in names:
-                    parameter.requires_grad_(False)
-        else:
-            model.trainable = [name for name in model.trainable if name not in names]
-    model.network = target
-    return model
+        module.freeze(frozen_names(target, freeze))
+    return module
 
 
-def _load_partial(model, weights: dict, backend: str) -> None:
-    if backend == "torch":
-        import torch
-        state = model.state_dict(keep_vars=True)
-        with torch.no_grad():
-            for name, value in weights.items():
-                target = state[name]
-                target.copy_(torch.as_tensor(value).to(dtype=target.dtype, device=target.device))
-    else:
-        for name, value in weights.items():
-            model.weights[name][...] = value
-
-
-def trainable_counts(model) -> tuple[int, int]:
-    """(trainable, frozen) parameter counts of a torch module."""
-    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
-    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
-    return trainable, frozen
+def trainable_counts(module) -> tuple[int, int]:
+    """(trainable, frozen) parameter counts of a compiled module, from its contract's trainable()."""
+    trainable = set(module.trainable())
+    specs = [spec for spec in module.network.weight_specs if spec.trainable]
+    return (sum(spec.size for spec in specs if spec.name in trainable),
+            sum(spec.size for spec in specs if spec.name not in trainable))

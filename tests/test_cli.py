@@ -159,7 +159,7 @@ def test_run_with_a_weights_file(capsys, tmp_path):
 def test_run_unknown_backend_is_a_usage_error(capsys):
     with pytest.raises(SystemExit) as caught:
         main(["run", "lenet5", "--backend", "nope"])
-    assert caught.value.code == 1 and "installed backends: numpy" in capsys.readouterr().err
+    assert caught.value.code == 1 and "installed backends: jax, numpy, torch" in capsys.readouterr().err
 
 
 # -- hardening (issue 13): every mistake on the command line is one clean line and exit 1 ------------
@@ -249,3 +249,77 @@ def test_missing_torch_says_what_to_install(argv, tmp_path):
                             cwd=tmp_path, timeout=120)
     assert result.returncode == 1, result.stderr
     assert result.stderr.splitlines()[-1] == "error: this needs torch: pip install 'netdsl[torch]'"
+
+
+# -- every CLI path through the backend contract, with each built-in backend ----------------------
+
+BUILT_IN = ["numpy", "torch", "jax"]
+
+
+def _needs(backend):
+    if backend != "numpy":
+        pytest.importorskip(backend)
+
+
+@pytest.mark.parametrize("backend", BUILT_IN)
+def test_run_with_each_backend_gives_the_same_output(capsys, backend, tmp_path):
+    """`netdsl run lenet5 --backend torch` once exited 70: the CLI fed NumPy to a torch module."""
+    _needs(backend)
+    weights = tmp_path / "w.safetensors"
+    netdsl.load("lenet5").compile("numpy", dtype="float64", seed=4).save_weights(weights)
+    status, out, err = run(capsys, "run", "lenet5", "--backend", backend, "--dtype", "float64",
+                           "--batch", "3", "--weights", str(weights), "--backward")
+    assert status == 0, err
+    lines = out.splitlines()
+    assert lines[0] == f"lenet5 on {backend} (float64), batch 3"
+    assert lines[1] == "output    3x10"
+    assert "forward+backward" in lines[-1]
+    reference = netdsl.load("lenet5").compile("numpy", dtype="float64", weights=str(weights)).eval()
+    x = __import__("numpy").random.default_rng(0).standard_normal((3, 1, 32, 32))
+    assert lines[2] == (f"checksum  sum {float(reference.run(x).sum()):.6e}, "
+                        f"mean |y| {float(abs(reference.run(x)).mean()):.6e}")
+
+
+@pytest.mark.parametrize("backend,suffixes", [("numpy", [".safetensors", ".npz"]),
+                                              ("jax", [".safetensors", ".npz"]),
+                                              ("torch", [".py", ".onnx", ".safetensors", ".npz"])])
+def test_compile_writes_each_suffix_of_each_backend(capsys, tmp_path, backend, suffixes):
+    _needs(backend)
+    outputs = [tmp_path / f"out{suffix}" for suffix in suffixes]
+    argv = ["compile", "lenet5", "-q", "--backend", backend, "--seed", "2"]
+    for out in outputs:
+        argv += ["-o", str(out)]
+    status, out, err = run(capsys, *argv)
+    assert status == 0, err
+    assert [line.split(" (")[0] for line in out.splitlines()[:len(outputs)]] == [f"wrote {o}" for o in outputs]
+    from netdsl.weights_io import read_weights
+    expected = netdsl.load("lenet5").compile(backend, seed=2).weights
+    for out_file in outputs:
+        if out_file.suffix in (".safetensors", ".npz"):
+            saved = read_weights(out_file)
+            assert set(saved) == set(expected)
+            assert __import__("numpy").allclose(saved["conv1.weight"], __import__("numpy").asarray(expected["conv1.weight"]))
+
+
+def test_compile_refuses_a_suffix_the_backend_does_not_write(capsys, tmp_path):
+    with pytest.raises(SystemExit) as caught:
+        main(["compile", "lenet5", "--backend", "numpy", "-o", str(tmp_path / "m.py")])
+    assert caught.value.code == 1
+    assert "the numpy backend writes .safetensors, .npz (.py and .onnx come from --backend torch)" \
+        in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("backend", BUILT_IN)
+def test_fine_tuning_from_the_command_line_with_each_backend(capsys, tmp_path, backend):
+    _needs(backend)
+    weights = tmp_path / "w.npz"
+    netdsl.load("lenet5").compile("numpy", seed=1).save_weights(weights)
+    status, out, err = run(capsys, "compile", "lenet5", "--backend", backend, "--weights", str(weights),
+                           "--head", "3", "--freeze", "conv2", "--save-weights", str(tmp_path / "ft.npz"))
+    assert status == 0, err
+    # lenet5: conv1 156 + conv2 2,416 frozen; conv3 48,120 + fc1 10,164 + the head fc2, now 84*3+3
+    assert f"trainable    {58_539:>17,}\nfrozen       {2_572:>17,}\n" in out
+    from netdsl.weights_io import read_weights
+    saved, given = read_weights(tmp_path / "ft.npz"), read_weights(weights)
+    assert saved["fc2.weight"].shape == (3, 84)
+    assert __import__("numpy").allclose(saved["conv2.weight"], given["conv2.weight"])

@@ -97,4 +97,4 @@ def test_finetune_with_the_numpy_backend():
     net = netdsl.load("lenet5")
     model = netdsl.finetune(net, net.compile("numpy").weights, head=3, freeze="conv2", backend="numpy")
     assert model(np.zeros((1, 1, 32, 32))).shape == (1, 3)
-    assert "conv1.weight" not in model.trainable and "fc2.weight" in model.trainable
+    assert "conv1.weight" not in model.trainable() and "fc2.weight" in model.trainable()

@@ -64,7 +64,7 @@ def _check(program, shape, train, entries=12, tol=1e-6):
     r = rng.standard_normal(y.shape)
     dx = module.backward(r)
     grads = dict(module.grads)
-    assert set(grads) == {s.name for s in net.weights if s.trainable}
+    assert set(grads) == {s.name for s in net.weight_specs if s.trainable}
 
     def numeric(array, index, eps=1e-6):
         old = array[index]
@@ -272,4 +272,4 @@ def test_every_shipped_network_runs_forward_and_backward(path, name, shape):
     assert y.shape == (2, *net.output_shape) and np.all(np.isfinite(y))
     dx = module.backward(np.ones_like(y))
     assert dx.shape == x.shape and np.all(np.isfinite(dx))
-    assert set(module.grads) == {s.name for s in net.weights if s.trainable}
+    assert set(module.grads) == {s.name for s in net.weight_specs if s.trainable}
