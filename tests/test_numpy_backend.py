@@ -5,6 +5,7 @@ import pytest
 
 import netdsl
 from conftest import shipped_networks
+from test_ops import SAMPLES
 
 # (id, program, input shape, train mode)
 OP_CASES = [
@@ -91,6 +92,12 @@ def test_backward_matches_finite_differences(program, shape, train):
     _check(program, shape, train)
 
 
+@pytest.mark.parametrize("op", list(SAMPLES))
+def test_backward_of_each_op_sample_matches_finite_differences(op):
+    """Every op's sample program (tests/test_ops.py: the one test row a new op needs)."""
+    _check(SAMPLES[op][0], None, False)
+
+
 def test_every_op_has_a_kernel_and_a_gradient_test():
     from netdsl.backends.numpy_backend import KERNELS
     from netdsl.ops import OPS
@@ -98,6 +105,8 @@ def test_every_op_has_a_kernel_and_a_gradient_test():
     tested = set()
     for _, program, shape, _ in OP_CASES:
         tested |= {n.op for n in netdsl.parse(program, input=shape).graph}
+    for program, *_ in SAMPLES.values():
+        tested |= {n.op for n in netdsl.parse(program).graph}
     assert tested == set(OPS)
 
 
