@@ -221,6 +221,10 @@ def _elu(node, inputs, context):
     return jnp.where(x > 0, x, node.attrs["alpha"] * jnp.expm1(jnp.minimum(x, 0)))
 
 
+def _hardswish(node, inputs, context):
+    return jax.nn.hard_swish(inputs[0])
+
+
 def _softmax(node, inputs, context):
     return jax.nn.softmax(inputs[0], axis=1)
 
@@ -250,7 +254,7 @@ def _add(node, inputs, context):
 KERNELS: dict[str, JaxKernel] = {
     "input": _input, "conv": _conv, "deconv": _deconv, "maxpool": _maxpool, "avgpool": _avgpool,
     "gap": _gap, "fc": _fc, "bn": _bn, "lrn": _lrn, "dropout": _dropout, "relu": _relu,
-    "tanh": _tanh, "sigmoid": _sigmoid, "lrelu": _lrelu, "elu": _elu, "softmax": _softmax,
+    "tanh": _tanh, "sigmoid": _sigmoid, "lrelu": _lrelu, "elu": _elu, "hardswish": _hardswish, "softmax": _softmax,
     "flatten": _flatten, "crop": _crop, "concat": _concat, "add": _add,
 }
 

@@ -543,6 +543,11 @@ KERNELS: dict[str, Kernel] = {
         lambda x, a, out: np.multiply(x, np.where(x > 0, 1, a["slope"]).astype(x.dtype), out=out),
         lambda y, a: np.where(y > 0, 1, a["slope"]).astype(y.dtype)),
     "elu": _activation(_elu, lambda y, a: np.where(y > 0, 1, y + a["alpha"]).astype(y.dtype)),
+    # Not invertible from its output (it dips below zero and back), so it keeps its input.
+    "hardswish": Kernel(lambda node, inputs, weights, state: (
+                            inputs[0] * np.clip(inputs[0] + 3, 0, 6) / 6, inputs[0]),
+                        lambda node, dy, x, weights: (
+                            [dy * np.where(x <= -3, 0, np.where(x >= 3, 1, (2 * x + 3) / 6)).astype(dy.dtype)], {})),
     "softmax": Kernel(_softmax_forward, _softmax_backward),
     "flatten": Kernel(_flatten_forward, _flatten_backward),
     "crop": Kernel(_crop_forward, _crop_backward),

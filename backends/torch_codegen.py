@@ -137,6 +137,8 @@ KERNELS: dict[str, TorchKernel] = {
                          fused="F.leaky_relu({}, 0.01, inplace=True)", in_place_module=True),
     "elu": TorchKernel(lambda node, inputs: f"nn.ELU({node.attrs['alpha']!r})",
                        fused="F.elu({}, inplace=True)", in_place_module=True),
+    "hardswish": TorchKernel(_constant("nn.Hardswish()"), fused="F.hardswish({}, inplace=True)",
+                             in_place_module=True),
     "softmax": TorchKernel(_constant("nn.Softmax(dim=1)")),
     "flatten": TorchKernel(_constant("nn.Flatten()")),
     "crop": TorchKernel(None, _crop_call),

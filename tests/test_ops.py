@@ -25,6 +25,7 @@ SAMPLES = {
     "sigmoid": ("input 3x8x8\nsigmoid", "sigmoid1", (3, 8, 8), 0, 0, 1, False),
     "lrelu": ("input 3x8x8\nlrelu", "lrelu1", (3, 8, 8), 0, 0, 1, False),
     "elu": ("input 3x8x8\nelu", "elu1", (3, 8, 8), 0, 0, 1, False),
+    "hardswish": ("input 3x8x8\nhardswish", "hardswish1", (3, 8, 8), 0, 0, 1, False),
     "softmax": ("input 3x8x8\nsoftmax", "softmax1", (3, 8, 8), 0, 0, 1, False),
     "flatten": ("input 3x8x8\nflatten", "flatten1", (192,), 0, 0, 1, False),
     "crop": ("input 3x8x8\na: id - conv3-2(pad=2) - crop(1, like=@a)", "crop1", (2, 8, 8), 0, 0, 3, False),

@@ -34,6 +34,7 @@ ACTIVATION_OPS = (
                (AttrSpec("slope", "float", 0.01, "slope for x < 0", minimum=0),), example="lrelu(0.2)"),
     activation("elu", "ELU: x, or alpha*(exp(x)-1) for x < 0",
                (AttrSpec("alpha", "float", 1.0, "scale for x < 0", minimum=0),), example="elu(0.7)"),
+    activation("hardswish", "x * relu6(x + 3) / 6 (MobileNet-v3)"),
 )
 
 SOFTMAX = Op(
