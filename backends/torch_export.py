@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import warnings
 
 from netdsl.errors import NetDSLError
@@ -26,11 +27,17 @@ def export_onnx(model, network, path) -> None:
     dtype = parameter.dtype if parameter is not None else torch.float32
     example = torch.zeros(2, *network.input_shape, dtype=dtype)
     batch = torch.export.Dim("batch", min=1)
-    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
-        # The exporter reports each of its stages on stdout; netdsl prints one line when done.
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
-                                    input_names=["input"], output_names=["output"],
-                                    dynamic_shapes=({0: batch},), verbose=False)
+    exporter_log = logging.getLogger("torch.onnx")
+    level = exporter_log.level
+    exporter_log.setLevel(logging.ERROR)  # "torchvision is not installed. Skipping torchvision::nms"
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+            # The exporter reports each of its stages on stdout; netdsl prints one line when done.
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(model, (example,), dynamo=True, opset_version=OPSET,
+                                        input_names=["input"], output_names=["output"],
+                                        dynamic_shapes=({0: batch},), verbose=False)
+    finally:
+        exporter_log.setLevel(level)
     program.save(str(path))
     onnx.checker.check_model(onnx.load(str(path)), full_check=True)
