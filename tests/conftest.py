@@ -42,6 +42,9 @@ def shipped_networks(inputs: dict | None = None, default: str = "3x32x32") -> li
 
 
 _CATALOGUE: list = []
+#: Representatives that cost much and add little beside another: FCN-32s and FCN-16s differ from
+#: FCN-8s only in their upsampling tail (each runs a 230x230 VGG even at a small input).
+_HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s")}
 
 
 def _shipped_catalogue() -> list:
@@ -59,7 +62,8 @@ def _shipped_catalogue() -> list:
         # a structure inside another (FCN-16s inside FCN-8s: every kind of layer and connection of
         # the one is in the other) is covered by the other's representative
         covered = {key for key in seen if any(key < other for other in seen)}
-        _CATALOGUE.extend((path, name, key in covered or seen[key][0] != (path, name))
+        _CATALOGUE.extend((path, name, key in covered or seen[key][0] != (path, name)
+                           or (path.stem, name) in _HEAVY_BY_CHOICE)
                           for path, name, key, _ in nets)
     return _CATALOGUE
 

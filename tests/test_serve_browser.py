@@ -15,6 +15,8 @@ import pytest
 from conftest import ROOT
 
 REQUIRED = os.environ.get("NETDSL_REQUIRE_BROWSER") == "1"
+#: A real browser costs minutes: the heavy tier (.ci/browser runs it with --heavy).
+pytestmark = pytest.mark.heavy
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
     from playwright.sync_api import expect, sync_playwright
