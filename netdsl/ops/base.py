@@ -325,5 +325,6 @@ def _size(shape) -> int:
 
 def explain_unchanged(node, inputs: list, out: Shape, fields: list, written) -> tuple[Worked, ...]:
     """Ops that keep the shape and the receptive field (activations, dropout, lrn, softmax)."""
-    return tuple(unchanged_field(fields[0], "unchanged: element-wise" if len(inputs[0]) == 1
-                                 or node.op != "lrn" else "unchanged: across channels only"))
+    mixes_channels = node.op in ("lrn", "softmax")
+    return tuple(unchanged_field(fields[0], "unchanged: it mixes channels only" if mixes_channels
+                                 else "unchanged: element-wise"))
