@@ -14,12 +14,14 @@ import sys
 from fractions import Fraction
 
 import pytest
+from hypothesis import given
 
 import netdsl
 from conftest import shipped_networks
 from netdsl.cli import main
 from netdsl.explain import explain_layer, explain_network, written_attributes
 from netdsl.ops import ACTIVATIONS, OPS
+from netdsl.testing import programs
 
 
 # -- a small evaluator for the printed formulas (numbers, + - * / //, floor, ceil, max) ----------
@@ -158,6 +160,12 @@ def check_explanation(network) -> int:
 def test_every_number_explain_prints_is_what_the_rules_compute(path, name, _small):
     network = netdsl.load(path, net=name)
     assert check_explanation(network) >= 2 * len(network.graph.nodes)
+
+
+@given(programs())
+def test_every_number_explain_prints_is_what_the_rules_compute_on_generated_networks(program):
+    # generated layers have every attribute: dilation, groups, ceil mode, padding, strides
+    check_explanation(netdsl.parse(program.text))
 
 
 EVERY_OP = """
