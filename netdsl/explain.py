@@ -11,8 +11,13 @@ that it derived a default).
 >>> net = netdsl.parse("conv11-96/4(pad=0) - maxpool3/2", input="3x227x227")
 >>> print(explain_layer(net, 1).text())
 conv1  conv11-96/4  3x227x227 -> 96x55x55
-  out size  (227 + 2*0 - 11)/4 + 1 = 55   (floor mode)
-  ...
+  out size    (227 + 2*0 - 11)/4 + 1 = 55   (floor mode)
+  params      11*11*3*96 + 96 = 34,944
+  MACs        55*55*96 * 11*11*3 = 105,415,200   (output values * taps per output)
+  im2col      [3*11*11 x 55*55] = [363 x 3025]   (per image: C*k*k rows, Ho*Wo columns)
+  rf          1 + (11-1)*1 = 11
+  jump        1*4 = 4
+  act         none   (no implicit activation: an output layer, no weight layer follows it)
 """
 from __future__ import annotations
 
