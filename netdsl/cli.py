@@ -142,6 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
                               "activations, layers, groups)")
     summary.add_argument("--depth", type=int, metavar="N",
                          help="show groups nested at most N deep (0: top-level rows only)")
+    summary.add_argument("--explain", action="store_true",
+                         help="under each layer's row, its arithmetic as the slides show it: output "
+                              "size, params, MACs, im2col matrix, receptive field, and which rule "
+                              "applied (floor or ceil mode, doesn't fit, a derived default, an "
+                              "implicit activation)")
 
     expand = commands.add_parser(
         "expand", help="print the fully explicit program",
@@ -292,8 +297,17 @@ def _cmd_check(args) -> int:
 def _cmd_summary(args) -> int:
     network = _load(args, args.file)
     _print_warnings(network)
+    explain = getattr(args, "explain", False)
     if getattr(args, "json", False):
-        print(json.dumps(_within_depth(network, network.summary_dict(), args.depth), indent=2))
+        summary = network.summary_dict()
+        if explain:
+            from .explain import explain_network
+            for layer, explanation in zip(summary["layers"], explain_network(network)):
+                layer["explain"] = explanation.to_dict()["lines"]
+        print(json.dumps(_within_depth(network, summary, args.depth), indent=2))
+    elif explain:
+        from .report import summary_text
+        print(summary_text(network, depth=args.depth, width=_table_width(), explain=True), end="")
     else:
         print(network.summary(depth=args.depth, width=_table_width()), end="")
     return EXIT_OK

@@ -1,7 +1,8 @@
 """`netdsl lsp`: a Language Server for .net files over stdio (pygls).
 
 Diagnostics (every error and warning, at its exact range), hover (the op, its attributes with
-defaults filled in, input -> output shape, params, receptive field), completion (ops, aliases,
+defaults filled in, input -> output shape, params, receptive field, and the layer's worked
+arithmetic as `netdsl summary --explain` prints it), completion (ops, aliases,
 definitions, labels, attribute and parameter names), go to definition (definitions, labels, `use`
 files), document symbols (nets and definitions) and rename (a definition or a label, within a file).
 
@@ -24,6 +25,7 @@ from pygls.lsp.server import LanguageServer
 
 from . import __version__, ast
 from .errors import Diagnostic, NetDSLError, Span
+from .explain import explain_layer
 from .limits import DEFAULT_LIMITS
 from .modules import Module, load_module
 from .network import Network, parse, parse_all
@@ -354,6 +356,10 @@ def _layers_hover(layers: list[tuple[Network, int]]) -> tuple[str, Span]:
                      f"{_format_field(layer.rf)} (stride {_format_field(layer.stride)})")
     if len(layers) > HOVER_INSTANCES:
         lines.append(f"- ... and {len(layers) - HOVER_INSTANCES} more")
+    network, node_id = layers[0]
+    explanation = explain_layer(network, node_id)
+    name = f"{network.name}: {explanation.name}" if several_nets else explanation.name
+    lines += ["", f"Worked arithmetic of `{name}`:", "", "```text", *explanation.body(""), "```"]
     return "\n".join(lines), node.span
 
 

@@ -69,17 +69,25 @@ def _human(value: float, unit: str = "") -> str:
     return f"{value:.0f} {unit}".rstrip()
 
 
-def summary_text(network, depth: int | None = None, width: int | None = None) -> str:
+def summary_text(network, depth: int | None = None, width: int | None = None,
+                 explain: bool = False) -> str:
     """The table; with `width`, long layer names are shortened from the left (..ck3.conv2) so
-    that every row fits in that many columns."""
+    that every row fits in that many columns. With `explain`, each layer's worked arithmetic
+    (netdsl.explain) follows its row."""
     graph, stats = network.graph, network.stats
     rows = layout_rows(graph, network.layout)
     header = ("layer", "op", "output", "params", "MACs", "rf", "stride")
     table: list[tuple[str, ...]] = []
+    explained: dict[int, list[str]] = {}  # table row -> the lines under it
+    if explain:
+        from .explain import explain_network
+        explanations = explain_network(network)
     for row in rows:
         if depth is not None and row.depth > depth:
             continue
         indent = "  " * row.depth
+        if explain and row.kind == "layer":
+            explained[len(table)] = explanations[row.nodes[0]].body(indent + "    ")
         if row.kind == "group":
             layers = [stats.layers[i] for i in row.nodes]
             last = stats.layers[row.nodes[-1]] if row.nodes else None
@@ -105,7 +113,9 @@ def summary_text(network, depth: int | None = None, width: int | None = None) ->
     rule = "-" * len(line(["x" * w for w in widths]))
     out = [f"{network.name} ({network.path}): {format_shape(network.input_shape)} -> "
            f"{format_shape(network.output_shape)}", "", line(header), rule]
-    out.extend(line(cells) for cells in table)
+    for at, cells in enumerate(table):
+        out.append(line(cells))
+        out.extend(explained.get(at, ()))
     out.append(rule)
     out.append(f"params       {stats.params:>17,}")
     if stats.buffers:

@@ -171,7 +171,17 @@ def test_hover_on_an_op_shows_attributes_shapes_params_and_receptive_field(serve
         "**conv**: 2-D convolution (cross-correlation, as in every framework)\n\n```\n"
         "conv(k=1, c=8, stride=1, pad=0, groups=1, dilation=1, bias=true, fixed=false, act=relu)\n"
         "```\n\n"
-        "- `p`: 16x16x16 -> 8x16x16, 136 params, 32,768 MACs, receptive field 6 (stride 2)")
+        "- `p`: 16x16x16 -> 8x16x16, 136 params, 32,768 MACs, receptive field 6 (stride 2)\n\n"
+        "Worked arithmetic of `p`:\n\n```text\n"
+        "pad         1*(1-1)//2 = 0   (the default: 'same' at stride 1)\n"
+        "out size    (16 + 2*0 - 1)/1 + 1 = 16   (floor mode)\n"
+        "params      1*1*16*8 + 8 = 136\n"
+        "MACs        16*16*8 * 1*1*16 = 32,768   (output values * taps per output)\n"
+        "im2col      [16*1*1 x 16*16] = [16 x 256]   (per image: C*k*k rows, Ho*Wo columns)\n"
+        "rf          6 + (1-1)*2 = 6\n"
+        "jump        2*1 = 2\n"
+        "act         relu   (the net's implicit activation, fused into the layer)\n"
+        "```")
 
 
 def test_hover_on_an_op_of_a_definition_lists_every_layer_it_makes(server, blocks):
@@ -179,11 +189,17 @@ def test_hover_on_an_op_of_a_definition_lists_every_layer_it_makes(server, block
     assert found.range == span(4, 21, 28)
     lines = found.contents.value.split("\n")
     assert lines[3] == "conv(k=3, c=16, stride=1, pad=1, groups=1, dilation=1, bias=true, fixed=false, act=relu)"
-    assert lines[5:] == [
+    assert lines[5:13] == [
         "(the attributes of the first)", "", "3 layers come from this op:", "",
         "- `small: block1.conv1`: 3x32x32 -> 16x32x32, 448 params, 442,368 MACs, receptive field 3 (stride 1)",
         "- `small: block1.conv2`: 16x32x32 -> 16x32x32, 2,320 params, 2,359,296 MACs, receptive field 5 (stride 1)",
-        "- `wide: block1.conv1`: 16x32x32 -> 32x32x32, 4,640 params, 4,718,592 MACs, receptive field 5 (stride 1)"]
+        "- `wide: block1.conv1`: 16x32x32 -> 32x32x32, 4,640 params, 4,718,592 MACs, receptive field 5 (stride 1)",
+        ""]
+    # the worked arithmetic is the first layer's
+    assert lines[13:16] == ["Worked arithmetic of `small: block1.conv1`:", "", "```text"]
+    assert "out size    (32 + 2*1 - 3)/1 + 1 = 32   (floor mode)" in lines
+    assert "im2col      [3*3*3 x 32*32] = [27 x 1024]   (per image: C*k*k rows, Ho*Wo columns)" in lines
+    assert lines[-1] == "```"
 
 
 def test_hover_on_a_call_and_on_a_net(server, blocks):
@@ -199,8 +215,19 @@ def test_hover_on_a_call_and_on_a_net(server, blocks):
 def test_hover_on_a_label_describes_the_layer_it_names(server, blocks):
     found = hover(server, blocks, 5, 24)  # the p of `p: conv1-8`
     assert found.range == span(5, 27, 34)
-    assert found.contents.value.endswith("- `p`: 16x16x16 -> 8x16x16, 136 params, 32,768 MACs, "
-                                         "receptive field 6 (stride 2)")
+    assert ("- `p`: 16x16x16 -> 8x16x16, 136 params, 32,768 MACs, receptive field 6 (stride 2)\n\n"
+            "Worked arithmetic of `p`:") in found.contents.value
+
+
+def test_hover_shows_the_rule_that_applied(server):
+    uri = "untitled:hover-explain"
+    server.open(uri, "input 3x227x227\nnet a = conv11-96/4(pad=0) - maxpool3/2(ceil) - fc10\n")
+    conv = hover(server, uri, 1, 10).contents.value
+    assert "out size    (227 + 2*0 - 11)/4 + 1 = 55   (floor mode)" in conv
+    assert "params      11*11*3*96 + 96 = 34,944" in conv and "[363 x 3025]" in conv
+    pool = hover(server, uri, 1, 32).contents.value
+    assert "out size    (55 + 2*0 - 3)/2 + 1 = 27   (ceil mode)" in pool
+    assert "rf          11 + (3-1)*4 = 19" in pool
 
 
 def test_hover_on_a_broken_net_still_describes_the_op(server):

@@ -274,6 +274,34 @@ def test_check_answers_with_the_summary_and_the_drawing():
     assert result["svg"].lstrip().startswith("<?xml") and 'id="ir1"' in result["svg"]
 
 
+def test_explain_answers_with_one_layers_worked_arithmetic():
+    client, token = client_for()
+    text = "input 3x227x227\nnet a = conv11-96/4(pad=0) - maxpool3/2 - fc10\nnet b = fc10\n"
+    result = post(client, token, "/api/explain", {"text": text, "net": "a", "node": 1}).json()
+    assert result["name"] == "conv1" and result["shape"] == [96, 55, 55]
+    lines = {line["quantity"]: line for line in result["lines"]}
+    assert lines["size"]["text"] == "(227 + 2*0 - 11)/4 + 1 = 55   (floor mode)"
+    assert (lines["params"]["formula"], lines["params"]["value"]) == ("11*11*3*96 + 96", 34944)
+    assert lines["MACs"]["value"] == 105_415_200 and lines["im2col"]["value"] == [363, 3025]
+    assert "rf          1 + (11-1)*1 = 11" in result["text"]
+    pool = post(client, token, "/api/explain", {"text": text, "net": "a", "node": 2}).json()
+    assert [line["value"] for line in pool["lines"] if line["quantity"] == "rf"] == [19]
+    # the text decides, as for /api/check: another net, a mistake, a layer that is not there
+    other = post(client, token, "/api/explain", {"text": text, "net": "b", "node": 1}).json()
+    assert other["name"] == "fc1" and other["inputs"] == [[3, 227, 227]]
+    broken = post(client, token, "/api/explain", {"text": "input 3x8x8\nconv9-4(pad=0)", "node": 1})
+    assert broken.status_code == 400 and "empty" in broken.json()["error"]
+    missing = post(client, token, "/api/explain", {"text": text, "net": "a", "node": 9})
+    assert missing.status_code == 400 and missing.json()["error"] == "no layer 9 in a"
+    for bad in ({"text": text}, {"text": text, "node": -1}, {"text": text, "node": True},
+                {"text": 3, "node": 1}, {"text": text, "node": "1"}):
+        assert post(client, token, "/api/explain", bad).status_code == 400
+    # guarded as every other request: a token and the page's own Origin
+    assert post(client, token, "/api/explain", {"text": text, "node": 1},
+                Origin="http://evil.example").status_code == 403
+    assert post(client, "wrong", "/api/explain", {"text": text, "node": 1}).status_code == 403
+
+
 # -- the server: saving ------------------------------------------------------------------------------
 
 def test_save_writes_file_and_nothing_else(tmp_path):

@@ -168,6 +168,10 @@ def test_hover_a_layer_highlights_its_source_and_row(page):
     page.locator("#row3").hover()
     expect(page.locator(".cm-netdsl-lit")).to_have_text("fc10")
     expect(page.locator("#drawing svg g#ir3")).to_have_class(re.compile(r"\blit\b"))
+    # the hovered layer's worked arithmetic: fc10 reads 8x16x16
+    expect(page.locator("#explain")).to_contain_text("8*16*16*10 + 10 = 20,490")
+    page.locator("#drawing svg g#ir1").hover()
+    expect(page.locator("#explain")).to_contain_text("[3*3*3 x 32*32] = [27 x 1024]")
     screenshot(page, "hover")
 
 

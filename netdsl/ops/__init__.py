@@ -3,8 +3,9 @@
 Every pass is a loop over `OPS[node.op].<rule>`: shapes (`shape`), weights (`weights`), statistics
 (`macs`, `receptive_field`, `counts_as_activation`), the expander (`attrs`, `positional`,
 `derive`, `takes_activation`), the parser and printer (`merge_word`), drawing (`notation`,
-`colour`) and the program generator (`generate`). Adding an op means adding its record to
-`_RECORDS` below, plus one kernel per backend; docs/contributing.md walks through it.
+`colour`), the program generator (`generate`) and `summary --explain` with the hovers
+(`explain`). Adding an op means adding its record to `_RECORDS` below, plus one kernel per
+backend; docs/contributing.md walks through it.
 """
 from __future__ import annotations
 

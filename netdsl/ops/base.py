@@ -65,6 +65,10 @@ WeightRule = Callable[["Node", list], list]
 MacsRule = Callable[["Node", list, Shape], int]
 #: receptive_field(node, input fields, input shapes) -> the output's field.
 FieldRule = Callable[["Node", list, list], Field]
+#: explain(node, input shapes, output shape, input fields, written) -> the layer's worked formulas;
+#: `written` is the set of attributes the user wrote (None when unknown), so a rule can say which
+#: default it derived.
+ExplainRule = Callable[["Node", list, "Shape", list, "frozenset[str] | None"], "tuple[Worked, ...]"]
 #: generate(g, shape) -> (text, output shape) or None when the op does not fit `shape`; `g` is the
 #: program generator's context (netdsl.testing): g.draw, g.st (hypothesis strategies), g.channels(),
 #: g.label(), g.branch(shape).
@@ -91,6 +95,7 @@ class Op:
     takes_activation: bool  # a weight layer that gets the net's implicit activation (conv, fc)
     colour: str  # fill colour in drawings
     generate: GenerateRule | None  # None only for ops no program writes (input)
+    explain: ExplainRule  # the arithmetic as the slides show it (`netdsl summary --explain`)
 
     def attr(self, name: str) -> AttrSpec | None:
         for spec in self.attrs:
@@ -104,6 +109,51 @@ class Op:
 
 
 ACTIVATION_COLOUR = "#f7f7f7"
+
+
+@dataclass(frozen=True, slots=True)
+class Worked:
+    """One worked formula: `quantity: formula = value (note)`, as a student checks a layer by hand.
+
+    `formula` is plain arithmetic on the layer's numbers (+ - * / //, floor(), ceil(), max(); an
+    im2col matrix is `rows x columns`), empty for a fact with no arithmetic. `value` is what the
+    op's own rule computes (window(), the weights, macs and receptive-field rules), never a
+    re-derivation. `note` names the rule that applied: floor or ceil mode, "doesn't fit", a
+    derived default, an activation fused into the layer.
+    """
+
+    quantity: str  # size, height, width, channels, features, params, buffers, MACs, im2col, rf, jump, pad, stride, act
+    formula: str
+    value: "int | Fraction | tuple[int, ...] | str"
+    note: str = ""
+
+    def text(self) -> str:
+        value = format_value(self.value)
+        if self.formula and self.quantity == "im2col":
+            body = f"[{self.formula}] = [{value}]"
+        elif self.formula:
+            body = f"{self.formula} = {value}"
+        else:
+            body = value
+        return body + (f"   ({self.note})" if self.note else "")
+
+
+def format_value(value) -> str:
+    """34944 -> '34,944'; Fraction(1, 2) -> '1/2'; (363, 3025) -> '363 x 3025' (a matrix, as the
+    slides write it)."""
+    if isinstance(value, tuple):
+        return " x ".join(str(v) for v in value)
+    if isinstance(value, Fraction):
+        return f"{int(value):,}" if value.denominator == 1 else str(value)
+    if isinstance(value, int):
+        return f"{value:,}"
+    return str(value)
+
+
+def term(value) -> str:
+    """A number as it stands inside a formula: 3, or (1/2) for a fraction."""
+    value = Fraction(value)
+    return str(value.numerator) if value.denominator == 1 else f"({value})"
 
 
 # -- shared rules ---------------------------------------------------------------------------------
@@ -195,3 +245,86 @@ def sliding(op: str, shape: Shape, k: int, stride: int, pad: int, dilation: int,
         warn(f"{op} leaves {' and '.join(parts)} of the input unused: "
              f"({size} + 2*{pad} - {dilation * (k - 1) + 1}) is not a multiple of stride {stride}")
     return out_h, out_w
+
+
+# -- shared explain rules ---------------------------------------------------------------------------
+
+def _span_text(k: int, dilation: int) -> str:
+    return str(k) if dilation == 1 else f"({dilation}*({k}-1) + 1)"
+
+
+def explain_window(quantity: str, size: int, k: int, stride: int, pad: int, dilation: int,
+                   ceil: bool) -> Worked:
+    """`(227 + 2*0 - 11)/4 + 1 = 55`: one sliding-window length, computed by window()."""
+    out, unused = window(size, k, stride, pad, dilation, ceil)
+    room = size + 2 * pad - (dilation * (k - 1) + 1)
+    inner = f"({size} + 2*{pad} - {_span_text(k, dilation)})/{stride}"
+    exact = room % stride == 0
+    mode = "ceil" if ceil else "floor"
+    formula = f"{inner} + 1" if exact else f"{mode}({inner}) + 1"
+    notes = [f"{mode} mode" + ("" if exact else f": {room}/{stride} rounds {'up' if ceil else 'down'}")]
+    if ceil and out != -(-room // stride) + 1:
+        formula += " - 1"
+        notes.append("the last window would start in the padding, so it is dropped")
+    if unused:
+        what = {"height": "row", "width": "column"}.get(quantity, "row and column")
+        notes.append(f"doesn't fit: the last {unused} input {what}{'s' * (unused != 1)} unused")
+    return Worked(quantity, formula, out, "; ".join(notes))
+
+
+def explain_sliding(shape: Shape, k: int, stride: int, pad: int, dilation: int,
+                    ceil: bool) -> list[Worked]:
+    """The output size of a window over a CxHxW input: one line when H == W, else two."""
+    _, h, w = shape
+    if h == w:
+        return [explain_window("size", h, k, stride, pad, dilation, ceil)]
+    return [explain_window("height", h, k, stride, pad, dilation, ceil),
+            explain_window("width", w, k, stride, pad, dilation, ceil)]
+
+
+def explain_window_field(k: int, stride: int, dilation: int, field: Field, result: Field) -> list[Worked]:
+    """`1 + (11-1)*1 = 11`, then the jump `1*4 = 4`; `result` is what the record's rule gives."""
+    rf, jump = field
+    taps = f"({k}-1)" if dilation == 1 else f"{dilation}*({k}-1)"
+    return [Worked("rf", f"{term(rf)} + {taps}*{term(jump)}", result[0]),
+            Worked("jump", f"{term(jump)}*{stride}", result[1])]
+
+
+def explain_whole_field(inputs: list, field: Field, result: Field) -> list[Worked]:
+    """fc and gap see the whole input: `rf + (max(H, W)-1)*jump`."""
+    rf, jump = field
+    if len(inputs[0]) != 3:
+        return [Worked("rf", "", result[0], "unchanged: a flat input"), Worked("jump", "", result[1])]
+    side = max(inputs[0][1:])
+    return [Worked("rf", f"{term(rf)} + ({side}-1)*{term(jump)}", result[0], "the whole input"),
+            Worked("jump", "", result[1])]
+
+
+def unchanged_field(field: Field, why: str = "unchanged") -> list[Worked]:
+    return [Worked("rf", "", field[0], why), Worked("jump", "", field[1])]
+
+
+def explain_weight_rule(weights: list, weight_factors: str, bias_term: str) -> list[Worked]:
+    """Params (or buffers, for `fixed` layers) of a weight-and-bias layer: `11*11*3*96 + 96`,
+    valued by the record's weights rule."""
+    total = sum(_size(shape) for _, shape, _ in weights)
+    trainable = all(t for _, _, t in weights)
+    formula = weight_factors + (f" + {bias_term}" if len(weights) > 1 else "")
+    note = "" if len(weights) > 1 else "no bias"
+    if not trainable:
+        note = "fixed: buffers, not trained" + (f"; {note}" if note else "")
+    return [Worked("params" if trainable else "buffers", formula, total, note)]
+
+
+def _size(shape) -> int:
+    total = 1
+    for d in shape:
+        total *= d
+    return total
+
+
+def explain_unchanged(node, inputs: list, out: Shape, fields: list, written) -> tuple[Worked, ...]:
+    """Ops that keep the shape and the receptive field (activations, dropout, lrn, softmax)."""
+    mixes_channels = node.op in ("lrn", "softmax")
+    return tuple(unchanged_field(fields[0], "unchanged: it mixes channels only" if mixes_channels
+                                 else "unchanged: element-wise"))

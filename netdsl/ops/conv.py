@@ -1,8 +1,9 @@
 """Convolutions: conv and deconv (transposed convolution)."""
 from __future__ import annotations
 
-from .base import (DERIVED, IMPLICIT, AttrSpec, Op, ShapeProblem, image, int_attr, sliding,
-                   window, window_field)
+from .base import (DERIVED, IMPLICIT, AttrSpec, Op, ShapeProblem, Worked, explain_sliding,
+                   explain_weight_rule, explain_window_field, image, term, int_attr, sliding, window,
+                   window_field)
 
 
 def act_attr(choices: tuple[str, ...]) -> AttrSpec:
@@ -92,6 +93,30 @@ def _conv_generate(g, shape):
             f"bias={'true' if bias else 'false'}{act})", (out, ho, wo))
 
 
+def _per_group(channels: int, groups: int) -> str:
+    return str(channels) if groups == 1 else f"({channels}/{groups})"
+
+
+def _conv_explain(node, inputs, out, fields, written):
+    a = node.attrs
+    k, g, (c_in, _, _), (c, ho, wo) = a["k"], a["groups"], inputs[0], out
+    lines = []
+    if written is not None and "pad" not in written:
+        lines.append(Worked("pad", f"{a['dilation']}*({k}-1)//2", a["pad"],
+                            "the default: 'same' at stride 1"))
+    lines += explain_sliding(inputs[0], k, a["stride"], a["pad"], a["dilation"], False)
+    lines += explain_weight_rule(_conv_weights(node, inputs), f"{k}*{k}*{_per_group(c_in, g)}*{c}", str(c))
+    lines.append(Worked("MACs", f"{ho}*{wo}*{c} * {k}*{k}*{_per_group(c_in, g)}",
+                        _conv_macs(node, inputs, out), "output values * taps per output"))
+    lines.append(Worked("im2col", f"{_per_group(c_in, g)}*{k}*{k} x {ho}*{wo}",
+                        (c_in // g * k * k, ho * wo),
+                        "per image: C*k*k rows, Ho*Wo columns" + (f"; one matrix per group, {g} groups"
+                                                                   if g > 1 else "")))
+    lines += explain_window_field(k, a["stride"], a["dilation"], fields[0],
+                                  _conv_field(node, fields, inputs))
+    return tuple(lines)
+
+
 def conv_op(activations: tuple[str, ...]) -> Op:
     return Op(
         "conv", "2-D convolution (cross-correlation, as in every framework)",
@@ -101,7 +126,8 @@ def conv_op(activations: tuple[str, ...]) -> Op:
         positional=("k", "c", "stride"), notation=kernel_notation("conv"), derive=_conv_derive,
         shape=_conv_shape, weights=_conv_weights, macs=_conv_macs, receptive_field=_conv_field,
         counts_as_activation=True, merge_word=None, shape_only_inputs=frozenset(), writable=True,
-        activation=False, takes_activation=True, colour="#c6dbef", generate=_conv_generate)
+        activation=False, takes_activation=True, colour="#c6dbef", generate=_conv_generate,
+        explain=_conv_explain)
 
 
 # -- deconv -----------------------------------------------------------------------------------------
@@ -160,6 +186,32 @@ def _deconv_generate(g, shape):
             f"init={init})", (out, ho, wo))
 
 
+def _deconv_explain(node, inputs, out, fields, written):
+    a = node.attrs
+    k, s, p, d, g = a["k"], a["stride"], a["pad"], a["dilation"], a["groups"]
+    c_in, h, w = inputs[0]
+    c = out[0]
+    lines = []
+    if written is not None and "pad" not in written:
+        lines.append(Worked("pad", f"max(0, {d}*({k}-1) + 1 - {s})//2", p,
+                            "the default: the size grows by exactly the stride"))
+    span = str(k) if d == 1 else f"({d}*({k}-1) + 1)"
+    sides = [("size", h, out[1])] if h == w else [("height", h, out[1]), ("width", w, out[2])]
+    for quantity, size, result in sides:
+        lines.append(Worked(quantity, f"({size} - 1)*{s} - 2*{p} + {span} + {a['output_pad']}", result,
+                            "transposed: (in - 1)*stride - 2*pad + span + output_pad"))
+    lines += explain_weight_rule(_deconv_weights(node, inputs), f"{k}*{k}*{c_in}*{_per_group(c, g)}", str(c))
+    lines.append(Worked("MACs", f"{h}*{w}*{c_in} * {k}*{k}*{_per_group(c, g)}",
+                        _deconv_macs(node, inputs, out), "each input value scattered through a kernel"))
+    rf, jump = fields[0]
+    result = _deconv_field(node, fields, inputs)
+    taps = -(-(d * (k - 1) + 1) // s)
+    lines += [Worked("rf", f"{term(rf)} + ({taps}-1)*{term(jump)}", result[0],
+                     f"{taps} input{'s' * (taps != 1)} reach one output"),
+              Worked("jump", f"{term(jump)}/{s}", result[1])]
+    return tuple(lines)
+
+
 def deconv_op(activations: tuple[str, ...]) -> Op:
     return Op(
         "deconv", "transposed convolution (learned upsampling)",
@@ -173,7 +225,8 @@ def deconv_op(activations: tuple[str, ...]) -> Op:
         positional=("k", "c", "stride"), notation=kernel_notation("deconv"), derive=_deconv_derive,
         shape=_deconv_shape, weights=_deconv_weights, macs=_deconv_macs, receptive_field=_deconv_field,
         counts_as_activation=True, merge_word=None, shape_only_inputs=frozenset(), writable=True,
-        activation=False, takes_activation=True, colour="#c6dbef", generate=_deconv_generate)
+        activation=False, takes_activation=True, colour="#c6dbef", generate=_deconv_generate,
+        explain=_deconv_explain)
 
 
 def _prod(shape) -> int:

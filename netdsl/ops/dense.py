@@ -3,8 +3,9 @@ from __future__ import annotations
 
 import math
 
-from .base import (AttrSpec, Op, int_attr, no_derived, no_macs, no_weights, plain_notation,
-                   same_field, whole_input_field)
+from .base import (AttrSpec, Op, Worked, explain_weight_rule, explain_whole_field, int_attr,
+                   no_derived, no_macs, no_weights, plain_notation, same_field, unchanged_field,
+                   whole_input_field)
 from .conv import act_attr, weight_and_bias
 
 
@@ -27,6 +28,18 @@ def _fc_generate(g, shape):
     return f"fc{out}{tail}", (out,)
 
 
+def _flat_size(shape) -> str:
+    return "*".join(str(d) for d in shape)
+
+
+def _fc_explain(node, inputs, out, fields, written):
+    c = node.attrs["c"]
+    return (*explain_weight_rule(_fc_weights(node, inputs), f"{_flat_size(inputs[0])}*{c}", str(c)),
+            Worked("MACs", f"{_flat_size(inputs[0])}*{c}", _fc_macs(node, inputs, out),
+                   "every input feature times every output"),
+            *explain_whole_field(inputs, fields[0], whole_input_field(node, fields, inputs)))
+
+
 def fc_op(activations: tuple[str, ...]) -> Op:
     return Op(
         "fc", "fully connected layer; flattens a CxHxW input first",
@@ -37,11 +50,16 @@ def fc_op(activations: tuple[str, ...]) -> Op:
         positional=("c",), notation=lambda a: f"fc{a['c']}", derive=no_derived, shape=_fc_shape,
         weights=_fc_weights, macs=_fc_macs, receptive_field=whole_input_field,
         counts_as_activation=True, merge_word=None, shape_only_inputs=frozenset(), writable=True,
-        activation=False, takes_activation=True, colour="#c7e9c0", generate=_fc_generate)
+        activation=False, takes_activation=True, colour="#c7e9c0", generate=_fc_generate,
+        explain=_fc_explain)
 
 
 def _flatten_shape(node, inputs, warn):
     return (math.prod(inputs[0]),)
+
+
+def _flatten_explain(node, inputs, out, fields, written):
+    return (Worked("features", _flat_size(inputs[0]), out[0]), *unchanged_field(fields[0]))
 
 
 def _flatten_generate(g, shape):
@@ -53,4 +71,4 @@ FLATTEN = Op(
     derive=no_derived, shape=_flatten_shape, weights=no_weights, macs=no_macs,
     receptive_field=same_field, counts_as_activation=False, merge_word=None,
     shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
-    colour="#f0f0f0", generate=_flatten_generate)
+    colour="#f0f0f0", generate=_flatten_generate, explain=_flatten_explain)

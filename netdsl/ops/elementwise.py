@@ -5,7 +5,8 @@ layer's `act=` and as a net's `activation`. Each backend adds one kernel for it.
 """
 from __future__ import annotations
 
-from .base import AttrSpec, Op, no_derived, no_macs, no_weights, plain_notation, same_field, same_shape
+from .base import (AttrSpec, Op, explain_unchanged, no_derived, no_macs, no_weights, plain_notation,
+                   same_field, same_shape)
 
 ACTIVATION_COLOUR = "#f7f7f7"
 
@@ -23,7 +24,7 @@ def activation(name: str, doc: str, attrs: tuple[AttrSpec, ...] = (), example: s
         derive=no_derived, shape=same_shape, weights=no_weights, macs=no_macs,
         receptive_field=same_field, counts_as_activation=False, merge_word=None,
         shape_only_inputs=frozenset(), writable=True, activation=True, takes_activation=False,
-        colour=ACTIVATION_COLOUR, generate=_generate_as(example or name))
+        colour=ACTIVATION_COLOUR, generate=_generate_as(example or name), explain=explain_unchanged)
 
 
 ACTIVATION_OPS = (
@@ -42,4 +43,4 @@ SOFTMAX = Op(
     derive=no_derived, shape=same_shape, weights=no_weights, macs=no_macs,
     receptive_field=same_field, counts_as_activation=False, merge_word=None,
     shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
-    colour=ACTIVATION_COLOUR, generate=_generate_as("softmax"))
+    colour=ACTIVATION_COLOUR, generate=_generate_as("softmax"), explain=explain_unchanged)

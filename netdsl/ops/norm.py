@@ -3,14 +3,22 @@ from __future__ import annotations
 
 import random
 
-from .base import (AttrSpec, Op, int_attr, no_derived, no_macs, no_weights, plain_notation,
-                   same_field, same_image, same_shape)
+from .base import (AttrSpec, Op, Worked, explain_unchanged, int_attr, no_derived, no_macs,
+                   no_weights, plain_notation, same_field, same_image, same_shape, unchanged_field)
 from .conv import act_attr
 
 def _bn_weights(node, inputs):
     c = inputs[0][0]
     return [("weight", (c,), True), ("bias", (c,), True),
             ("running_mean", (c,), False), ("running_var", (c,), False)]
+
+def _bn_explain(node, inputs, out, fields, written):
+    c = inputs[0][0]
+    weights = _bn_weights(node, inputs)
+    return (Worked("params", f"2*{c}", sum(s[0] for _, s, t in weights if t), "scale and shift per channel"),
+            Worked("buffers", f"2*{c}", sum(s[0] for _, s, t in weights if not t),
+                   "running mean and variance per channel"),
+            *unchanged_field(fields[0], "unchanged: per value"))
 
 def bn_op(activations: tuple[str, ...]) -> Op:
     return Op(
@@ -21,7 +29,8 @@ def bn_op(activations: tuple[str, ...]) -> Op:
         positional=("eps",), notation=plain_notation("bn"), derive=no_derived, shape=same_shape,
         weights=_bn_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
         merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
-        takes_activation=False, colour="#dadaeb", generate=lambda g, shape: ("bn", shape))
+        takes_activation=False, colour="#dadaeb", generate=lambda g, shape: ("bn", shape),
+        explain=_bn_explain)
 
 def _lrn_generate(g, shape):
     if len(shape) != 3:
@@ -37,7 +46,7 @@ LRN = Op(
     positional=("size",), notation=plain_notation("lrn"), derive=no_derived, shape=same_image,
     weights=no_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
     merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
-    takes_activation=False, colour="#dadaeb", generate=_lrn_generate)
+    takes_activation=False, colour="#dadaeb", generate=_lrn_generate, explain=explain_unchanged)
 
 def _dropout_generate(g, shape):
     return f"dropout({g.draw(g.st.sampled_from([0.2, 0.3]))})", shape
@@ -48,4 +57,4 @@ DROPOUT = Op(
     positional=("p",), notation=plain_notation("dropout"), derive=no_derived, shape=same_shape,
     weights=no_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
     merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
-    takes_activation=False, colour="#f0f0f0", generate=_dropout_generate)
+    takes_activation=False, colour="#f0f0f0", generate=_dropout_generate, explain=explain_unchanged)

@@ -1,8 +1,9 @@
 """Pooling: maxpool, avgpool and gap (global average pooling)."""
 from __future__ import annotations
 
-from .base import (DERIVED, AttrSpec, Op, ShapeProblem, image, int_attr, no_derived, no_macs, no_weights, plain_notation,
-                   sliding, whole_input_field, window, window_field)
+from .base import (DERIVED, AttrSpec, Op, ShapeProblem, Worked, explain_sliding, explain_whole_field,
+                   explain_window_field, image, int_attr, no_derived, no_macs, no_weights,
+                   plain_notation, sliding, whole_input_field, window, window_field)
 
 
 def _pool_notation(op: str):
@@ -28,6 +29,16 @@ def _pool_shape(node, inputs, warn):
 
 def _pool_field(node, fields, inputs):
     return window_field(node.attrs["k"], node.attrs["stride"], 1, fields[0])
+
+
+def _pool_explain(node, inputs, out, fields, written):
+    a = node.attrs
+    lines = []
+    if written is not None and "stride" not in written:
+        lines.append(Worked("stride", "", a["stride"], "the default: the window size, so windows do not overlap"))
+    lines += explain_sliding(inputs[0], a["k"], a["stride"], a["pad"], 1, a["ceil"])
+    lines += explain_window_field(a["k"], a["stride"], 1, fields[0], _pool_field(node, fields, inputs))
+    return tuple(lines)
 
 
 def _pool_generate(op: str):
@@ -60,7 +71,7 @@ def _pool_op(name: str, doc: str, attrs: tuple[AttrSpec, ...]) -> Op:
         derive=_pool_derive, shape=_pool_shape, weights=no_weights, macs=no_macs,
         receptive_field=_pool_field, counts_as_activation=True, merge_word=None,
         shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
-        colour="#fdd0a2", generate=_pool_generate(name))
+        colour="#fdd0a2", generate=_pool_generate(name), explain=_pool_explain)
 
 
 MAXPOOL = _pool_op("maxpool", "max pooling", _window_attrs("padding (with -inf)"))
@@ -71,6 +82,12 @@ AVGPOOL = _pool_op("avgpool", "average pooling", (
 
 def _gap_shape(node, inputs, warn):
     return (image("gap", inputs[0])[0], 1, 1)
+
+
+def _gap_explain(node, inputs, out, fields, written):
+    _, h, w = inputs[0]
+    return (Worked("size", "", 1, f"global: one average over each {h}x{w} channel"),
+            *explain_whole_field(inputs, fields[0], whole_input_field(node, fields, inputs)))
 
 
 def _gap_generate(g, shape):
@@ -84,4 +101,4 @@ GAP = Op(
     notation=plain_notation("gap"), derive=no_derived, shape=_gap_shape, weights=no_weights,
     macs=no_macs, receptive_field=whole_input_field, counts_as_activation=True, merge_word=None,
     shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
-    colour="#fdd0a2", generate=_gap_generate)
+    colour="#fdd0a2", generate=_gap_generate, explain=_gap_explain)

@@ -1,15 +1,20 @@
 """Ops that shape the graph: the input, crop, and the merges cat{} and add{}."""
 from __future__ import annotations
 
-from .base import (AttrSpec, Op, ShapeProblem, format_shape, image, int_attr, merge_field, no_derived,
-                   no_macs, no_weights, plain_notation, same_field, same_shape)
+from .base import (AttrSpec, Op, ShapeProblem, Worked, format_shape, image, int_attr, merge_field,
+                   no_derived, no_macs, no_weights, plain_notation, same_field, same_shape, term,
+                   unchanged_field)
+
+def _input_explain(node, inputs, out, fields, written):
+    return tuple(unchanged_field(fields[0], "one input pixel"))
+
 
 INPUT = Op(
     "input", "the network input", (), positional=(), notation=plain_notation("input"),
     derive=no_derived, shape=same_shape, weights=no_weights, macs=no_macs,
     receptive_field=same_field, counts_as_activation=True, merge_word=None,
     shape_only_inputs=frozenset(), writable=False, activation=False, takes_activation=False,
-    colour="#eeeeee", generate=None)
+    colour="#eeeeee", generate=None, explain=_input_explain)
 
 
 def _crop_shape(node, inputs, warn):
@@ -20,6 +25,14 @@ def _crop_shape(node, inputs, warn):
         raise ShapeProblem(f"crop of {format_shape(inputs[0])} at offset {offset} to "
                            f"{like[1]}x{like[2]} runs past the input")
     return (c, like[1], like[2])
+
+
+def _crop_explain(node, inputs, out, fields, written):
+    offset = node.attrs["offset"]
+    return (Worked("height", "", out[1], f"rows {offset}..{offset + out[1] - 1} of {inputs[0][1]}, "
+                   f"as tall as the `like` tensor"),
+            Worked("width", "", out[2], f"columns {offset}..{offset + out[2] - 1} of {inputs[0][2]}"),
+            *unchanged_field(fields[0]))
 
 
 def _crop_generate(g, shape):
@@ -41,7 +54,7 @@ CROP = Op(
     positional=("offset",), notation=plain_notation("crop"), derive=no_derived, shape=_crop_shape,
     weights=no_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
     merge_word=None, shape_only_inputs=frozenset({1}), writable=True, activation=False,
-    takes_activation=False, colour="#f0f0f0", generate=_crop_generate)
+    takes_activation=False, colour="#f0f0f0", generate=_crop_generate, explain=_crop_explain)
 
 
 def _add_shape(node, inputs, warn):
@@ -87,12 +100,25 @@ def _merge_generate(word: str):
     return generate
 
 
+def _merge_explain(node, inputs, out, fields, written):
+    lines = []
+    if node.op == "concat":
+        lines.append(Worked("channels", " + ".join(str(shape[0]) for shape in inputs), out[0],
+                            "concatenated along channels"))
+    result = merge_field(node, fields, inputs)
+    lines.append(Worked("rf", f"max({', '.join(term(rf) for rf, _ in fields)})", result[0],
+                        "the largest of the branches'"))
+    lines.append(Worked("jump", f"max({', '.join(term(jump) for _, jump in fields)})", result[1]))
+    return tuple(lines)
+
+
 def _merge(name: str, word: str, doc: str, shape_rule) -> Op:
     return Op(
         name, doc, (), positional=(), notation=plain_notation(word), derive=no_derived,
         shape=shape_rule, weights=no_weights, macs=no_macs, receptive_field=merge_field,
         counts_as_activation=True, merge_word=word, shape_only_inputs=frozenset(), writable=False,
-        activation=False, takes_activation=False, colour="#fff2a8", generate=_merge_generate(word))
+        activation=False, takes_activation=False, colour="#fff2a8", generate=_merge_generate(word),
+        explain=_merge_explain)
 
 
 CONCAT = _merge("concat", "cat", "concatenate branches along channels", _concat_shape)

@@ -32,7 +32,7 @@ from starlette.routing import Route
 from ..errors import NetDSLError
 from ..network import read_source, shipped_names
 from ..modules import shipped_networks_dir
-from .analysis import SERVE_LIMITS, analyse
+from .analysis import SERVE_LIMITS, analyse, explain
 
 STATIC = Path(__file__).parent / "static"
 #: The only files served from static/, with their types.
@@ -187,6 +187,19 @@ class Playground:
         result["seq"] = body.get("seq") if isinstance(body.get("seq"), int) else None
         return JSONResponse(result)
 
+    async def explain(self, request: Request) -> Response:
+        body = await _json_body(request)
+        if isinstance(body, Response):
+            return body
+        text, net, node = body.get("text"), body.get("net"), body.get("node")
+        if not isinstance(text, str) or not (net is None or isinstance(net, str)) \
+                or not isinstance(node, int) or isinstance(node, bool) or node < 0:
+            return JSONResponse({"error": "expected {text: string, net: string|null, node: int >= 0}"},
+                                status_code=400)
+        from starlette.concurrency import run_in_threadpool
+        result = await run_in_threadpool(explain, text, node, net, self.path)
+        return JSONResponse(result, status_code=400 if "error" in result else 200)
+
     async def save(self, request: Request) -> Response:
         if not self.writable:
             why = "no FILE was given" if self.file is None else \
@@ -266,6 +279,7 @@ def create_app(file: str | None = None, token: str | None = None, host: str = "1
         Route("/api/state", playground.state),
         Route("/api/shipped/{name}", playground.shipped),
         Route("/api/check", playground.check, methods=["POST"]),
+        Route("/api/explain", playground.explain, methods=["POST"]),
         Route("/api/save", playground.save, methods=["POST"]),
     ])
     hosts, any_ip_port = allowed_hosts(host, port)

@@ -17,6 +17,7 @@ const page = {
   view: null, result: null, depth: 1, net: null, seq: 0, shown: 0, timer: null,
   file: null, download: "network.net", writable: false,
   focus: null,  // the first node of the box last clicked: kept in view once it opens
+  explaining: null, explanations: new Map(),  // the layer whose arithmetic is shown; answers
 };
 
 async function api(path, body) {
@@ -90,6 +91,7 @@ function rowsOfElement(elementId) {
 function onElementHover(elementId) {
   lightSource(spansOfElement(elementId));
   lightElements([elementId], rowsOfElement(elementId));
+  if (elementId.startsWith("ir")) showExplanation(Number(elementId.slice(2)));
 }
 
 function onRowHover(nodeId) {
@@ -97,6 +99,30 @@ function onRowHover(nodeId) {
   lightSource(node && node.span ? [node.span] : []);
   const owner = page.result.owners[nodeId];
   lightElements(owner ? [owner] : [], [nodeId]);
+  showExplanation(nodeId);
+}
+
+// The worked arithmetic of one layer (netdsl summary --explain), asked for when a layer is hovered
+// or under the cursor; answers are kept until the next check.
+async function showExplanation(nodeId) {
+  const result = page.result;
+  if (!result || !result.ok) return;
+  page.explaining = nodeId;
+  const key = `${page.shown}:${result.net}:${nodeId}`;
+  let explanation = page.explanations.get(key);
+  if (explanation === undefined) {
+    try {
+      explanation = await api("/api/explain", {
+        text: page.view.state.doc.toString(), net: result.net, node: nodeId,
+      });
+    } catch (error) {
+      explanation = { text: "" };
+    }
+    page.explanations.set(key, explanation);
+  }
+  if (page.explaining === nodeId && page.result === result) {
+    $("explain").textContent = explanation.text;
+  }
 }
 
 function onCursor(position) {
@@ -114,6 +140,7 @@ function onCursor(position) {
   const elements = [...new Set(ids.map((id) => result.owners[id]).filter(Boolean))];
   lightElements(elements, ids);
   if (ids.length) document.getElementById(`row${ids[0]}`)?.scrollIntoView({ block: "nearest" });
+  if (ids.length && ids[0] !== 0) showExplanation(ids[0]);
 }
 
 // -- showing a result ---------------------------------------------------------------------------
@@ -229,6 +256,7 @@ function showNets(result) {
 
 function show(result) {
   page.result = result;
+  page.explanations.clear();
   showDiagnostics(result);
   showNets(result);
   $("depth").textContent = result.depth === null ? "all" : String(result.depth);
