@@ -427,8 +427,10 @@ def _cmd_compile(args) -> int:
     _print_warnings(network)
     needs_module = args.weights or args.torchvision or args.head or args.freeze or args.save_weights \
         or outputs
+    # A module is built only when something needs one: a summary alone never imports torch.
     backend = _backend(args.backend) if needs_module else None
     for out in outputs:
+        assert backend is not None  # outputs need a module
         if out.suffix not in backend.writers:
             raise _UsageError(f"-o {out}: the {backend.name} backend writes "
                               f"{', '.join(backend.writers)}"
@@ -441,7 +443,7 @@ def _cmd_compile(args) -> int:
         from .weights_io import read_weights_checked
         weights = read_weights_checked(args.weights, network)
     target, module = network, None
-    if needs_module:
+    if backend is not None:
         from .finetune import finetune
         module = finetune(network, weights, head=args.head, freeze=args.freeze, backend=backend.name,
                           seed=args.seed)
@@ -452,15 +454,16 @@ def _cmd_compile(args) -> int:
         from .finetune import trainable_counts
         trainable, frozen = trainable_counts(module)
         print(f"trainable    {trainable:>17,}\nfrozen       {frozen:>17,}")
-    with _progress(len(outputs), "writing", args.quiet) as bar:
-        for out in outputs:
-            bar.set_postfix_str(out.name)
-            backend.writers[out.suffix](module, out)
-            _wrote(out)
-            bar.update()
-    if args.save_weights:
-        module.save_weights(args.save_weights)
-        _wrote(Path(args.save_weights))
+    if backend is not None and module is not None:
+        with _progress(len(outputs), "writing", args.quiet) as bar:
+            for out in outputs:
+                bar.set_postfix_str(out.name)
+                backend.writers[out.suffix](module, out)
+                _wrote(out)
+                bar.update()
+        if args.save_weights:
+            module.save_weights(args.save_weights)
+            _wrote(Path(args.save_weights))
     if module is not None and not (args.weights or args.torchvision):
         print(f"the weights are random (seed {args.seed}); start from trained ones with --weights "
               f"or --torchvision")

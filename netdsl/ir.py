@@ -80,6 +80,8 @@ class Attrs(Mapping[str, Any]):
     """A node's attributes: an immutable, hashable, picklable mapping in a fixed order."""
 
     __slots__ = ("_items", "_hash")
+    _items: dict[str, Any]
+    _hash: int | None
 
     def __init__(self, items: Mapping[str, Any] | None = None):
         object.__setattr__(self, "_items", dict(items or {}))
@@ -95,9 +97,11 @@ class Attrs(Mapping[str, Any]):
         return len(self._items)
 
     def __hash__(self) -> int:
-        if self._hash is None:
-            object.__setattr__(self, "_hash", hash(tuple(self._items.items())))
-        return self._hash
+        found = self._hash
+        if found is None:
+            found = hash(tuple(self._items.items()))
+            object.__setattr__(self, "_hash", found)
+        return found
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Mapping) and self._items == dict(other)

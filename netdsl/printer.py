@@ -79,8 +79,8 @@ class _Lines(LayoutVisitor):
         return [f"{item.name}: (", *inner, _INDENT * depth + ")"]
 
     def visit_merge(self, item: LayoutMerge, depth: int) -> list[str]:
-        word = OPS[self.graph[item.node].op].merge_word
-        lines = [_labelled(item.label, word + "{")]
+        op = OPS[self.graph[item.node].op]
+        lines = [_labelled(item.label, (op.merge_word or op.name) + "{")]
         for i, branch in enumerate(item.branches):
             if i:
                 lines.append(_INDENT * depth + "|")
