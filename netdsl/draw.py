@@ -84,22 +84,11 @@ class _Drawing(LayoutVisitor):
             self.owner[i] = name
 
     def visit_chain(self, chain: LayoutChain, graph: graphviz.Digraph, depth: int, prefix: str) -> None:
-        items = chain.items
-        i = 0
-        while i < len(items):
-            item = items[i]
-            if isinstance(item, LayoutScope) and self.depth is not None and depth >= self.depth:
-                # Collapsed: consecutive calls of one definition merge into one box (block x3).
-                j = i + 1
-                mergeable = item.call is not None and _is_auto_name(item.name, item.call)
-                while (mergeable and j < len(items) and isinstance(items[j], LayoutScope)
-                       and items[j].call == item.call and _is_auto_name(items[j].name, item.call)):
-                    j += 1
-                self.box(graph, list(items[i:j]))
-                i = j
-                continue
-            self.visit(item, graph, depth, prefix)
-            i += 1
+        for part in _runs(chain.items, self.depth is not None and depth >= self.depth):
+            if isinstance(part, tuple):  # collapsed calls: one box
+                self.box(graph, list(part))
+            else:
+                self.visit(part, graph, depth, prefix)
 
     def visit_scope(self, item: LayoutScope, graph: graphviz.Digraph, depth: int, prefix: str) -> None:
         path = prefix + item.name
@@ -212,36 +201,58 @@ def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = Fals
     return graph
 
 
+class _BoxCount(LayoutVisitor):
+    """How many boxes the drawing will have, walked as _Drawing walks (the same runs), without
+    building anything; stops once past the budget."""
+
+    def __init__(self, depth: int | None, budget: int):
+        self.depth = depth
+        self.budget = budget
+        self.boxes = 1  # the input
+
+    def visit_chain(self, chain: LayoutChain, level: int) -> None:
+        for part in _runs(chain.items, self.depth is not None and level >= self.depth):
+            if self.boxes > self.budget:
+                return
+            if isinstance(part, tuple):
+                self.boxes += 1
+            else:
+                self.visit(part, level)
+
+    def visit_scope(self, item: LayoutScope, level: int) -> None:
+        self.visit(item.body, level + 1)
+
+    def visit_op(self, item: LayoutOp, level: int) -> None:
+        self.boxes += 1
+
+    def visit_merge(self, item: LayoutMerge, level: int) -> None:
+        self.boxes += 1
+        super().visit_merge(item, level)
+
+
 def _count_boxes(layout: LayoutChain, depth: int | None, budget: int) -> int:
-    """How many boxes the drawing will have (as _Drawing.chain draws them: calls at `depth` or
-    deeper collapse, consecutive identical calls into one), counted without building anything
-    and given up once past `budget`. Iterative: the layout may nest deeply."""
-    boxes = 1  # the input
-    stack: list[tuple[LayoutChain, int]] = [(layout, 0)]
-    while stack and boxes <= budget:
-        chain, level = stack.pop()
-        items = chain.items
-        i = 0
-        while i < len(items):
-            item = items[i]
-            if isinstance(item, LayoutScope):
-                if depth is not None and level >= depth:
-                    j = i + 1
-                    if item.call is not None and _is_auto_name(item.name, item.call):
-                        while (j < len(items) and isinstance(items[j], LayoutScope)
-                               and items[j].call == item.call and _is_auto_name(items[j].name, item.call)):
-                            j += 1
-                    boxes += 1
-                    i = j
-                    continue
-                stack.append((item.body, level + 1))
-            elif isinstance(item, LayoutOp):
-                boxes += 1
-            elif isinstance(item, LayoutMerge):
-                boxes += 1
-                stack.extend((branch, level) for branch in item.branches)
+    counter = _BoxCount(depth, budget)
+    counter.visit(layout, 0)
+    return counter.boxes
+
+
+def _runs(items, collapsed: bool):
+    """A chain's items as drawn: each item, except that where calls are `collapsed`, a definition
+    call is a tuple run of the consecutive calls it merges with into one box (block x3)."""
+    i = 0
+    while i < len(items):
+        item = items[i]
+        if collapsed and isinstance(item, LayoutScope):
+            j = i + 1
+            if item.call is not None and _is_auto_name(item.name, item.call):
+                while (j < len(items) and isinstance(items[j], LayoutScope)
+                       and items[j].call == item.call and _is_auto_name(items[j].name, item.call)):
+                    j += 1
+            yield tuple(items[i:j])
+            i = j
+        else:
+            yield item
             i += 1
-    return boxes
 
 
 def _too_big(max_nodes: int, expanded: bool) -> NetDSLLimitError:
