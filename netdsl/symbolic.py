@@ -70,8 +70,8 @@ class Size:
     def __init__(self, const: int = 0, terms: Iterable = ()):
         # terms: (atom, nonzero int coefficient), sorted by atom; use _make, which sorts and drops zeros
         self.const = const
-        self.terms = tuple(terms)
-        self._hash = hash((const, self.terms))
+        self.terms = terms if type(terms) is tuple else tuple(terms)
+        self._hash = None  # computed on first use: most intermediate sizes are never hashed
         self._names = None
 
     @staticmethod
@@ -97,6 +97,8 @@ class Size:
         if isinstance(other, int):
             return Size(self.const + other, self.terms) if other else self
         other = Size.of(other)
+        if not other.terms:
+            return Size(self.const + other.const, self.terms)
         coeffs = dict(self.terms)
         for atom, c in other.terms:
             coeffs[atom] = coeffs.get(atom, 0) + c
@@ -108,6 +110,8 @@ class Size:
         return Size(-self.const, tuple((a, -c) for a, c in self.terms))
 
     def __sub__(self, other) -> "Size":
+        if isinstance(other, int):
+            return Size(self.const - other, self.terms) if other else self
         return self + (-Size.of(other))
 
     def __rsub__(self, other) -> "Size":
@@ -137,6 +141,8 @@ class Size:
         return isinstance(other, Size) and self.const == other.const and self.terms == other.terms
 
     def __hash__(self) -> int:
+        if self._hash is None:
+            self._hash = hash((self.const, self.terms))
         return self._hash
 
     # -- queries -----------------------------------------------------------------------------------
@@ -250,6 +256,8 @@ def floor_div(e: Size, q: int) -> Size:
     if not isinstance(q, int) or q < 1:
         raise SymbolicError(f"division by {q!r}: the divisor must be a positive integer")
     e = Size.of(e)
+    if q == 1:
+        return e
     while True:
         if q == 1:
             return e
@@ -572,7 +580,7 @@ class Constraint:
     def __init__(self, expr: Size, kind: str, fit: bool = False, reason: str = ""):
         if kind not in ("ge", "eq"):
             raise ValueError(kind)
-        self.expr, self.kind, self.fit, self.reason = Size.of(expr), kind, fit, reason
+        self.expr, self.kind, self.fit, self.reason = (expr if type(expr) is Size else Size.of(expr)), kind, fit, reason
 
     def holds(self, values: Mapping[str, int]) -> bool:
         v = self.expr.evaluate(values)
@@ -740,39 +748,39 @@ def solve(constraints: Iterable[Constraint], names: Iterable[str] = (), strict: 
 
 
 def _solve_one(name: str, constraints: list, impossible: bool) -> SizeSet:
-    M = 1
-    facts = []
-    for c in constraints:
-        P = c.expr.period()
-        M = _lcm(M, P)
-        facts.append((c, c.expr.slope()))
     if impossible:
         return SizeSet(name, 1, [None], [None])
+    unique = {(c.expr, c.kind): c for c in constraints}  # a chain repeats its constraints
+    M = 1
+    for expr, _ in unique:
+        M = _lcm(M, expr.period())
+    facts = []
+    for expr, kind in unique:
+        step = expr.slope() * M  # an integer: f(x + M) - f(x)
+        assert step.denominator == 1, (str(expr), M)
+        facts.append((expr, kind, int(step)))
     first: list = []
     last: list = []
     for r in range(M):
-        lo, hi = (1 if r == 0 else 0), None  # k bounds: x = r + M*k >= 1
-        for c, slope in facts:
-            step = slope * M  # an integer: f(x + M) - f(x)
-            assert step.denominator == 1
-            step = int(step)
-            value = c.expr.evaluate({name: r})
-            if c.kind == "ge":  # value + step*k >= 0
+        lo, hi = (1 if r == 0 else 0), None  # bounds on k, x = r + M*k >= 1
+        for expr, kind, step in facts:
+            value = expr.evaluate({name: r})
+            if kind == "ge":  # value + step*k >= 0
                 if step > 0:
                     lo = max(lo, -(value // step))
                 elif step < 0:
                     bound = value // -step
                     hi = bound if hi is None else min(hi, bound)
                 elif value < 0:
-                    lo, hi = 1, 0
-            else:  # value + step*k == 0
-                if step == 0:
-                    if value != 0:
-                        lo, hi = 1, 0
-                elif value % step == 0 and -value // step >= lo and (hi is None or -value // step <= hi):
-                    lo = hi = -value // step
-                else:
-                    lo, hi = 1, 0
+                    hi = -1
+            elif step == 0:  # value == 0 at every k of the class
+                if value != 0:
+                    hi = -1
+            elif value % step == 0:  # value + step*k == 0 at one k
+                k = -value // step
+                lo, hi = (k, k) if k >= lo and (hi is None or k <= hi) else (1, 0)
+            else:
+                hi = -1
             if hi is not None and hi < lo:
                 break
         if hi is not None and hi < lo:
