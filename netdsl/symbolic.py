@@ -305,7 +305,10 @@ def _exact_affine(e: Size, valid: Mapping) -> str | None:
     if sizes is None or sizes.is_empty():
         return None
     slope = e.slope()
-    offsets = {Fraction(e.evaluate({name: x})) - slope * x for x in sizes.sample()}
+    # e is quasi-affine with period P: L/M consecutive members of each class mod M cover every
+    # residue mod L = lcm(M, P) in it, so checking them checks every valid size
+    per_class = _lcm(sizes.modulus, e.period()) // sizes.modulus
+    offsets = {Fraction(e.evaluate({name: x})) - slope * x for x in sizes.sample(per_class)}
     if len(offsets) != 1:
         return None
     (offset,) = offsets
@@ -641,8 +644,8 @@ class SizeSet:
     def values(self, upto: int) -> list:
         return [x for x in range(1, upto + 1) if x in self]
 
-    def sample(self, per_class: int = 3) -> list:
-        """A few members of each residue class (enough to test a periodic claim on the set)."""
+    def sample(self, per_class: int) -> list:
+        """The first `per_class` members of each residue class mod `modulus`."""
         out = []
         for r, lo in enumerate(self.first):
             if lo is None:

@@ -6,12 +6,14 @@ every size up to a bound.
 """
 from __future__ import annotations
 
+import doctest
 import itertools
 
 import pytest
 from hypothesis import given, settings, strategies as st
 
 import netdsl
+from conftest import ROOT
 from netdsl.errors import NetDSLError
 from netdsl.ops.base import window
 from netdsl.shapes import infer_shapes
@@ -238,6 +240,23 @@ def test_two_residue_classes():
     assert strict.nearest(5) == (4, 7)
 
 
+def test_exact_printing_only_where_exact():
+    every = Constraints().solve(["H"])
+    assert (H // 4).format(every) == "H//4"
+    odd = Constraints()
+    odd.equal(H - 2 * (H // 2), 1)
+    odd_sizes = odd.solve()
+    assert odd_sizes["H"].describe() == "H = 2k + 1"
+    assert ((H - 1) // 2).format(odd_sizes) == "(H - 1)/2"
+    assert (H // 4).format(odd_sizes) == "H//4"  # 1 -> 0, 3 -> 0, 5 -> 1, 7 -> 1: not affine
+    big = Constraints()
+    big.at_least(H, 100)
+    big.at_most(H, 103)
+    assert (H // 4).format(big.solve()) == "H//4"  # 25 on 100..103, which is not H/4 + c
+    big.at_most(H, 102)
+    assert big.solve()["H"].describe() == "H = 100, 101, 102"
+
+
 def test_exceptions_and_empty_sets_are_reported():
     cs = Constraints()
     cs.at_most(H, 5)
@@ -411,3 +430,10 @@ def test_resnet50_smallest_size_and_fcn_sets():
     assert str(by_name["features.score"][1]) == "(H + 5)//32 + 1"
     assert str(by_name["up1.deconv1"][1]) == "32*((H + 5)//32) + 64"
     assert [str(d) for d in shapes[-1]] == ["21", "H", "H"]
+
+
+def test_docs_examples():
+    """Every example in docs/symbolic.md prints what the module gives."""
+    result = doctest.testfile(str(ROOT / "docs" / "symbolic.md"), module_relative=False,
+                              optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 30 and result.failed == 0
