@@ -20,7 +20,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 from math import gcd
-from typing import Iterable, Iterator, Mapping
+from typing import Iterable, Mapping
 
 __all__ = ["SymbolicError", "Size", "Floor", "Poly", "Constraint", "Constraints", "SizeSet",
            "parse_size", "parse_input", "window_out", "window_unused", "deconv_out", "solve"]
@@ -56,9 +56,6 @@ class Floor:
     __repr__ = __str__
 
 
-Atom = "str | Floor"
-
-
 def _atom_key(atom) -> tuple:
     return (0, atom) if isinstance(atom, str) else (1, atom._text)
 
@@ -71,8 +68,8 @@ class Size:
         # terms: (atom, nonzero int coefficient), sorted by atom; use _make, which sorts and drops zeros
         self.const = const
         self.terms = terms if type(terms) is tuple else tuple(terms)
-        self._hash = None  # computed on first use: most intermediate sizes are never hashed
-        self._names = None
+        self._hash: int | None = None  # computed on first use: most intermediate sizes are never hashed
+        self._names: frozenset | None = None
 
     @staticmethod
     def _make(const: int, coeffs: Mapping) -> "Size":
@@ -138,11 +135,13 @@ class Size:
     def __eq__(self, other) -> bool:
         if isinstance(other, int):
             return not self.terms and self.const == other
+        if isinstance(other, Poly):
+            return other == self
         return isinstance(other, Size) and self.const == other.const and self.terms == other.terms
 
     def __hash__(self) -> int:
-        if self._hash is None:
-            self._hash = hash((self.const, self.terms))
+        if self._hash is None:  # a constant hashes as its int, since Size(3) == 3
+            self._hash = hash((self.const, self.terms)) if self.terms else hash(self.const)
         return self._hash
 
     # -- queries -----------------------------------------------------------------------------------
@@ -161,8 +160,11 @@ class Size:
     def evaluate(self, values: Mapping[str, int]) -> int:
         """The exact value at concrete sizes: Size evaluation uses Python's integer floor division."""
         total = self.const
-        for atom, c in self.terms:
-            total += c * (values[atom] if isinstance(atom, str) else atom.num.evaluate(values) // atom.q)
+        try:
+            for atom, c in self.terms:
+                total += c * (values[atom] if isinstance(atom, str) else atom.num.evaluate(values) // atom.q)
+        except KeyError as missing:
+            raise SymbolicError(f"no value given for size {missing.args[0]}") from None
         return total
 
     def slope(self, name: str | None = None) -> Fraction:
@@ -195,7 +197,7 @@ class Size:
         if any(d.slope(n) for n in names):
             return False
         P = d.common_period()
-        points = [{}]
+        points: list[dict] = [{}]
         for n in names:
             points = [dict(p, **{n: v}) for p in points for v in range(P)]
         return all(d.evaluate(p) == 0 for p in points)
@@ -327,6 +329,8 @@ def _exact_affine(e: Size, valid: Mapping) -> str | None:
 
 # -- parsing -----------------------------------------------------------------------------------------
 
+_MAX_TOKENS = 10_000
+_MAX_NESTING = 200  # the reader recurses once per parenthesis
 _TOKEN = re.compile(r"\s*(?:(\d+)|([A-Za-z_][A-Za-z0-9_]*)|(\*\*|//|[-+*/()]))")
 
 
@@ -347,6 +351,9 @@ def parse_size(text: str) -> Size:
         tokens.append(("int", int(m[1])) if m[1] else ("name", m[2]) if m[2] else ("op", m[3]))
         pos = m.end()
     tokens.append(("end", None))
+    if len(tokens) > _MAX_TOKENS or text.count("(") > _MAX_NESTING:
+        raise SymbolicError(f"size expression too long ({len(tokens)} tokens, at most {_MAX_TOKENS}, "
+                            f"and at most {_MAX_NESTING} parentheses)")
     index = 0
 
     def peek():
@@ -485,7 +492,7 @@ class Poly:
         if isinstance(value, Poly):
             return value
         value = Size.of(value)
-        terms = {(): value.const} if value.const else {}
+        terms: dict[tuple, int] = {(): value.const} if value.const else {}
         for atom, c in value.terms:
             terms[(atom,)] = c
         return Poly(terms)
@@ -526,8 +533,15 @@ class Poly:
             other = Poly.of(other)
         return isinstance(other, Poly) and self.terms == other.terms
 
+    def as_size(self) -> "Size | None":
+        """The same value as a Size when every monomial has degree <= 1, else None."""
+        if any(len(m) > 1 for m in self.terms):
+            return None
+        return Size._make(self.terms.get((), 0), {m[0]: c for m, c in self.terms.items() if m})
+
     def __hash__(self) -> int:
-        return hash(frozenset(self.terms.items()))
+        linear = self.as_size()  # equal to a Size or an int when linear: hash alike
+        return hash(linear) if linear is not None else hash(frozenset(self.terms.items()))
 
     def evaluate(self, values: Mapping[str, int]) -> int:
         total = 0
@@ -583,7 +597,8 @@ class Constraint:
     def __init__(self, expr: Size, kind: str, fit: bool = False, reason: str = ""):
         if kind not in ("ge", "eq"):
             raise ValueError(kind)
-        self.expr, self.kind, self.fit, self.reason = (expr if type(expr) is Size else Size.of(expr)), kind, fit, reason
+        self.expr = expr if type(expr) is Size else Size.of(expr)
+        self.kind, self.fit, self.reason = kind, fit, reason
 
     def holds(self, values: Mapping[str, int]) -> bool:
         v = self.expr.evaluate(values)
@@ -688,7 +703,7 @@ class SizeSet:
             while start - m >= 1 and (start - m) in self:
                 start -= m
             starts[c] = start
-        exceptions = []
+        exceptions: list[int] = []
         for r in range(M):
             lo, hi = self.first[r], self.last[r]
             if lo is None:

@@ -92,6 +92,18 @@ def test_parse_input_names_and_errors():
         with pytest.raises(SymbolicError):
             parse_size(bad)
     assert parse_size("ceil((H - 3)/2) + 1") == (H - 3 + 1) // 2 + 1
+    for too_long in ("(" * 5000 + "H" + ")" * 5000, "+".join(["H"] * 6000)):
+        with pytest.raises(SymbolicError, match="too long"):
+            parse_size(too_long)
+    assert parse_size("(" * 150 + "H" + ")" * 150) == H
+    with pytest.raises(SymbolicError, match="no value given for size W"):
+        (H + W // 2).evaluate({"H": 3})
+
+
+def test_equal_values_hash_alike():
+    assert {Size(3): "a"}[3] == "a" and hash(Size(3)) == hash(3)
+    assert hash(Poly.of(H + 1)) == hash(H + 1) and Poly.of(H + 1) == H + 1
+    assert len({H // 4, (H // 2) // 2, Poly.of(H // 4)}) == 1
 
 
 # -- statistics as polynomials -----------------------------------------------------------------------
