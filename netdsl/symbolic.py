@@ -691,26 +691,31 @@ class SizeSet:
         return below, above
 
     def _classes(self) -> tuple:
-        """(m, {residue mod m: start}, exceptions): the coarsest period of the unbounded part."""
+        """(m, {residue mod m: start}, exceptions), for the modulus m that describes the set most
+        briefly: a class counts as two listed sizes (ties: the smaller m)."""
         M = self.modulus
         unbounded = {r for r in range(M) if self.first[r] is not None and self.last[r] is None}
-        m = next(d for d in range(1, M + 1) if M % d == 0
-                 and all(((r % d) in {u % d for u in unbounded}) == (r in unbounded) for r in range(M)))
-        starts = {}
-        for c in sorted({r % m for r in unbounded}):
-            # smallest x0 = c (mod m) from which every member of the class is valid
-            start = max(self.first[r] for r in range(M) if r % m == c)
-            while start - m >= 1 and (start - m) in self:
-                start -= m
-            starts[c] = start
-        exceptions: list[int] = []
-        for r in range(M):
-            lo, hi = self.first[r], self.last[r]
-            if lo is None:
-                continue
-            top = starts[r % m] - 1 if hi is None else hi
-            exceptions.extend(range(lo, top + 1, M))
-        return m, starts, sorted(exceptions)
+        best = None
+        for m in range(1, M + 1):
+            kept = {u % m for u in unbounded}
+            if M % m or any(((r % m) in kept) != (r in unbounded) for r in range(M)):
+                continue  # the unbounded part is not a union of classes mod m
+            starts = {}
+            for c in sorted(kept):
+                # smallest x0 = c (mod m) from which every member of the class is valid
+                start = max(self.first[r] for r in range(M) if r % m == c)
+                while start - m >= 1 and (start - m) in self:
+                    start -= m
+                starts[c] = start
+            exceptions: list[int] = []
+            for r in range(M):
+                lo, hi = self.first[r], self.last[r]
+                if lo is not None:
+                    exceptions.extend(range(lo, (starts[r % m] - 1 if hi is None else hi) + 1, M))
+            if best is None or 2 * len(starts) + len(exceptions) < 2 * len(best[1]) + len(best[2]):
+                best = (m, starts, sorted(exceptions))
+        assert best is not None  # m = M always qualifies
+        return best
 
     def describe(self) -> str:
         """"H = 16k + 12, H >= 188"; classes with their own bounds are joined by "; or "."""
@@ -730,7 +735,9 @@ class SizeSet:
             texts.append(f"{n} = {forms}" + (f", {n} >= {start}" if start else ""))
         text = "; or ".join(texts)
         if exceptions:
-            shown = ", ".join(map(str, exceptions[:8])) + (", ..." if len(exceptions) > 8 else "")
+            shown = ", ".join(map(str, exceptions[:8]))
+            if len(exceptions) > 8:
+                shown += f", ... ({len(exceptions)} sizes)"
             text = f"{text}; also {n} = {shown}" if text else f"{n} = {shown}"
         return text
 

@@ -226,6 +226,29 @@ def assert_solver_matches_brute_force(sizes: SizeSet, is_valid, upto: int):
             assert not [x for x in brute if x > probe]
 
 
+def described_sizes(text: str, name: str, upto: int) -> list | None:
+    """Read SizeSet.describe()'s text back into its members up to `upto` (None if it was cut)."""
+    if text == f"no valid {name}":
+        return []
+    text, _, also = text.partition(f"; also {name} = ")
+    if text.startswith(f"{name} = ") and "k" not in text:
+        text, also = "", text[len(f"{name} = "):]
+    if "..." in also:
+        return None
+    members = {int(v) for v in also.split(", ") if v}
+    for part in filter(None, text.split("; or ")):
+        forms, _, bound = part.partition(f", {name} >= ")
+        if forms.startswith(f"{name} >= "):
+            forms, bound = "", forms[len(f"{name} >= "):]
+        start = int(bound) if bound else 1
+        residues = []
+        for form in forms[len(f"{name} = "):].split(" or ") if forms else ["1k"]:
+            m, _, r = form.partition("k")
+            residues.append((int(m), int(r.replace(" + ", "") or 0)))
+        members |= {x for x in range(start, upto + 1) if any(x % m == r % m for m, r in residues)}
+    return sorted(x for x in members if x <= upto)
+
+
 @settings(max_examples=150, deadline=None)
 @given(chains())
 def test_solver_equals_brute_force_on_random_systems(steps):
@@ -235,6 +258,8 @@ def test_solver_equals_brute_force_on_random_systems(steps):
         sizes = cs.solve(["H"], strict=strict)["H"]
         upto = min(3000, 4 * sizes.modulus + 200)
         assert_solver_matches_brute_force(sizes, lambda x: concrete_chain(x, steps, strict) is not None, upto)
+        described = described_sizes(sizes.describe(), "H", upto)
+        assert described is None or described == sizes.values(upto), sizes.describe()
         # and the constraint system itself agrees with the concrete chain (the algebra's evaluation)
         assert all(cs.holds({"H": x}, strict) == (concrete_chain(x, steps, strict) is not None)
                    for x in range(1, 120))
@@ -284,6 +309,25 @@ def test_exceptions_and_empty_sets_are_reported():
     cs.at_least(H + W, 3)
     with pytest.raises(SymbolicError, match="one name per constraint"):
         cs.solve()
+
+
+def test_descriptions_choose_the_briefest_modulus():
+    assert described_sizes("H = 2, 3, 4, 5", "H", 10) == [2, 3, 4, 5]
+    odd = (H + 1) // 2 - H // 2  # 1 for odd H, 0 for even
+    cs = Constraints()
+    cs.at_least(H - 10 + 5 * odd, 0)  # odd H from 5, even H from 10
+    sizes = cs.solve()["H"]
+    assert sizes.describe() == "H >= 9; also H = 5, 7"
+    assert sizes.values(14) == [5, 7, 9, 10, 11, 12, 13, 14] == described_sizes(sizes.describe(), "H", 14)
+    cs = Constraints()
+    cs.at_least(H - 100 + 95 * odd, 0)  # odd H from 5, even H from 100: two bounds read better
+    sizes = cs.solve()["H"]
+    assert sizes.describe() == "H = 2k + 1, H >= 5; or H = 2k, H >= 100"
+    assert described_sizes(sizes.describe(), "H", 300) == sizes.values(300)
+    cs.at_least(100 * (H // 9 - (H - 1) // 9) + 30 - H, 0)  # H <= 30, or H <= 130 and 9 | H
+    sizes = cs.solve()["H"]
+    assert sizes.describe() == "H = 5, 7, 9, 11, 13, 15, 17, 19, ... (20 sizes)"
+    assert sizes.values(1000) == [*range(5, 30, 2), 45, 63, 81, 99, 108, 117, 126]
 
 
 # -- the original U-Net, written out by hand ---------------------------------------------------------
