@@ -23,7 +23,7 @@ from math import gcd
 from typing import Iterable, Mapping
 
 __all__ = ["SymbolicError", "Size", "Floor", "Poly", "Constraint", "Constraints", "SizeSet",
-           "parse_size", "parse_input", "window_out", "window_unused", "deconv_out", "solve"]
+           "floor_div", "parse_size", "parse_input", "window_out", "window_unused", "deconv_out", "solve"]
 
 
 class SymbolicError(ValueError):
@@ -260,9 +260,7 @@ def floor_div(e: Size, q: int) -> Size:
     e = Size.of(e)
     if q == 1:
         return e
-    while True:
-        if q == 1:
-            return e
+    while True:  # q >= 2 on every pass
         pulled: dict = {}
         rest: dict = {}
         for atom, c in e.terms:
@@ -423,7 +421,10 @@ def parse_size(text: str) -> Size:
 
 
 def parse_input(text: str) -> tuple:
-    """`3xHxW` -> (Size(3), H, W); a name used twice is the same size (`3xSxS`: square inputs)."""
+    """`3xHxW` -> (Size(3), H, W); a name used twice is the same size (`3xSxS`: square inputs).
+
+    `x` separates dimensions, so a name cannot contain a lowercase x (`3xHmax` is an error).
+    """
     parts = str(text).strip().split("x")
     out = []
     for part in parts:

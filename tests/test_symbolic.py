@@ -85,7 +85,7 @@ def test_parse_input_names_and_errors():
     assert (c, h, w) == (Size(3), H, W)
     _, a, b = parse_input("1xSxS")
     assert a == b  # the same name twice is the same size
-    for bad in ("3xH-1xW", "0x2x2", "3xxW", "3x__import__('os')xW"):
+    for bad in ("3xH-1xW", "0x2x2", "3xxW", "3x__import__('os')xW", "3xHmax"):
         with pytest.raises(SymbolicError):
             parse_input(bad)
     for bad in ("H/2", "H*H", "(H", "H//0", "H//W", "eval(1)", "H**2", ""):
