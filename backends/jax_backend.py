@@ -29,7 +29,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from netdsl.backend import WEIGHT_WRITERS, Backend, interpret
+from netdsl.ops.structure import crop_offsets
+from netdsl.backend import WEIGHT_WRITERS, Backend, check_input, interpret
 from netdsl.ir import Node
 
 #: forward(node, inputs, context) -> output, for arrays of shape (N, C, H, W) or (N, C).
@@ -236,8 +237,8 @@ def _flatten(node, inputs, context):
 
 def _crop(node, inputs, context):
     x, like = inputs  # `like` gives only its size
-    o = node.attrs["offset"]
-    return x[:, :, o:o + like.shape[2], o:o + like.shape[3]]
+    top, left = crop_offsets(node.attrs, x.shape[2:], like.shape[2:])
+    return x[:, :, top:top + like.shape[2], left:left + like.shape[3]]
 
 
 def _concat(node, inputs, context):
@@ -327,10 +328,7 @@ class JaxModule:
 
     def _input(self, x):
         x = jnp.asarray(x, dtype=self.dtype)
-        expected = self.network.input_shape
-        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != tuple(expected):
-            raise ValueError(f"{self.network.name} takes input of shape (N, "
-                             f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        check_input(self.network, x.shape)
         return x
 
     def _mode(self):

@@ -24,7 +24,8 @@ from typing import Callable, Mapping
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from netdsl.backend import WEIGHT_WRITERS, Backend, interpret
+from netdsl.ops.structure import crop_offsets
+from netdsl.backend import WEIGHT_WRITERS, Backend, check_input, interpret
 from netdsl.ir import Node
 from netdsl.ops import fused_activation
 from netdsl.weights import bilinear_weight
@@ -485,15 +486,15 @@ def _flatten_backward(node: Node, dy, shape, weights):
 
 def _crop_forward(node: Node, inputs, weights, state):
     x, like = inputs
-    o = node.attrs["offset"]
-    return x[:, :, o:o + like.shape[2], o:o + like.shape[3]], (x.shape, like.shape)
+    top, left = crop_offsets(node.attrs, x.shape[2:], like.shape[2:])
+    return x[:, :, top:top + like.shape[2], left:left + like.shape[3]], (x.shape, like.shape)
 
 
 def _crop_backward(node: Node, dy, cache, weights):
     shape, like_shape = cache
-    o = node.attrs["offset"]
+    top, left = crop_offsets(node.attrs, shape[2:], like_shape[2:])
     dx = np.zeros(shape, dtype=dy.dtype)
-    dx[:, :, o:o + dy.shape[2], o:o + dy.shape[3]] = dy
+    dx[:, :, top:top + dy.shape[2], left:left + dy.shape[3]] = dy
     return [dx, np.zeros(like_shape, dtype=dy.dtype)], {}  # `like` gives only its size
 
 
@@ -703,10 +704,7 @@ class NumpyModule:
 
     def _run(self, x: np.ndarray, keep: bool) -> list:
         x = np.asarray(x, dtype=self.dtype)
-        expected = self.network.input_shape
-        if x.ndim != len(expected) + 1 or tuple(x.shape[1:]) != tuple(expected):
-            raise ValueError(f"{self.network.name} takes input of shape (N, "
-                             f"{', '.join(map(str, expected))}), got {tuple(x.shape)}")
+        check_input(self.network, x.shape)
         state = _State(self.training, self.rng, self.workspace)
         # caches[id] = (the layer's cache, its fused activation's cache)
         caches: list = [[None, None] for _ in self.graph.nodes]

@@ -199,6 +199,17 @@ class TorchModule:
         """The PyTorch source this module runs (what `netdsl compile -o model.py` writes)."""
         return type(self)._netdsl_source
 
+    def dynamic_shapes(self) -> tuple:
+        """torch.export's `dynamic_shapes` for this module's input: a dynamic batch, and for a net
+        with size names (3xHxW) its height and width with their true bounds and step."""
+        from netdsl.backends.torch_export import dynamic_shapes
+        return dynamic_shapes(self.network)
+
+    def export(self, batch: int = 2):
+        """`torch.export.export` of this module (in eval mode) with `dynamic_shapes()`."""
+        from netdsl.backends.torch_export import export
+        return export(self, self.network, batch)
+
 
 def _as_numpy(value) -> np.ndarray:
     if isinstance(value, torch.Tensor):

@@ -12,6 +12,11 @@ CPU time, median):
 - + solve: the symbolic walk followed by solving the constraints for H and W;
 - infer_shapes: netdsl's whole concrete shape check of the graph at 3x224x224 (every op's record,
   diagnostics), which is what a symbolic check will later sit beside;
+- netdsl.load at 3xHxW vs 3x224x224: the whole check `netdsl check --input` does (read, parse,
+  expand, shapes with their conditions solved), the figure issue 15 bounds (under 2x);
+- check 3xHxW vs 3x224x224: netdsl's shape check alone (infer_shapes, every op record, the
+  conditions collected and solved for H and W) with size names, against the same check at
+  224x224;
 - sympy (--sympy, when installed): the symbolic walk with sympy.floor expressions instead.
 """
 from __future__ import annotations
@@ -127,6 +132,12 @@ def main() -> None:
     solved, con2 = timing.paired(lambda: symbolic(chain, solve=True), lambda: concrete(chain), args.repeat, clock=clock)
     sym2, full = timing.paired(lambda: symbolic(chain), lambda: infer_shapes(graph, (3, 224, 224)),
                                args.repeat, clock=clock)
+    sizes = (3, Size.name("H"), Size.name("W"))
+    whole_named, whole_plain = timing.paired(lambda: netdsl.load(args.net, input="3xHxW"),
+                                             lambda: netdsl.load(args.net, input="3x224x224"),
+                                             args.repeat, clock=clock)
+    named, plain = timing.paired(lambda: infer_shapes(graph, sizes), lambda: infer_shapes(graph, (3, 224, 224)),
+                                 args.repeat, clock=clock)
     print(f"{args.net}: {len(chain)} nodes, {windows} windows, {merges} add merges; "
           f"median CPU ms of {args.repeat}")
     print(f"{'row':34} {'ms':>8} {'ratio':>7}")
@@ -135,6 +146,10 @@ def main() -> None:
     print(f"{'symbolic chain + solve':34} {solved * 1e3:8.3f} {solved / con2:7.2f}")
     print(f"{'infer_shapes (whole concrete check)':34} {full * 1e3:8.3f} {1:7.2f}")
     print(f"{'symbolic chain vs infer_shapes':34} {sym2 * 1e3:8.3f} {sym2 / full:7.2f}")
+    print(f"{'netdsl.load at 3x224x224':34} {whole_plain * 1e3:8.3f} {1:7.2f}")
+    print(f"{'netdsl.load at 3xHxW':34} {whole_named * 1e3:8.3f} {whole_named / whole_plain:7.2f}")
+    print(f"{'check 3x224x224 (infer_shapes)':34} {plain * 1e3:8.3f} {1:7.2f}")
+    print(f"{'check 3xHxW (infer_shapes, solved)':34} {named * 1e3:8.3f} {named / plain:7.2f}")
     if args.sympy:
         start = clock()
         sympy_walk(chain)

@@ -14,7 +14,7 @@ from .limits import Limits
 from .finetune import finetune, with_head
 from .network import Network, load, parse, parse_all
 
-__version__ = "0.2.0"
+__version__ = "0.3.0"
 
 __all__ = ["parse", "parse_all", "load", "Network", "finetune", "with_head", "import_torchvision", "Limits", "NetDSLError", "NetDSLSyntaxError",
            "NetDSLNameError", "NetDSLShapeError", "NetDSLLimitError", "NetDSLWeightsError", "Span"]

@@ -38,6 +38,34 @@ if TYPE_CHECKING:
 WeightsArg = Mapping[str, Any] | str | os.PathLike
 
 
+def check_input(network: "Network", shape: Sequence[int]) -> None:
+    """Raise ValueError unless `shape` (batch first) is an input the network takes: its own shape,
+    or for a net with size names (3xHxW) any valid size, named with the nearest valid ones."""
+    expected = network.input_shape
+    sample = tuple(int(d) for d in shape[1:])
+    if len(shape) == len(expected) + 1 and network.accepts(sample):
+        return
+    wanted = ", ".join(map(str, expected))
+    if network.symbolic and len(shape) == len(expected) + 1:
+        sets = network.strict_sizes if network.strict else network.valid_sizes
+        problems = []
+        for want, got in zip(expected, sample):
+            if isinstance(want, int):
+                if want != got:
+                    problems.append(f"{got} channels, not {want}")
+                continue
+            sizes = sets[next(iter(want.names()))]
+            if got not in sizes:
+                near = [str(v) for v in sizes.nearest(got) if v is not None]
+                problems.append(f"{got} does not fit ({sizes.describe()}"
+                                + (f"; {' and '.join(near)} {'do' if len(near) > 1 else 'does'})" if near else ")"))
+        if not problems:
+            problems.append("the same size name must have the same value")
+        raise ValueError(f"{network.name} takes input of shape (N, {wanted}): got {tuple(shape)}: "
+                         + "; ".join(dict.fromkeys(problems)))
+    raise ValueError(f"{network.name} takes input of shape (N, {wanted}), got {tuple(shape)}")
+
+
 @runtime_checkable
 class CompiledModule(Protocol):
     """A network compiled by a backend. Inputs are batch first: (N, *network.input_shape)."""

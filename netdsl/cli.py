@@ -72,9 +72,10 @@ def _shape_arg(text: str):
         shape = parse_shape(text)
     except ValueError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
-    if max(shape) > DEFAULT_LIMITS.max_dimension:
+    numbers = [d for d in shape if isinstance(d, int)]
+    if max(numbers) > DEFAULT_LIMITS.max_dimension:
         raise argparse.ArgumentTypeError(
-            f"{text}: {max(shape):,} is over the limit of {DEFAULT_LIMITS.max_dimension:,} for one "
+            f"{text}: {max(numbers):,} is over the limit of {DEFAULT_LIMITS.max_dimension:,} for one "
             f"dimension")
     return shape
 
@@ -97,7 +98,8 @@ def _count_arg(minimum: int, what: str):
 def _input_layout_warning(shape) -> str | None:
     """Inputs are CxHxW; an HxWxC shape (224x224x3) would silently read as 224 channels. Warn when
     the last size looks like channels (at most 4, smaller than the other two)."""
-    if shape is not None and len(shape) == 3 and shape[2] <= 4 and shape[2] < min(shape[0], shape[1]):
+    if (shape is not None and len(shape) == 3 and all(isinstance(d, int) for d in shape)
+            and shape[2] <= 4 and shape[2] < min(shape[0], shape[1])):
         return (f"warning: inputs are CxHxW: did you mean {shape[2]}x{shape[0]}x{shape[1]}? "
                 f"(--input {'x'.join(map(str, shape))} reads as {shape[0]} channels)")
     return None
@@ -287,10 +289,21 @@ def _cmd_check(args) -> int:
             print(f"{printable(path)}: ok (definitions only)")
         for network in networks:
             _print_warnings(network)
-            if not args.quiet:
+            if args.quiet:
+                continue
+            if network.symbolic:
+                from .report import size_lines
+                params = network.params
                 print(printable(f"{path}: {network.name}: ok, {format_shape(network.input_shape)} -> "
-                                f"{format_shape(network.output_shape)}, {network.params:,} params, "
-                                f"{network.macs:,} MACs"))
+                                f"{format_shape(network.output_shape)}, " +
+                                (f"{params:,} params" if isinstance(params, int) else
+                                 f"params depend on the input size ({', '.join(network.size_dependent_weights)})")))
+                for line in size_lines(network):
+                    print(printable("  " + line))
+                continue
+            print(printable(f"{path}: {network.name}: ok, {format_shape(network.input_shape)} -> "
+                            f"{format_shape(network.output_shape)}, {network.params:,} params, "
+                            f"{network.macs:,} MACs"))
     return status
 
 

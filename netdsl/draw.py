@@ -39,9 +39,9 @@ def _label(*lines: str) -> str:
 def _stat_lines(params: int, macs: int, rf=None) -> list[str]:
     lines = []
     if params:
-        lines.append(f"{params:,} params")
+        lines.append(f"{params:,} params" if isinstance(params, int) else f"{params} params")
     if macs:
-        lines.append(f"{macs:,} MACs")
+        lines.append(f"{macs:,} MACs" if isinstance(macs, int) else f"{macs} MACs")
     if rf is not None:
         lines.append(f"rf {rf}")
     return lines
@@ -186,7 +186,8 @@ def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = Fals
     graph = NetworkDrawing(name=_text(network.name), format="svg")
     heading = title if title is not None else (
         f"{network.name}: {format_shape(network.input_shape)} -> {format_shape(network.output_shape)}, "
-        f"{network.params:,} params, {network.macs:,} MACs")
+        + (f"{network.params:,} params, {network.macs:,} MACs" if not network.symbolic else
+           "; ".join(s.describe() for s in network.valid_sizes.values())))
     graph.attr(rankdir=rankdir, label=_text(heading), labelloc="t", fontname="Helvetica",
                fontsize="16", nodesep="0.25", ranksep="0.35")
     graph.attr("node", shape="box", style="rounded,filled", fontname="Helvetica", fontsize="11",

@@ -76,7 +76,11 @@ def _json_value(value):
 
 
 def explain_layer(network, node_id: int, readers: list[list[int]] | None = None) -> LayerExplanation:
-    """The worked arithmetic of one layer of a checked `Network`."""
+    """The worked arithmetic of one layer of a checked `Network`. For a net with size names
+    (3xHxW) it is worked at the example size (`Network.example_shape`): the slides' arithmetic is
+    on numbers, and `summary` shows the formulas."""
+    if network.symbolic:
+        network = _worked_size(network)
     graph, shapes, stats = network.graph, network.shapes, network.stats
     node = graph[node_id]
     inputs = [shapes[i] for i in node.inputs] or [shapes[0]]
@@ -93,8 +97,18 @@ def explain_layer(network, node_id: int, readers: list[list[int]] | None = None)
                             tuple(lines))
 
 
+def _worked_size(network):
+    cached = getattr(network, "_netdsl_worked", None)
+    if cached is None:
+        cached = network.at(network.example_shape())
+        network._netdsl_worked = cached
+    return cached
+
+
 def explain_network(network) -> list[LayerExplanation]:
     """Every layer's explanation, in node order."""
+    if network.symbolic:
+        network = _worked_size(network)
     readers = _value_readers(network.graph)
     return [explain_layer(network, node.id, readers) for node in network.graph.nodes]
 

@@ -22,7 +22,9 @@ from .ir import Graph, LayoutChain
 from .limits import DEFAULT_LIMITS, Limits
 from .modules import Module, load_module, read_text_file, shipped_networks_dir
 from .printer import print_program
+from .ops.base import is_symbolic
 from .shapes import Shape, check_input_shape, format_shape, infer_shapes, parse_shape
+from .symbolic import Size, SizeSet
 from .stats import NetworkStats, measure
 from .weights import WeightSpec, weight_specs
 
@@ -41,7 +43,15 @@ class Network:
         result = infer_shapes(self.graph, self.input_shape, limits, strict)
         self.shapes: tuple[Shape, ...] = result.shapes
         self.warnings: tuple[Diagnostic, ...] = result.warnings
+        #: With size names in the input (3xHxW): each name's valid sizes (`SizeSet`), and those
+        #: where every window fits exactly (valid under --strict). Empty for a concrete input.
+        self.valid_sizes: dict[str, SizeSet] = result.valid
+        self.strict_sizes: dict[str, SizeSet] = result.strict_valid
+        #: (node id, condition) for each condition the layers put on the sizes.
+        self.conditions = result.conditions
         for spec in self.weight_specs:
+            if not isinstance(spec.size, int):
+                continue  # depends on the input size: see size_dependent_weights
             if spec.size > limits.max_tensor_elements:
                 node = self.graph.node(spec.node)
                 raise NetDSLLimitError(
@@ -50,12 +60,73 @@ class Network:
                     node.span, ["raise Limits.max_tensor_elements to accept it"], self.warnings)
 
     def __repr__(self) -> str:
+        if self.symbolic:
+            return (f"<Network {self.name}: {format_shape(self.input_shape)} -> "
+                    f"{format_shape(self.output_shape)}, {self.describe_sizes().replace(chr(10), '; ')}>")
         return (f"<Network {self.name}: {format_shape(self.input_shape)} -> "
                 f"{format_shape(self.output_shape)}, {self.params:,} params, {self.macs:,} MACs>")
 
     @property
     def name(self) -> str:
         return self.graph.name
+
+    @property
+    def symbolic(self) -> bool:
+        """Whether the input has size names (`input 3xHxW`): shapes and statistics are formulas."""
+        return bool(self.valid_sizes)
+
+    @property
+    def size_dependent_weights(self) -> list[str]:
+        """Layers whose weight shapes depend on the input size (an fc after an HxW-dependent
+        tensor): a symbolic net with any cannot be compiled until a size is chosen."""
+        return list(dict.fromkeys(spec.node for spec in self.weight_specs
+                                  if not isinstance(spec.size, int)))
+
+    def accepts(self, shape) -> bool:
+        """Whether a concrete input shape (3x572x572, or (3, 572, 572)) is one of the valid sizes
+        (with `strict`, one where every window fits exactly)."""
+        shape = tuple(_coerce_input(shape) or ())
+        if not self.symbolic:
+            return shape == self.input_shape
+        return self._size_values(shape) is not None
+
+    def _size_values(self, shape) -> dict | None:
+        if len(shape) != len(self.input_shape):
+            return None
+        sets = self.strict_sizes if self.strict else self.valid_sizes
+        values: dict[str, int] = {}
+        for want, got in zip(self.input_shape, shape):
+            if isinstance(want, int):
+                if want != got:
+                    return None
+                continue
+            name = next(iter(want.names()))
+            if values.setdefault(name, got) != got or got not in sets[name]:
+                return None
+        return values
+
+    def at(self, shape) -> "Network":
+        """The same network at a concrete input size: `unet.at("1x572x572")`. Raises
+        NetDSLShapeError naming the nearest valid sizes when `shape` is not valid."""
+        return Network(self._expanded, _checked_input(_coerce_input(shape), None, self.limits), self.path,
+                       self.limits, self.strict)
+
+    def example_shape(self, at_least: int = 32):
+        """A concrete valid input shape for tracing and examples: each size name at its smallest
+        valid value from `at_least` up."""
+        if not self.symbolic:
+            return self.input_shape
+        sets = self.strict_sizes if self.strict else self.valid_sizes
+        chosen = {}
+        for name, sizes in sets.items():
+            below, above = sizes.nearest(at_least)
+            chosen[name] = at_least if at_least in sizes else (above if above is not None else below)
+        return tuple(d if isinstance(d, int) else d.evaluate(chosen) for d in self.input_shape)
+
+    def describe_sizes(self, strict: bool | None = None) -> str:
+        """'H = 16k + 12, H >= 188' for each size name, joined by '; ' (one line per name)."""
+        sets = self.strict_sizes if (self.strict if strict is None else strict) else self.valid_sizes
+        return "\n".join(sizes.describe() for sizes in sets.values())
 
     @property
     def layout(self) -> LayoutChain:
@@ -127,6 +198,13 @@ class Network:
         under the canonical names; every name and shape is checked.
         """
         from .plugins import get_backend
+        if self.size_dependent_weights:
+            node = self.graph.node(self.size_dependent_weights[0])
+            raise NetDSLShapeError(
+                f"{node.name}'s weights depend on the input size ({format_shape(self.input_shape)}), "
+                f"so no one module runs every size", node.span,
+                ["give a concrete input: net.at('3x224x224'), or --input 3x224x224",
+                 "or make the layer before it size-free, such as gap before fc"])
         return get_backend(backend).compile(self, **options)
 
     def draw(self, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
@@ -181,7 +259,7 @@ def _coerce_input(value) -> Shape | None:
             return parse_shape(value)
         except ValueError as error:
             raise NetDSLShapeError(str(error)) from None
-    return tuple(int(d) for d in value)
+    return tuple(d if isinstance(d, Size) else int(d) for d in value)
 
 
 def _default_name(path: str) -> str:
@@ -204,6 +282,18 @@ def _select(module: Module, net: str | None, path: str) -> list[ast.Net]:
     return list(nets)
 
 
+def _checked_input(shape, span, limits: Limits):
+    problem = check_input_shape(shape, limits)
+    numbers = [d for d in shape if isinstance(d, int)]
+    if problem is None and max(numbers, default=0) > limits.max_dimension:
+        problem = (f"input dimension {max(numbers):,} is over the limit of {limits.max_dimension:,} "
+                   f"(raise Limits.max_dimension to accept it)")
+    if problem:
+        raise NetDSLShapeError(problem, span,
+                               [] if span else ["the input shape came from --input or the API"])
+    return shape
+
+
 def _build(module: Module, decl: ast.Net, input, path: str, limits: Limits, strict: bool) -> Network:
     expanded = expand_net(module, decl, limits, default_name=_default_name(path))
     shape = _coerce_input(input)
@@ -216,14 +306,44 @@ def _build(module: Module, decl: ast.Net, input, path: str, limits: Limits, stri
         raise NetDSLShapeError(f"net {expanded.graph.name} has no input shape", decl.span,
                                ["add `input 3x224x224` (or `input 784`) to the file or the net, "
                                 "or pass --input"])
-    problem = check_input_shape(shape, limits)
-    if problem is None and max(shape, default=0) > limits.max_dimension:
-        problem = (f"input dimension {max(shape):,} is over the limit of {limits.max_dimension:,} "
-                   f"(raise Limits.max_dimension to accept it)")
-    if problem:
-        raise NetDSLShapeError(problem, span,
-                               [] if span else ["the input shape came from --input or the API"])
-    return Network(expanded, shape, path, limits, strict)
+    shape = _checked_input(shape, span, limits)
+    try:
+        return Network(expanded, shape, path, limits, strict)
+    except NetDSLShapeError as error:
+        note = _nearest_sizes_note(expanded, shape, path, limits, strict)
+        if note is None:
+            raise
+        raise type(error)(error.message, error.span, [*error.notes, note], error.warnings) from None
+
+
+def _nearest_sizes_note(expanded: ExpandedNet, shape, path: str, limits: Limits, strict: bool) -> str | None:
+    """For a concrete CxHxW input that fails: "570x570 does not fit: 556 and 572 do", found by
+    checking the net with size names and asking the valid sets; None when that says nothing."""
+    if len(shape) != 3 or is_symbolic(shape):
+        return None
+    c, h, w = shape
+    try:
+        named = Network(expanded, (c, Size.name("H"), Size.name("W")), path, limits, strict)
+    except NetDSLError:
+        return None
+    sets = named.strict_sizes if strict else named.valid_sizes
+    wrong = [(what, value, sets[name]) for what, value, name in (("height", h, "H"), ("width", w, "W"))
+             if value not in sets[name]]
+    if not wrong:
+        return None
+    alike = sets["H"].describe() == sets["W"].describe().replace("W", "H")
+    if h == w and len(wrong) == 2 and alike:
+        wrong = [(f"{h}x{w}", h, sets["H"])]
+    parts = []
+    for what, value, sizes in wrong:
+        below, above = sizes.nearest(value)
+        near = " and ".join(str(v) for v in (below, above) if v is not None)
+        label = what if "x" in what else f"{what} {value}"
+        parts.append(f"{label} does not fit" + (f": {near} {'do' if below and above else 'does'}"
+                                                  if near else ": no size does"))
+    described = (f"{sets['H'].describe()}, and W alike" if alike
+                 else "; ".join(s.describe() for s in sets.values()))
+    return "; ".join(parts) + f" (the valid sizes: {described})"
 
 
 def _collector_paused(build):

@@ -21,6 +21,7 @@ from . import ast
 from .errors import NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Source, Span, suggest
 from .limits import DEFAULT_LIMITS, Limits
 from .ops import MERGE_WORDS
+from .symbolic import Size
 
 
 def grammar_text() -> str:
@@ -359,7 +360,8 @@ class _ToAst(Transformer_NonRecursive):
     def shape(self, meta, children):
         token = children[0]
         span = self._tok(token)
-        return tuple(literal_int(part, span) for part in str(token).split("x")), span
+        return tuple(literal_int(part, span) if part.isdigit() else Size.name(part)
+                     for part in str(token).split("x")), span
 
     def input_stmt(self, meta, children):
         return ("input", children[0], self._span(meta))

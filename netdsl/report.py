@@ -58,8 +58,27 @@ def notation(node) -> str:
     return f"{text}+{act}" if act != "none" else text
 
 
-def _number(value: Fraction | int) -> int | float:
+def _number(value: Fraction | int | None) -> int | float | str:
+    if value is None:
+        return "input"  # the whole input, whose size is a formula (3xHxW)
     return int(value) if value == int(value) else float(value)
+
+
+def _count(value, valid=None) -> str:
+    """34,944; or a formula in the input's size names, written with / where that is exact."""
+    return f"{value:,}" if isinstance(value, int) else value.format(valid)
+
+
+def _shape(shape, valid=None) -> str:
+    return "x".join(str(d) if isinstance(d, int) else _bracketed(d.format(valid)) for d in shape)
+
+
+def _bracketed(text: str) -> str:
+    return text if text.isidentifier() else f"({text})"
+
+
+def _sets(network) -> dict:
+    return network.strict_sizes if network.strict else network.valid_sizes
 
 
 def _human(value: float, unit: str = "") -> str:
@@ -75,6 +94,7 @@ def summary_text(network, depth: int | None = None, width: int | None = None,
     that every row fits in that many columns. With `explain`, each layer's worked arithmetic
     (netdsl.explain) follows its row."""
     graph, stats = network.graph, network.stats
+    valid = _sets(network)
     rows = layout_rows(graph, network.layout)
     header = ("layer", "op", "output", "params", "MACs", "rf", "stride")
     table: list[tuple[str, ...]] = []
@@ -91,13 +111,13 @@ def summary_text(network, depth: int | None = None, width: int | None = None,
         if row.kind == "group":
             layers = [stats.layers[i] for i in row.nodes]
             last = stats.layers[row.nodes[-1]] if row.nodes else None
-            table.append((indent + row.name, "", format_shape(last.shape) if last else "",
-                          f"{sum(l.params for l in layers):,}", f"{sum(l.macs for l in layers):,}",
+            table.append((indent + row.name, "", _shape(last.shape, valid) if last else "",
+                          _count(sum(l.params for l in layers), valid), _count(sum(l.macs for l in layers), valid),
                           str(_number(last.rf)) if last else "", str(_number(last.stride)) if last else ""))
         else:
             node, layer = graph[row.nodes[0]], stats.layers[row.nodes[0]]
-            table.append((indent + row.name, notation(node), format_shape(layer.shape),
-                          f"{layer.params:,}", f"{layer.macs:,}", str(_number(layer.rf)),
+            table.append((indent + row.name, notation(node), _shape(layer.shape, valid),
+                          _count(layer.params, valid), _count(layer.macs, valid), str(_number(layer.rf)),
                           str(_number(layer.stride))))
     widths = [max(len(header[i]), *(len(r[i]) for r in table)) for i in range(len(header))]
     excess = sum(widths) + 2 * (len(widths) - 1) - width if width else 0
@@ -111,12 +131,18 @@ def summary_text(network, depth: int | None = None, width: int | None = None,
                          for i, (c, w) in enumerate(zip(cells, widths))).rstrip()
 
     rule = "-" * len(line(["x" * w for w in widths]))
-    out = [f"{network.name} ({network.path}): {format_shape(network.input_shape)} -> "
-           f"{format_shape(network.output_shape)}", "", line(header), rule]
+    out = [f"{network.name} ({network.path}): {_shape(network.input_shape)} -> "
+           f"{_shape(network.output_shape, valid)}", "", line(header), rule]
+    if explain and network.symbolic:
+        out[1:1] = [f"(the arithmetic under each layer is worked at {format_shape(network.example_shape())}, "
+                    f"the example size; the table's formulas hold at every valid size)"]
     for at, cells in enumerate(table):
         out.append(line(cells))
         out.extend(explained.get(at, ()))
     out.append(rule)
+    if network.symbolic:
+        out.extend(_symbolic_totals(network, stats, valid))
+        return "\n".join(out) + "\n"
     out.append(f"params       {stats.params:>17,}")
     if stats.buffers:
         out.append(f"buffers      {stats.buffers:>17,}   (BN running statistics, fixed weights)")
@@ -124,6 +150,39 @@ def summary_text(network, depth: int | None = None, width: int | None = None,
     out.append(f"activations  {stats.activations:>17,}   ({stats.activation_bytes / 1e6:.1f} MB in "
                f"float32, one input, forward)")
     return "\n".join(out) + "\n"
+
+
+def _symbolic_totals(network, stats, valid) -> list[str]:
+    """The totals of a net with size names: formulas, and the sizes it takes."""
+    out = [f"params       {_count(stats.params, valid)}"]
+    for node in network.size_dependent_weights:
+        out.append(f"             (depends on the input size from {node}: its weights follow the "
+                   f"size of the tensor it flattens)")
+    if stats.buffers:
+        out.append(f"buffers      {_count(stats.buffers, valid)}")
+    out.append(f"MACs         {_count(stats.macs, valid)}")
+    out.append(f"activations  {_count(stats.activations, valid)}")
+    out.append("")
+    out.extend(size_lines(network))
+    return out
+
+
+def size_lines(network) -> list[str]:
+    """'valid sizes: H = 16k + 12, H >= 188' and the exactly fitting ones, per size name."""
+    out = []
+    shown: dict[tuple, str] = {}  # W described as H was: said once, for both names
+    for name, sizes in network.valid_sizes.items():
+        strict = network.strict_sizes[name]
+        key = (sizes.modulus, tuple(sizes.first), tuple(sizes.last), strict.modulus,
+               tuple(strict.first), tuple(strict.last))
+        if key in shown:
+            out[-2] += f" (and the same for {name})" if len(shown) == 1 else ""
+            continue
+        shown[key] = name
+        out.append(f"valid sizes  {sizes.describe()}")
+        same = strict.describe() == sizes.describe()
+        out.append(f"  fits exactly (--strict): {'the same' if same else strict.describe()}")
+    return out
 
 
 def _shorten(name: str, width: int) -> str:
@@ -137,13 +196,21 @@ def _shorten(name: str, width: int) -> str:
 
 def summary_dict(network) -> dict:
     graph, stats = network.graph, network.stats
+    valid = _sets(network)
+
+    def shape(value) -> list:  # concrete sizes stay ints; formulas are strings
+        return [d if isinstance(d, int) else d.format(valid) for d in value]
+
+    def count(value):
+        return value if isinstance(value, int) else value.format(valid)
+
     layers = []
     for node, layer in zip(graph.nodes, stats.layers):
         layers.append({
             "name": node.name, "op": node.op, "notation": slide_notation(node.op, node.attrs),
-            "act": node.attrs.get("act", "none"), "shape": list(layer.shape),
-            "params": layer.params, "buffers": layer.buffers, "macs": layer.macs,
-            "activations": layer.activations, "rf": _number(layer.rf), "stride": _number(layer.stride),
+            "act": node.attrs.get("act", "none"), "shape": shape(layer.shape),
+            "params": count(layer.params), "buffers": count(layer.buffers), "macs": count(layer.macs),
+            "activations": count(layer.activations), "rf": _number(layer.rf), "stride": _number(layer.stride),
             "inputs": [graph[i].name for i in node.inputs],
         })
     groups = []
@@ -151,13 +218,31 @@ def summary_dict(network) -> dict:
         if row.kind == "group":
             members = [stats.layers[i] for i in row.nodes]
             groups.append({"name": row.name, "depth": row.depth,
-                           "params": sum(l.params for l in members),
-                           "macs": sum(l.macs for l in members),
+                           "params": count(sum(l.params for l in members)),
+                           "macs": count(sum(l.macs for l in members)),
                            "layers": [graph[i].name for i in row.nodes]})
-    return {
-        "network": network.name, "file": network.path, "input": list(network.input_shape),
-        "output": list(network.output_shape), "params": stats.params, "buffers": stats.buffers,
-        "macs": stats.macs, "activations": stats.activations,
-        "activation_bytes": stats.activation_bytes, "layers": layers, "groups": groups,
+    summary = {
+        "schema": SCHEMA_VERSION,
+        "network": network.name, "file": network.path, "input": shape(network.input_shape),
+        "output": shape(network.output_shape), "params": count(stats.params),
+        "buffers": count(stats.buffers), "macs": count(stats.macs),
+        "activations": count(stats.activations), "activation_bytes": count(stats.activation_bytes),
+        "layers": layers, "groups": groups,
         "warnings": [w.render() for w in network.warnings],
     }
+    if network.symbolic:
+        summary["sizes"] = {
+            name: {"valid": sizes.describe(), "strict": network.strict_sizes[name].describe(),
+                   "smallest": sizes.smallest(), "modulus": sizes.modulus}
+            for name, sizes in network.valid_sizes.items()}
+        summary["constraints"] = [
+            {"layer": graph[node_id].name, "condition": f"{c.expr} {'>=' if c.kind == 'ge' else '=='} 0",
+             "strict_only": c.fit, "reason": str(c.reason)}
+            for node_id, c in network.conditions]
+        summary["size_dependent_weights"] = network.size_dependent_weights
+    return summary
+
+
+#: `summary --json`'s layout version: 2 added "schema", and for nets with size names (3xHxW)
+#: formulas as strings, "sizes", "constraints" and "size_dependent_weights".
+SCHEMA_VERSION = 2

@@ -13,6 +13,7 @@ from fractions import Fraction
 
 from .ir import Graph
 from .ops import OPS, Field, Shape
+from .ops.base import is_symbolic, whole_input_field
 from .weights import weight_specs
 
 
@@ -37,7 +38,8 @@ class LayerStats:
     buffers: int  # BN running statistics, fixed weights
     macs: int
     activations: int  # elements counted towards activation memory (0 if the op does not count)
-    rf: Fraction  # receptive field in input pixels (whole unless upsampling made it fractional)
+    rf: Fraction | None  # receptive field in input pixels (whole unless upsampling made it
+    # fractional); None where it is the whole input of a size given by name (3xHxW)
     stride: Fraction  # effective stride: input pixels between neighbouring outputs
 
 
@@ -67,12 +69,18 @@ def measure(graph: Graph, shapes: tuple[Shape, ...]) -> NetworkStats:
         inputs = [shapes[i] for i in node.inputs] or [shapes[0]]
         shape = shapes[node.id]
         op = OPS[node.op]
-        field = _saturated(op.receptive_field(node, [fields[i] for i in node.inputs], inputs)) \
-            if node.inputs else (Fraction(1), Fraction(1))
+        before = [fields[i] for i in node.inputs]
+        if not node.inputs:
+            field = (Fraction(1), Fraction(1))
+        elif any(f[0] is None for f in before) or (op.receptive_field is whole_input_field
+                                                   and is_symbolic(inputs[0])):
+            field = (None, before[0][1])  # the whole input, whose size is a formula
+        else:
+            field = _saturated(op.receptive_field(node, before, inputs))
         fields.append(field)
         layers.append(LayerStats(
             node.name, node.op, shape, params.get(node.name, 0), buffers.get(node.name, 0),
             op.macs(node, inputs, shape), math.prod(shape) if op.counts_as_activation else 0,
-            field[0], field[1]))
+            field[0], field[1]))  # with size names, MACs and activations are polynomials in them
     return NetworkStats(tuple(layers), sum(l.params for l in layers), sum(l.buffers for l in layers),
                         sum(l.macs for l in layers), sum(l.activations for l in layers))

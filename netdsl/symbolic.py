@@ -133,11 +133,15 @@ class Size:
         return floor_div(self + (q - 1), q)
 
     def __eq__(self, other) -> bool:
+        if other is self:  # the shape checker's sets and caches meet the same objects again
+            return True
+        if type(other) is Size:
+            return self.const == other.const and self.terms == other.terms
         if isinstance(other, int):
             return not self.terms and self.const == other
         if isinstance(other, Poly):
             return other == self
-        return isinstance(other, Size) and self.const == other.const and self.terms == other.terms
+        return False
 
     def __hash__(self) -> int:
         if self._hash is None:  # a constant hashes as its int, since Size(3) == 3
@@ -718,6 +722,15 @@ class SizeSet:
         assert best is not None  # m = M always qualifies
         return best
 
+    def progression(self) -> "tuple[int, int, int] | None":
+        """(m, r, start) when the set is exactly {x = r (mod m), x >= start}, else None: the form
+        torch.export's dimensions take (H = 16*k + 12 with k >= 11)."""
+        m, starts, exceptions = self._classes()
+        if len(starts) != 1 or exceptions:
+            return None
+        (residue, start), = starts.items()
+        return m, residue, start
+
     def describe(self) -> str:
         """"H = 16k + 12, H >= 188"; classes with their own bounds are joined by "; or "."""
         n = self.name
@@ -773,23 +786,50 @@ def solve(constraints: Iterable[Constraint], names: Iterable[str] = (), strict: 
     return {name: _solve_one(name, cs, impossible) for name, cs in per_name.items()}
 
 
-def _solve_one(name: str, constraints: list, impossible: bool) -> SizeSet:
-    if impossible:
-        return SizeSet(name, 1, [None], [None])
+def solve_both(constraints: Iterable[Constraint], names: Iterable[str] = ()) -> tuple:
+    """(solve(..., strict=False), solve(..., strict=True)) in one pass: each residue class's
+    plain interval is narrowed further by the fit conditions, so no value is computed twice."""
+    per_name: dict = {n: ([], []) for n in names}
+    impossible = [False, False]
+    for c in constraints:
+        found = c.expr.names()
+        if len(found) > 1:
+            raise SymbolicError(f"constraint {c} ties {', '.join(sorted(found))} together: "
+                                f"the solver handles one name per constraint")
+        if not found:
+            if not c.holds({}):
+                impossible[1] = True
+                impossible[0] |= not c.fit
+            continue
+        per_name.setdefault(next(iter(found)), ([], []))[c.fit].append(c)
+    plain, strict = {}, {}
+    for name, (always, fit) in per_name.items():
+        plain[name], strict[name] = _solve_one(name, always, impossible[0], fit, impossible[1])
+    return plain, strict
+
+
+def _solve_one(name: str, constraints: list, impossible: bool, fit: list | None = None,
+               fit_impossible: bool = False):
+    """The valid set of one name; with `fit`, also the set under those further conditions (a
+    pair)."""
     unique = {(c.expr, c.kind): c for c in constraints}  # a chain repeats its constraints
+    extra = {(c.expr, c.kind): c for c in fit or ()}
     M = 1
-    for expr, _ in unique:
+    for expr, _ in (*unique, *extra):
         M = _lcm(M, expr.period())
-    facts = []
-    for expr, kind in unique:
-        step = expr.slope() * M  # an integer: f(x + M) - f(x)
-        assert step.denominator == 1, (str(expr), M)
-        facts.append((expr, kind, int(step)))
-    first: list = []
-    last: list = []
-    for r in range(M):
-        lo, hi = (1 if r == 0 else 0), None  # bounds on k, x = r + M*k >= 1
-        for expr, kind, step in facts:
+
+    def facts(table):
+        out = []
+        for expr, kind in table:
+            step = expr.slope() * M  # an integer: f(x + M) - f(x)
+            assert step.denominator == 1, (str(expr), M)
+            out.append((expr, kind, int(step)))
+        return out
+
+    def narrow(r, lo, hi, found):
+        for expr, kind, step in found:
+            if hi is not None and hi < lo:
+                break
             value = expr.evaluate({name: r})
             if kind == "ge":  # value + step*k >= 0
                 if step > 0:
@@ -807,12 +847,29 @@ def _solve_one(name: str, constraints: list, impossible: bool) -> SizeSet:
                 lo, hi = (k, k) if k >= lo and (hi is None or k <= hi) else (1, 0)
             else:
                 hi = -1
-            if hi is not None and hi < lo:
-                break
+        return lo, hi
+
+    def record(r, lo, hi, first, last):
         if hi is not None and hi < lo:
             first.append(None)
             last.append(None)
         else:
             first.append(r + M * lo)
             last.append(None if hi is None else r + M * hi)
-    return SizeSet(name, M, first, last)
+
+    always, further = facts(unique), facts(extra)
+    first: list = []
+    last: list = []
+    strict_first: list = []
+    strict_last: list = []
+    for r in range(M):
+        lo, hi = narrow(r, (1 if r == 0 else 0), None, always)  # bounds on k, x = r + M*k >= 1
+        record(r, lo, hi, first, last)
+        if fit is not None:
+            record(r, *narrow(r, lo, hi, further), strict_first, strict_last)
+    result = SizeSet(name, M, first, last) if not impossible else SizeSet(name, 1, [None], [None])
+    if fit is None:
+        return result
+    exact = SizeSet(name, M, strict_first, strict_last) if not (impossible or fit_impossible) \
+        else SizeSet(name, 1, [None], [None])
+    return result, exact

@@ -20,7 +20,8 @@ def check_golden(path: Path, actual: str) -> None:
 
 
 #: Small inputs that still fit every shipped network (AlexNet's stride-4 conv needs more than 32).
-SMALL_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp": None}
+SMALL_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp": None,
+                "unet": "1x188x188"}  # U-Net's smallest valid size
 
 
 def shipped_networks(inputs: dict | None = None, default: str = "3x32x32") -> list:
@@ -44,7 +45,9 @@ def shipped_networks(inputs: dict | None = None, default: str = "3x32x32") -> li
 _CATALOGUE: list = []
 #: Representatives that cost much and add little beside another: FCN-32s and FCN-16s differ from
 #: FCN-8s only in their upsampling tail (each runs a 230x230 VGG even at a small input).
-_HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s")}
+#: U-Net at its smallest size, 188x188, still costs 11 GMACs a forward pass (every generated program
+#: and tests/data/every_op.net cover its centre crop in the default tier).
+_HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet")}
 
 
 def _shipped_catalogue() -> list:

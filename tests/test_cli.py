@@ -39,7 +39,7 @@ def test_check_every_net_of_every_file(capsys):
     status, out, err = run(capsys, "check", *sorted(str(p) for p in NETWORKS.glob("*.net")))
     assert status == 0 and err == ""
     assert "vgg.net: E: ok, 3x224x224 -> 1000, 143,667,240 params" in out
-    assert len(out.splitlines()) == 36
+    assert len(out.splitlines()) == 37
 
 
 def test_summary_json(capsys):
@@ -131,7 +131,7 @@ def test_front_end_commands_do_not_import_torch(command):
 
 def test_console_script_is_installed():
     result = subprocess.run(["netdsl", "--version"], capture_output=True, text=True)
-    assert result.returncode == 0 and result.stdout.strip() == f"netdsl {netdsl.__version__}" == "netdsl 0.2.0"
+    assert result.returncode == 0 and result.stdout.strip() == f"netdsl {netdsl.__version__}" == "netdsl 0.3.0"
 
 
 def test_run_prints_shape_checksum_and_time(capsys):

@@ -126,7 +126,8 @@ def test_every_net_reports_its_error_and_warning_at_its_range(server):
         (span(3, 20, 24), lsp.DiagnosticSeverity.Error,
          "maxpool2/2 makes the tensor empty: 8x1x1 -> 8x0x0\n"
          "note: in repeat iteration 5 of 5 at <string>:4:21\n"
-         "note: shapes: 3x32x32 -> ... -> 8x4x4 -> 8x2x2 -> 8x1x1 -> maxpool2/2: 8x0x0"),
+         "note: shapes: 3x32x32 -> ... -> 8x4x4 -> 8x2x2 -> 8x1x1 -> maxpool2/2: 8x0x0\n"
+         "note: 32x32 does not fit: 63 does (the valid sizes: H >= 63, and W alike)"),
         (span(4, 8, 24), lsp.DiagnosticSeverity.Warning,
          "conv5-8/2 leaves 1 row and 1 column of the input unused: (32 + 2*0 - 5) is not a multiple "
          "of stride 2\nnote: the slides call this \"doesn't fit\"; change the padding or stride, or "

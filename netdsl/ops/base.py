@@ -10,12 +10,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from fractions import Fraction
+from functools import lru_cache
 from typing import TYPE_CHECKING, Any, Callable, Mapping
+
+from ..symbolic import Constraint, Size, deconv_out, window_out, window_unused
 
 if TYPE_CHECKING:
     from ..ir import Node
 
-Shape = tuple[int, ...]
+#: A tensor's shape without the batch. Each dimension is an int, or a `Size` (netdsl.symbolic)
+#: that mentions an input size name such as H: `input 3xHxW` makes spatial sizes formulas.
+Shape = tuple
 #: Receptive field: (size, jump), jump being the distance in input pixels between neighbouring
 #: outputs (the effective stride; a Fraction after upsampling).
 Field = tuple[Fraction, Fraction]
@@ -54,7 +59,104 @@ class ShapeProblem(Exception):
 
 
 def format_shape(shape) -> str:
-    return "x".join(str(d) for d in shape)
+    return "x".join(_format_dim(d) for d in shape)
+
+
+def _format_dim(d) -> str:
+    text = str(d)
+    return f"({text})" if not isinstance(d, int) and not text.isidentifier() else text
+
+
+# -- sizes: an int, or a formula in the input's size names (netdsl.symbolic) ----------------------
+
+def dim(value):
+    """A size as shapes keep it: an int, or a Size that mentions a name (never a constant Size)."""
+    if isinstance(value, Size) and value.is_constant:
+        return value.const
+    return value
+
+
+def is_symbolic(shape) -> bool:
+    for d in shape:
+        if type(d) is not int:
+            return True
+    return False
+
+
+class Reason:
+    """Why a layer puts a condition on the sizes, written only when someone reads it: checking a
+    large net states thousands of conditions, and formatting formulas is most of their cost."""
+    __slots__ = ("make", "args")
+
+    def __init__(self, make: Callable[..., str], *args):
+        self.make, self.args = make, args
+
+    def __str__(self) -> str:
+        return self.make(*self.args)
+
+
+class ShapeChecks:
+    """What a shape rule reports besides its result, passed to it as `warn`.
+
+    Called with a message, it records a concrete "doesn't fit". Where a size is a formula, a rule
+    cannot decide a condition; it states it instead (`fits`, `at_most`, `equal` below), and the
+    shape checker solves all of them at the end for the sizes that satisfy every one.
+    """
+
+    def __init__(self):
+        self.messages: list[str] = []
+        self.conditions: list[Constraint] = []
+
+    def __call__(self, message: str) -> None:
+        self.messages.append(message)
+
+    def condition(self, constraint: Constraint) -> None:
+        self.conditions.append(constraint)
+
+
+def _state(warn, constraint: Constraint) -> None:
+    if not isinstance(warn, ShapeChecks):  # pragma: no cover - only the shape checker passes formulas
+        raise TypeError("a symbolic size reached a shape rule called without ShapeChecks")
+    warn.condition(constraint)
+
+
+def fits(warn, unused, message: str) -> None:
+    """`unused` input rows must be 0 for the window to fit exactly (the slides' "doesn't fit")."""
+    unused = dim(unused)
+    if isinstance(unused, int):
+        if unused > 0:
+            warn(str(message))
+    else:
+        _state(warn, Constraint(-unused, "ge", fit=True, reason=message))
+
+
+def require_at_most(warn, a, b, problem: Callable[[], "ShapeProblem"], reason: str) -> None:
+    """a <= b: decided now when both are numbers, else a condition on the input sizes."""
+    gap = dim(Size.of(b) - a)
+    if isinstance(gap, int):
+        if gap < 0:
+            raise problem()
+    else:
+        _state(warn, Constraint(gap, "ge", reason=reason))
+
+
+def require_equal(warn, a, b, problem: Callable[[], "ShapeProblem"], reason: str) -> None:
+    difference = dim(Size.of(a) - b)
+    if isinstance(difference, int):
+        if difference:
+            raise problem()
+    elif not difference.equivalent(0):
+        _state(warn, Constraint(difference, "eq", reason=reason))
+
+
+def require_even(warn, value, problem_message: str) -> None:
+    """A "doesn't fit" unless `value` is even (a centre crop's margins equal)."""
+    value = dim(value)
+    if isinstance(value, int):
+        if value % 2:
+            warn(problem_message)
+    else:
+        _state(warn, Constraint(value // 2 * 2 - value, "eq", fit=True, reason=problem_message))
 
 
 #: shape(node, input shapes, warn) -> output shape; raises ShapeProblem; warn(message) for "doesn't fit".
@@ -213,12 +315,18 @@ def whole_input_field(node, fields: list, inputs: list) -> Field:
     """fc and gap see the whole input: like a valid conv whose kernel is the input's size."""
     rf, jump = fields[0]
     if len(inputs[0]) == 3:
-        rf += (max(inputs[0][1:]) - 1) * jump
+        side = max(inputs[0][1:])  # the shape checker gives no formula here (stats.measure)
+        rf += (side - 1) * jump
     return rf, jump
 
 
-def window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool) -> tuple[int, int]:
-    """Output length of a sliding window, and how many trailing input rows no window reaches."""
+def window(size, k: int, stride: int, pad: int, dilation: int, ceil: bool) -> tuple:
+    """Output length of a sliding window, and how many trailing input rows no window reaches.
+
+    For a formula size, both are formulas (netdsl.symbolic gives the same values at every size,
+    which its tests check); the unused rows are then before max(0, ...)."""
+    if not isinstance(size, int):
+        return _symbolic_window(size, k, stride, pad, dilation, ceil)
     span = dilation * (k - 1) + 1
     room = size + 2 * pad - span
     if room < 0 and not ceil:
@@ -233,12 +341,31 @@ def window(size: int, k: int, stride: int, pad: int, dilation: int, ceil: bool) 
     return out, max(0, unused)
 
 
+@lru_cache(maxsize=4096)
+def _symbolic_window(size, k: int, stride: int, pad: int, dilation: int, ceil: bool) -> tuple:
+    """window() on a formula; cached, since a deep net applies the same window to the same size
+    dozens of times (ResNet-152's 3x3 convs in each stage)."""
+    unused = dim(window_unused(size, k, stride, pad, dilation, ceil) or 0)
+    return (dim(window_out(size, k, stride, pad, dilation, ceil)),
+            max(0, unused) if isinstance(unused, int) else unused)
+
+
+def _unused_rows(op, what, size, pad, span, stride) -> str:
+    return (f"{op} leaves input {what} unused unless ({size} + 2*{pad} - {span}) is a multiple of "
+            f"stride {stride}")
+
+
 def sliding(op: str, shape: Shape, k: int, stride: int, pad: int, dilation: int, ceil: bool,
             warn: Callable[[str], None]) -> tuple[int, int]:
     """Output height and width; warns once if the window leaves input rows or columns unused."""
     _, h, w = shape
     out_h, rows = window(h, k, stride, pad, dilation, ceil)
     out_w, cols = window(w, k, stride, pad, dilation, ceil)
+    if not isinstance(rows, int) or not isinstance(cols, int):
+        span = dilation * (k - 1) + 1
+        for size, unused, what in ((h, rows, "rows"), (w, cols, "columns")):
+            fits(warn, unused, Reason(_unused_rows, op, what, size, pad, span, stride))
+        return out_h, out_w
     if rows or cols:
         parts = [f"{n} {word}{'s' * (n != 1)}" for n, word in ((rows, "row"), (cols, "column")) if n]
         size = h if rows else w

@@ -1,7 +1,7 @@
 """Convolutions: conv and deconv (transposed convolution)."""
 from __future__ import annotations
 
-from .base import (DERIVED, IMPLICIT, AttrSpec, Op, ShapeProblem, Worked, explain_sliding,
+from .base import (DERIVED, IMPLICIT, AttrSpec, Op, ShapeProblem, Worked, dim, explain_sliding,
                    explain_weight_rule, explain_window_field, image, term, int_attr, sliding, window,
                    window_field)
 
@@ -145,8 +145,8 @@ def _deconv_shape(node, inputs, warn):
         raise ShapeProblem(f"deconv output_pad must be smaller than its stride or dilation, "
                            f"got {a['output_pad']}")
 
-    def grow(n: int) -> int:
-        return (n - 1) * a["stride"] - 2 * a["pad"] + a["dilation"] * (a["k"] - 1) + 1 + a["output_pad"]
+    def grow(n):
+        return dim((n - 1) * a["stride"] - 2 * a["pad"] + a["dilation"] * (a["k"] - 1) + 1 + a["output_pad"])
     return (a["c"], grow(h), grow(w))
 
 

@@ -6,6 +6,8 @@ import math
 from .base import (AttrSpec, Op, Worked, explain_weight_rule, explain_whole_field, int_attr,
                    no_derived, no_macs, no_weights, plain_notation, same_field, unchanged_field,
                    whole_input_field)
+from ..symbolic import Poly
+from .base import dim
 from .conv import act_attr, weight_and_bias
 
 
@@ -15,7 +17,7 @@ def _fc_shape(node, inputs, warn):
 
 def _fc_weights(node, inputs):
     a = node.attrs
-    return weight_and_bias(a, (a["c"], math.prod(inputs[0])), a["c"])
+    return weight_and_bias(a, (a["c"], flat_size(inputs[0])), a["c"])
 
 
 def _fc_macs(node, inputs, out) -> int:
@@ -55,7 +57,16 @@ def fc_op(activations: tuple[str, ...]) -> Op:
 
 
 def _flatten_shape(node, inputs, warn):
-    return (math.prod(inputs[0]),)
+    return (flat_size(inputs[0]),)
+
+
+def flat_size(shape):
+    """C*H*W: an int, or a formula in the input sizes (a polynomial: H*W is not a Size)."""
+    size = math.prod(shape)
+    if isinstance(size, int):
+        return size
+    linear = Poly.of(size).as_size()
+    return dim(linear) if linear is not None else size
 
 
 def _flatten_explain(node, inputs, out, fields, written):

@@ -1,7 +1,8 @@
 """Ops that shape the graph: the input, crop, and the merges cat{} and add{}."""
 from __future__ import annotations
 
-from .base import (AttrSpec, Op, ShapeProblem, Worked, format_shape, image, int_attr, merge_field,
+from .base import (AttrSpec, Op, ShapeProblem, Worked, dim, format_shape, image, int_attr,
+                   is_symbolic, merge_field, require_at_most, require_equal, require_even,
                    no_derived, no_macs, no_weights, plain_notation, same_field, same_shape, term,
                    unchanged_field)
 
@@ -20,18 +21,46 @@ INPUT = Op(
 def _crop_shape(node, inputs, warn):
     c, h, w = image("crop", inputs[0])
     like = image("crop's like", inputs[1])
-    offset = node.attrs["offset"]
-    if offset + like[1] > h or offset + like[2] > w:
-        raise ShapeProblem(f"crop of {format_shape(inputs[0])} at offset {offset} to "
-                           f"{like[1]}x{like[2]} runs past the input")
+    a = node.attrs
+    if a["center"]:
+        if a["offset"]:
+            raise ShapeProblem("crop takes an offset or `center`, not both",
+                               notes=("center places the crop in the middle: (size - like)//2 from "
+                                      "the top and the left",))
+        for size, target, what in ((h, like[1], "rows"), (w, like[2], "columns")):
+            require_at_most(warn, target, size, lambda: _crop_past(inputs, "the centre"),
+                            f"crop to the `like` tensor: its {target} {what} inside {size}")
+            require_even(warn, dim(size - target),
+                         f"crop's centre is half a pixel off: {size} - {target} {what} is odd "
+                         f"(the extra one is cut at the bottom or right)")
+        return (c, like[1], like[2])
+    offset = a["offset"]
+    for size, target, what in ((h, like[1], "rows"), (w, like[2], "columns")):
+        require_at_most(warn, dim(target + offset), size, lambda: _crop_past(inputs, f"offset {offset}"),
+                        f"crop at offset {offset}: the `like` tensor's {target} {what} inside {size}")
     return (c, like[1], like[2])
 
 
+def _crop_past(inputs, where: str) -> ShapeProblem:
+    like = inputs[1]
+    return ShapeProblem(f"crop of {format_shape(inputs[0])} at {where} to {format_shape(like[1:])} "
+                        f"runs past the input")
+
+
+def crop_offsets(attrs, size: tuple, like: tuple) -> tuple:
+    """(top, left): where the crop starts; a centre crop rounds its margins down (the extra row
+    goes to the bottom), as U-Net implementations do."""
+    if attrs["center"]:
+        return (size[0] - like[0]) // 2, (size[1] - like[1]) // 2
+    return attrs["offset"], attrs["offset"]
+
+
 def _crop_explain(node, inputs, out, fields, written):
-    offset = node.attrs["offset"]
-    return (Worked("height", "", out[1], f"rows {offset}..{offset + out[1] - 1} of {inputs[0][1]}, "
-                   f"as tall as the `like` tensor"),
-            Worked("width", "", out[2], f"columns {offset}..{offset + out[2] - 1} of {inputs[0][2]}"),
+    top, left = crop_offsets(node.attrs, inputs[0][1:], out[1:])
+    how = ", centred: (size - like)//2 from the top" if node.attrs["center"] else ""
+    return (Worked("height", "", out[1], f"rows {top}..{top + out[1] - 1} of {inputs[0][1]}, "
+                   f"as tall as the `like` tensor{how}"),
+            Worked("width", "", out[2], f"columns {left}..{left + out[2] - 1} of {inputs[0][2]}"),
             *unchanged_field(fields[0]))
 
 
@@ -44,13 +73,16 @@ def _crop_generate(g, shape):
     grow = g.draw(g.st.integers(1, 2))
     offset = g.draw(g.st.integers(0, 2 * grow))
     out = g.channels()
-    return f"{label}: id - conv1-{out}(pad={grow}) - crop({offset}, like=@{label})", (out, h, w)
+    how = "center" if g.draw(g.st.booleans()) else str(offset)
+    return f"{label}: id - conv1-{out}(pad={grow}) - crop({how}, like=@{label})", (out, h, w)
 
 
 CROP = Op(
     "crop", "crop to the spatial size of another tensor (FCN's skip alignment, Caffe's Crop)",
     (int_attr("offset", 0, "rows and columns skipped at the top and left", minimum=0),
-     AttrSpec("like", "ref", doc="the tensor whose height and width to crop to")),
+     AttrSpec("like", "ref", doc="the tensor whose height and width to crop to"),
+     AttrSpec("center", "bool", False, "crop the middle: (size - like)//2 from the top and the left "
+              "(U-Net's crop-and-concat)")),
     positional=("offset",), notation=plain_notation("crop"), derive=no_derived, shape=_crop_shape,
     weights=no_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
     merge_word=None, shape_only_inputs=frozenset({1}), writable=True, activation=False,
@@ -60,24 +92,42 @@ CROP = Op(
 def _add_shape(node, inputs, warn):
     first = inputs[0]
     for i, shape in enumerate(inputs[1:], 2):
+        if len(shape) == len(first) and shape[0] == first[0] and is_symbolic(shape + first):
+            for d, (a, b) in enumerate(zip(first[1:], shape[1:])):
+                require_equal(warn, a, b, lambda: _branches_differ(first, shape, i),
+                              f"add{{}} branches 1 and {i} equal in {'height' if d == 0 else 'width'}")
+            continue
         if shape != first:
-            raise ShapeProblem(
+            raise _branches_differ(first, shape, i)
+    return first
+
+
+def _branches_differ(first, shape, i) -> ShapeProblem:
+    return ShapeProblem(
                 f"add{{}} branches differ in shape: branch 1 gives {format_shape(first)}, "
                 f"branch {i} gives {format_shape(shape)}",
                 notes=("add needs every branch to give the same shape; a 1x1 conv with a stride "
                        "can match a shortcut to its residual branch",))
-    return first
 
 
 def _concat_shape(node, inputs, warn):
     first = inputs[0]
     for i, shape in enumerate(inputs[1:], 2):
+        if len(shape) == len(first) == 3 and is_symbolic(shape + first):
+            for d, (a, b) in enumerate(zip(first[1:], shape[1:])):
+                require_equal(warn, a, b, lambda: _cat_differ(first, shape, i),
+                              f"cat{{}} branches 1 and {i} equal in {'height' if d == 0 else 'width'}")
+            continue
         if len(shape) != len(first) or shape[1:] != first[1:]:
-            raise ShapeProblem(
+            raise _cat_differ(first, shape, i)
+    return (sum(shape[0] for shape in inputs), *first[1:])
+
+
+def _cat_differ(first, shape, i) -> ShapeProblem:
+    return ShapeProblem(
                 f"cat{{}} branches differ in size: branch 1 gives {format_shape(first)}, "
                 f"branch {i} gives {format_shape(shape)}",
                 notes=("cat joins channels, so every other dimension must agree",))
-    return (sum(shape[0] for shape in inputs), *first[1:])
 
 
 def _merge_generate(word: str):
