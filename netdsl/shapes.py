@@ -92,7 +92,7 @@ def infer_shapes(graph: Graph, input_shape: Shape, limits: Limits = DEFAULT_LIMI
                     if d <= 0:
                         raise ShapeProblem(f"{slide_notation(node.op, node.attrs)} makes the tensor empty: "
                                            f"{format_shape(inputs[0])} -> {format_shape(shape)}", shape)
-                elif d not in non_empty:  # each size formula needs stating once
+                elif isinstance(d, Size) and d not in non_empty:  # stated once; a product of sizes is positive
                     non_empty.add(d)
                     checks.condition(Constraint(d - 1, "ge", reason=Reason(_non_empty, node, shape)))
         except ShapeProblem as problem:
