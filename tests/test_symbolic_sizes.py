@@ -1,6 +1,7 @@
 """Symbolic input sizes (`input 3xHxW`): shapes as formulas, the exact valid sizes, and modules that
 take them (docs/language.md, "Symbolic sizes"). The solver itself is tested in test_symbolic.py."""
 import json
+import re
 import subprocess
 import sys
 
@@ -247,3 +248,30 @@ def test_fcn_runs_at_two_sizes_in_torch_and_onnxruntime(tmp_path):
         y = model.run(x)
         assert y.shape == (1, 21, h, w)
         np.testing.assert_allclose(session.run(None, {"input": x})[0], y, rtol=1e-3, atol=1e-3)
+
+
+VALID_SIZES_LINE = re.compile(r"# Valid sizes(?: of (\w+))? \(netdsl check --input (\S+)\), H and W alike: "
+                              r"(.+); exact \(--strict\): (.+)\.$")
+
+
+def test_size_free_shipped_networks_state_their_valid_sizes_and_the_statement_is_true():
+    from conftest import NETWORKS
+    stated = {}
+    for path in sorted(NETWORKS.glob("*.net")):
+        for line in path.read_text().splitlines():
+            found = VALID_SIZES_LINE.match(line)
+            if found:
+                stated.setdefault(path.stem, []).append(found.groups())
+    assert set(stated) == {"fcn", "googlenet", "resnet", "resnet50", "resnext50", "unet"}
+    for stem, claims in stated.items():
+        text = (NETWORKS / f"{stem}.net").read_text()
+        for net_name, shape, valid, strict in claims:
+            nets = netdsl.parse_all(text, input=shape, path=stem)
+            assert nets and all(n.symbolic for n in nets)
+            for net in nets:
+                if net_name is not None and net.name != net_name:
+                    continue
+                assert net.valid_sizes["H"].describe() == valid, (stem, net.name)
+                assert net.strict_sizes["H"].describe() == (valid if strict == "the same" else strict)
+                assert net.valid_sizes["W"].describe() == valid.replace("H", "W")
+                assert not net.size_dependent_weights
