@@ -49,8 +49,10 @@ def _dimension(torch, name: str, strict, valid):
 
 
 def export(model, network, batch: int = 2):
-    """torch.export.export of the module at its example size, with `dynamic_shapes` above."""
+    """torch.export.export of the module at its example size, with `dynamic_shapes` above. The
+    example batch is at least 2: torch.export specialises a dimension it sees at 1."""
     import torch
+    batch = max(batch, 2)
     parameter = next(iter(model.parameters()), None)
     dtype = parameter.dtype if parameter is not None else torch.float32
     example = torch.zeros(batch, *network.example_shape(), dtype=dtype)

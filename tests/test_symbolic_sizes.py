@@ -226,7 +226,7 @@ def test_unet_runs_at_188_572_and_1004_in_torch_and_onnxruntime_and_export_rejec
         y = model.run(x)
         assert y.shape == (1, 2, out, out)
         np.testing.assert_allclose(session.run(None, {"input": x})[0], y, rtol=1e-3, atol=1e-4)
-    program = model.export(batch=1).module()
+    program = model.export(batch=1).module()  # the example batch is raised to 2
     assert tuple(program(torch.randn(1, 1, 572, 572)).shape) == (1, 2, 388, 388)
     with pytest.raises(Exception, match=r"% 16 == 12"):
         program(torch.randn(1, 1, 570, 570))
