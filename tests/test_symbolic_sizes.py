@@ -275,3 +275,19 @@ def test_size_free_shipped_networks_state_their_valid_sizes_and_the_statement_is
                 assert net.strict_sizes["H"].describe() == (valid if strict == "the same" else strict)
                 assert net.valid_sizes["W"].describe() == valid.replace("H", "W")
                 assert not net.size_dependent_weights
+
+
+def test_a_net_no_size_fits_is_an_error_at_the_layer_that_rules_the_last_size_out():
+    with pytest.raises(NetDSLShapeError) as error:
+        netdsl.parse("conv3-8 - add{ id | maxpool2/2 }", input="3xHxW")
+    assert error.value.message == "no input size H works: add{} branches 1 and 2 equal in height"
+    assert (error.value.span.line, error.value.span.column) == (1, 11)
+    assert error.value.notes[0] == "the layers before it take H >= 2"
+    # branches agree only at odd sizes, where the 2-wide stride-2 window leaves a row: no size
+    # fits exactly
+    text = "cat{ conv3-4/2(pad=0) | conv2-4/2(pad=0) }"
+    net = netdsl.parse(text, input="3xHxW")
+    assert net.valid_sizes["H"].describe() == "H = 2k + 1, H >= 3"
+    assert net.strict_sizes["H"].is_empty()
+    with pytest.raises(NetDSLShapeError, match=r"no input size H fits exactly \(--strict\)"):
+        netdsl.parse(text, input="3xHxW", strict=True)
