@@ -115,7 +115,7 @@ def summary_text(network, depth: int | None = None, width: int | None = None,
             table.append((indent + row.name, notation(graph[row.nodes[0]]), shape,
                           f"{last.params:,}", f"{last.macs:,}", str(_number(last.rf)),
                           str(_number(last.stride))))
-    widths = [max(len(header[i]), *(len(r[i]) for r in table)) for i in range(len(header))]
+    widths = [max(len(title), *map(len, column)) for title, column in zip(header, zip(*table))]
     excess = sum(widths) + 2 * (len(widths) - 1) - width if width else 0
     if excess > 0:
         widths[0] = max(len(header[0]), 12, widths[0] - excess)
@@ -151,7 +151,8 @@ def _shorten(name: str, width: int) -> str:
     return name[:indent] + ".." + name[len(name) - keep:]
 
 
-def summary_dict(network) -> dict:
+def summary_dict(network, groups: bool = True) -> dict:
+    """The summary as JSON-ready data; `groups=False` leaves out the definition-call groups."""
     graph, stats = network.graph, network.stats
     layers = []
     for node, layer in zip(graph.nodes, stats.layers):
@@ -162,18 +163,21 @@ def summary_dict(network) -> dict:
             "activations": layer.activations, "rf": _number(layer.rf), "stride": _number(layer.stride),
             "inputs": [graph[i].name for i in node.inputs],
         })
-    groups = []
-    for row in layout_rows(graph, network.layout):
+    group_rows = []
+    for row in layout_rows(graph, network.layout) if groups else ():
         if row.kind == "group":
             members = [stats.layers[i] for i in row.nodes]
-            groups.append({"name": row.name, "depth": row.depth,
-                           "params": sum(l.params for l in members),
-                           "macs": sum(l.macs for l in members),
-                           "layers": [graph[i].name for i in row.nodes]})
-    return {
+            group_rows.append({"name": row.name, "depth": row.depth,
+                               "params": sum(l.params for l in members),
+                               "macs": sum(l.macs for l in members),
+                               "layers": [graph[i].name for i in row.nodes]})
+    summary = {
         "network": network.name, "file": network.path, "input": list(network.input_shape),
         "output": list(network.output_shape), "params": stats.params, "buffers": stats.buffers,
         "macs": stats.macs, "activations": stats.activations,
-        "activation_bytes": stats.activation_bytes, "layers": layers, "groups": groups,
+        "activation_bytes": stats.activation_bytes, "layers": layers, "groups": group_rows,
         "warnings": [w.render() for w in network.warnings],
     }
+    if not groups:
+        del summary["groups"]
+    return summary

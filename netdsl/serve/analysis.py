@@ -19,6 +19,7 @@ from pathlib import Path
 from ..draw import render
 from ..errors import Diagnostic, NetDSLError, NetDSLNameError, Span
 from ..limits import Limits
+from ..report import summary_dict
 from ..source import parse_module
 
 #: A stricter budget than the command line's: the text comes from a browser, and the server must
@@ -124,12 +125,19 @@ def analyse(text: str, net: str | None = None, depth: int | None = 1, path: str 
                        f"one here (at most {MAX_EXPANDED_NODES:,}); `netdsl draw --expand` can"})
     result["depth"] = depth
     svg = _RENDERING.submit(render, network.draw(depth=depth).source, "svg") if draw else None
-    summary = network.summary_dict()
-    del summary["groups"]  # the page shows layers; each group repeats its layers' names
+    # without groups: the page shows layers, and each group repeats its layers' names
+    summary = summary_dict(network, groups=False)
     summary["file"] = Path(path).name  # the page needs no absolute path
     result["summary"] = summary
-    result["nodes"] = [{"id": node.id, "span": spans.here(node.span),
-                        "frames": [s for s in (spans.here(f.span) for f in node.context) if s]}
+    frames: dict[int, list] = {}  # id(context) -> its spans: the nodes of one call share a context
+
+    def frames_of(context: tuple) -> list:
+        found = frames.get(id(context))  # the graph keeps every context alive, so ids are not reused
+        if found is None:
+            found = frames[id(context)] = [s for s in (spans.here(f.span) for f in context) if s]
+        return found
+
+    result["nodes"] = [{"id": node.id, "span": spans.here(node.span), "frames": frames_of(node.context)}
                        for node in network.graph.nodes]
     if svg is not None:
         try:
