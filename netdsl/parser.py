@@ -105,13 +105,21 @@ class RecentlyUsed:
 
 #: Parsed files by (path, text): the AST is immutable, so loading a file again (`netdsl.load` of
 #: the same network, a hover in the editor) costs no parse. Keyed by the whole text, not a digest
-#: of it, so two texts never share an entry. Bounded in files and in characters held.
-_PROGRAMS = RecentlyUsed(max_entries=32, max_size=4_000_000)
+#: of it, so two texts never share an entry. Bounded in files and in characters: an AST and its
+#: parse trees take about 200 bytes a character (resnet.net: 2,570 characters, 0.5 MB), so these
+#: two caches hold at most about 100 MB; a larger file is parsed each time, as before.
+_PROGRAMS = RecentlyUsed(max_entries=32, max_size=250_000)
 
 #: lark's parse trees of single statements by their text. Positions in a tree count from the start
 #: of its statement, so a statement that an edit left alone (anywhere in the file) is not parsed
 #: again; only the conversion to the AST, which places it in the new text, runs again.
-_TREES = RecentlyUsed(max_entries=1_024, max_size=4_000_000)
+_TREES = RecentlyUsed(max_entries=1_024, max_size=250_000)
+
+def clear_caches() -> None:
+    """Forget every parsed file and statement (benchmarks use it to time parsing itself)."""
+    _PROGRAMS.clear()
+    _TREES.clear()
+
 
 #: Where a statement can start: a line beginning with a statement keyword. (A line can also begin
 #: inside a statement: `net a` then `input 3x8x8 = ...`; see _statement_trees.)

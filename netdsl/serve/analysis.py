@@ -129,12 +129,21 @@ def analyse(text: str, net: str | None = None, depth: int | None = 1, path: str 
     summary = summary_dict(network, groups=False)
     summary["file"] = Path(path).name  # the page needs no absolute path
     result["summary"] = summary
-    frames: dict[int, list] = {}  # id(context) -> its spans: the nodes of one call share a context
+    # The nodes of one call share their context, and nested calls share their outer frames: each
+    # context and each frame is placed once (the graph keeps them alive, so ids are not reused).
+    frames: dict[int, list] = {}
+    placed: dict[int, list[int] | None] = {}
+
+    def place(frame) -> list[int] | None:
+        found = placed.get(id(frame), frame)
+        if found is frame:
+            found = placed[id(frame)] = spans.here(frame.span)
+        return found
 
     def frames_of(context: tuple) -> list:
-        found = frames.get(id(context))  # the graph keeps every context alive, so ids are not reused
+        found = frames.get(id(context))
         if found is None:
-            found = frames[id(context)] = [s for s in (spans.here(f.span) for f in context) if s]
+            found = frames[id(context)] = [s for s in map(place, context) if s]
         return found
 
     result["nodes"] = [{"id": node.id, "span": spans.here(node.span), "frames": frames_of(node.context)}
