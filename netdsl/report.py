@@ -103,18 +103,20 @@ def summary_text(network, depth: int | None = None, width: int | None = None,
         last = layers[row.nodes[-1]] if row.nodes else None
         shape = ""
         if last is not None:
-            shape = shapes.get(last.shape)
-            if shape is None:
-                shape = shapes[last.shape] = format_shape(last.shape)
+            known = shapes.get(last.shape)
+            if known is None:
+                known = shapes[last.shape] = format_shape(last.shape)
+            shape = known
         if row.kind == "group":
             table.append((indent + row.name, "", shape,
                           f"{sum(map(params.__getitem__, row.nodes)):,}",
                           f"{sum(map(macs.__getitem__, row.nodes)):,}",
                           str(_number(last.rf)) if last else "", str(_number(last.stride)) if last else ""))
         else:
+            layer = layers[row.nodes[0]]
             table.append((indent + row.name, notation(graph[row.nodes[0]]), shape,
-                          f"{last.params:,}", f"{last.macs:,}", str(_number(last.rf)),
-                          str(_number(last.stride))))
+                          f"{layer.params:,}", f"{layer.macs:,}", str(_number(layer.rf)),
+                          str(_number(layer.stride))))
     widths = [max(len(title), *map(len, column)) for title, column in zip(header, zip(*table))]
     excess = sum(widths) + 2 * (len(widths) - 1) - width if width else 0
     if excess > 0:

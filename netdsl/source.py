@@ -127,12 +127,14 @@ class ParsedModule:
         return result
 
     def _in_file_order(self, problems: list[Diagnostic]) -> list[Diagnostic]:
+        source = self.program.source
+
         def place(problem: Diagnostic) -> int:
             span = problem.span
-            source = self.program.source
-            here = span is not None and (span.source is source or (
-                span.source.path == source.path and span.source.text == source.text))
-            return span.start if here else -1
+            if span is None or not (span.source is source or (
+                    span.source.path == source.path and span.source.text == source.text)):
+                return -1  # in another file, or nowhere: first
+            return span.start
         unique, seen = [], set()
         for problem in sorted(problems, key=place):
             span = problem.span
