@@ -110,7 +110,6 @@ class _Loader:
         return Module(program, defs)
 
 
-
 def resolve_use(use: ast.Use, importer: str) -> Path:
     """The file a `use` in file `importer` reads: beside the importer, then among the shipped
     networks. Raises NetDSLNameError for a path that is absolute, leaves the folder, is not a
