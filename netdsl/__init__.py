@@ -13,10 +13,11 @@ from .errors import (NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLShape
 from .limits import Limits
 from .finetune import finetune, with_head
 from .network import Network, load, parse, parse_all
+from .source import ModuleCheck, ParsedModule, parse_module
 
 __version__ = "0.3.0"
 
-__all__ = ["parse", "parse_all", "load", "Network", "finetune", "with_head", "import_torchvision", "Limits", "NetDSLError", "NetDSLSyntaxError",
+__all__ = ["parse", "parse_all", "load", "Network", "parse_module", "ParsedModule", "ModuleCheck", "finetune", "with_head", "import_torchvision", "Limits", "NetDSLError", "NetDSLSyntaxError",
            "NetDSLNameError", "NetDSLShapeError", "NetDSLLimitError", "NetDSLWeightsError", "Span"]
 
 

@@ -284,6 +284,10 @@ class _Expander:
         self.steps = 0
         self.calls: list[str] = []  # the definitions being expanded, outermost first
         self.depth = 0  # elements being expanded inside each other (see _depth_bounded)
+        # (id(atom), id(env)) -> the checked result: see resolve_op and call. The ids are those of
+        # the module's AST nodes and of environments this expander keeps, alive while it is.
+        self.resolved_ops: dict[tuple[int, int], tuple[str, dict, tuple]] = {}
+        self.bound_calls: dict[tuple[int, int], tuple[dict, str]] = {}
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -320,6 +324,21 @@ class _Expander:
     def element(self, element, current: int, scope: _Scope, env: dict, context: tuple, depth: int,
                 out: list, label: str | None) -> int:
         self.step(element.span)
+        if isinstance(element, ast.Atom):  # first: most elements are layers
+            if element.name == IDENTITY and element.slide is None:
+                if element.args:
+                    raise NetDSLNameError("id takes no arguments", element.args[0].span)
+                out.append(LayoutIdentity(label))
+                return current
+            if element.name in OPS or element.name in ALIASES:
+                node = self.op(element, current, scope, env, context, label)
+                refs = tuple((arg.name, arg.value.label) for arg in element.args
+                             if isinstance(arg.value, ast.Ref)) if element.args else ()
+                out.append(LayoutOp(node, label, refs))
+                return node
+            if element.name in self.defs:
+                return self.call(element, current, scope, env, context, depth, out, label)
+            raise self.unknown_name(element, context)
         if isinstance(element, ast.Labelled):
             label_span = Span(element.span.source, element.span.start,
                               element.span.start + len(element.label))
@@ -334,21 +353,6 @@ class _Expander:
             result = self.element(element.body, current, scope, env, context, depth, out, element.label)
             scope.labels[element.label] = result
             return result
-        if isinstance(element, ast.Atom):
-            if element.name == IDENTITY and element.slide is None:
-                if element.args:
-                    raise NetDSLNameError("id takes no arguments", element.args[0].span)
-                out.append(LayoutIdentity(label))
-                return current
-            if element.name in OPS or element.name in ALIASES:
-                node = self.op(element, current, scope, env, context, label)
-                refs = tuple((arg.name, arg.value.label)
-                             for arg in element.args if isinstance(arg.value, ast.Ref))
-                out.append(LayoutOp(node, label, refs))
-                return node
-            if element.name in self.defs:
-                return self.call(element, current, scope, env, context, depth, out, label)
-            raise self.unknown_name(element, context)
         if isinstance(element, ast.Group):
             if label is None:  # a plain group is only grouping: no scope of its own
                 if element.body.start is not None:
@@ -454,9 +458,17 @@ class _Expander:
         if len(self.calls) >= self.limits.max_call_depth:
             raise NetDSLLimitError(f"definition calls nested more than {self.limits.max_call_depth} deep",
                                    atom.span, _context_notes(context))
-        bound = self.bind_call(definition, atom, env, context)
-        shown = ", ".join(_show(value) for value in bound.values())
-        frame = Frame(f"{atom.name}({shown})", atom.span)
+        key = (id(atom), id(env))
+        called = self.bound_calls.get(key)
+        if called is None:
+            bound = self.bind_call(definition, atom, env, context)
+            shown = ", ".join(_show(value) for value in bound.values())
+            # The same call in the same environment binds alike; keeping its `bound` (which also
+            # keeps it alive, so its id is not reused) makes the calls inside share their entries
+            # in `bound_calls` and `resolved_ops` too.
+            called = self.bound_calls[key] = (bound, f"{atom.name}({shown})")
+        bound, description = called
+        frame = Frame(description, atom.span)
         local = scope.claim(atom.name, label, atom.span)
         inner = scope.child(local)
         self.calls.append(atom.name)
@@ -514,6 +526,21 @@ class _Expander:
 
     def op(self, atom: ast.Atom, current: int, scope: _Scope, env: dict, context: tuple,
            label: str | None) -> int:
+        key = (id(atom), id(env))
+        resolved = self.resolved_ops.get(key)
+        if resolved is None:
+            resolved = self.resolve_op(atom, scope, env, context)
+            if not any(isinstance(arg.value, ast.Ref) for arg in atom.args):  # refs depend on scope
+                self.resolved_ops[key] = resolved
+        op_name, attrs, inputs = resolved
+        local = scope.claim(op_name, label, atom.span)
+        return self.add_node(_Draft(op_name, dict(attrs), [current, *inputs], scope.full(local),
+                                    atom.span, context))
+
+    def resolve_op(self, atom: ast.Atom, scope: _Scope, env: dict, context: tuple):
+        """The op, its attributes and its reference inputs, every value checked. The same atom in the
+        same environment resolves alike, so `op` keeps the answer: a definition called fifty times
+        with four argument lists checks its layers' attributes four times."""
         op_name, preset = ALIASES.get(atom.name, (atom.name, {}))
         spec = OPS[op_name]
         if not spec.writable:
@@ -557,7 +584,7 @@ class _Expander:
                                        if spec.attrs else f"{op_name} takes no arguments"])
             give(positional.pop(0), self.value_or_ref(value, scope, env, context), arg.span)
         attrs: dict[str, object] = {}
-        inputs = [current]
+        inputs = []
         for attr in spec.attrs:
             if attr.name in given:
                 value, span = given[attr.name]
@@ -572,8 +599,7 @@ class _Expander:
             else:
                 attrs[attr.name] = value
         spec.derive(attrs)
-        local = scope.claim(op_name, label, atom.span)
-        return self.add_node(_Draft(op_name, attrs, inputs, scope.full(local), atom.span, context))
+        return op_name, attrs, tuple(inputs)
 
     def value_or_ref(self, value, scope: _Scope, env: dict, context: tuple):
         if isinstance(value, ast.Ref):

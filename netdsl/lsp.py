@@ -27,11 +27,12 @@ from . import __version__, ast
 from .errors import Diagnostic, NetDSLError, Span
 from .explain import explain_layer
 from .limits import DEFAULT_LIMITS
-from .modules import Module, load_module
-from .network import Network, parse, parse_all
+from .modules import Module, resolve_use as find_used_file
+from .network import Network
 from .ops import ALIASES, DERIVED, IDENTITY, OPS, REQUIRED, RESERVED
 from .parser import parse_program
 from .shapes import format_shape
+from .source import parse_module
 
 NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*\Z")
 KEYWORDS = ("net", "def", "use", "input", "activation")
@@ -177,32 +178,18 @@ def analyse(text: str, path: str) -> Analysis:
     result = Analysis(text, path, LineIndex(text))
     default_name = Path(path).stem if path != "<string>" else "net"
     try:
+        # The program alone first: statements, hover and go to definition still work when a
+        # `use` cannot be loaded. parse_module then reuses this parse (netdsl.parser keeps it).
         result.program = parse_program(text, path, DEFAULT_LIMITS)
         result.statements = statements(result.program, default_name)
-        result.module = load_module(text, path, DEFAULT_LIMITS)
+        parsed = parse_module(text, path, DEFAULT_LIMITS)
     except NetDSLError as error:
         _collect(result, error)
         return result
-    try:
-        result.networks = parse_all(text, path=path)
-    except NetDSLError:  # then each net on its own, so that one net's mistake hides no other's
-        names = [net.name or default_name for net in result.module.program.nets]
-        for name in names:
-            try:
-                result.networks.append(parse(text, net=name if len(names) > 1 else None, path=path))
-            except NetDSLError as error:
-                _collect(result, error)
-    for network in result.networks:
-        result.problems.extend(network.warnings)
-    result.problems.sort(key=lambda p: p.span.start if _in_document(p.span, result) else -1)
-    unique, seen = [], set()
-    for problem in result.problems:  # a definition's warning repeats in every net that calls it
-        key = (problem.severity, problem.message, problem.span.start if problem.span else None,
-               problem.span.end if problem.span else None)
-        if key not in seen:
-            seen.add(key)
-            unique.append(problem)
-    result.problems = unique
+    result.module = parsed.module
+    checked = parsed.check()
+    result.networks = list(checked.networks.values())
+    result.problems = checked.diagnostics
     return result
 
 
@@ -247,9 +234,8 @@ def _elsewhere_range(span: Span | None, analysis: Analysis) -> lsp.Range:
 
 def resolve_use(use: ast.Use, importer: str) -> Path | None:
     """The file a `use` reads, found as netdsl.modules finds it (None if it is missing or refused)."""
-    from .modules import _Loader  # the one place that decides where a `use` looks
     try:
-        return _Loader(DEFAULT_LIMITS).resolve(use, importer)
+        return find_used_file(use, importer)
     except NetDSLError:
         return None
 

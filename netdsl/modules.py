@@ -85,7 +85,7 @@ class _Loader:
         program = parse_program(text, path, self.limits)
         imported: dict[str, tuple[ast.Def, ast.Use]] = {}
         for use in program.uses:
-            file = self.resolve(use, path)
+            file = resolve_use(use, path)
             if file in stack:
                 cycle = " -> ".join(p.name for p in (*stack, file))
                 raise NetDSLNameError(f"use cycle: {cycle}", use.span)
@@ -109,28 +109,32 @@ class _Loader:
         defs.update((definition.name, definition) for definition in program.defs)  # own defs win
         return Module(program, defs)
 
-    def resolve(self, use: ast.Use, importer: str) -> Path:
-        relative = PurePosixPath(use.path)
-        if use.path.startswith(("/", "\\")) or relative.is_absolute() or ":" in use.path:
-            raise NetDSLNameError("use takes a relative path to a .net file", use.span)
-        if ".." in relative.parts or "\\" in use.path:
-            raise NetDSLNameError("use cannot leave the importing file's folder ('..')", use.span)
-        if relative.suffix != ".net":
-            raise NetDSLNameError("use reads only .net files", use.span)
-        places = []
-        if importer != "<string>":
-            places.append(Path(importer).resolve().parent)
-        places.append(shipped_networks_dir())
-        for place in places:
-            candidate = (place / relative).resolve()
-            if candidate.exists() and not candidate.is_relative_to(place.resolve()):
-                raise NetDSLNameError(f"{use.path} is a link that leads outside the importing "
-                                      f"file's folder", use.span,
-                                      [f"it points to {candidate}; use reads only files inside the "
-                                       "folder"])
-            if candidate.exists():
-                return candidate  # read_text_file refuses what is not a regular file
-        where = ["the importing file's folder"] if importer != "<string>" else []
-        raise NetDSLNameError(f"cannot find {use.path}", use.span,
-                              ["looked in " + " and ".join([*where, "the shipped networks"])])
+
+def resolve_use(use: ast.Use, importer: str) -> Path:
+    """The file a `use` in file `importer` reads: beside the importer, then among the shipped
+    networks. Raises NetDSLNameError for a path that is absolute, leaves the folder, is not a
+    .net file or is not found."""
+    relative = PurePosixPath(use.path)
+    if use.path.startswith(("/", "\\")) or relative.is_absolute() or ":" in use.path:
+        raise NetDSLNameError("use takes a relative path to a .net file", use.span)
+    if ".." in relative.parts or "\\" in use.path:
+        raise NetDSLNameError("use cannot leave the importing file's folder ('..')", use.span)
+    if relative.suffix != ".net":
+        raise NetDSLNameError("use reads only .net files", use.span)
+    places = []
+    if importer != "<string>":
+        places.append(Path(importer).resolve().parent)
+    places.append(shipped_networks_dir())
+    for place in places:
+        candidate = (place / relative).resolve()
+        if candidate.exists() and not candidate.is_relative_to(place.resolve()):
+            raise NetDSLNameError(f"{use.path} is a link that leads outside the importing "
+                                  f"file's folder", use.span,
+                                  [f"it points to {candidate}; use reads only files inside the "
+                                   "folder"])
+        if candidate.exists():
+            return candidate  # read_text_file refuses what is not a regular file
+    where = ["the importing file's folder"] if importer != "<string>" else []
+    raise NetDSLNameError(f"cannot find {use.path}", use.span,
+                          ["looked in " + " and ".join([*where, "the shipped networks"])])
 

@@ -10,7 +10,6 @@ import gc
 import os
 import warnings
 import threading
-from dataclasses import replace
 from functools import cached_property, wraps
 from pathlib import Path
 
@@ -20,7 +19,7 @@ from .errors import (Diagnostic, NetDSLError, NetDSLLimitError, NetDSLNameError,
 from .expand import ExpandedNet, expand_net
 from .ir import Graph, LayoutChain
 from .limits import DEFAULT_LIMITS, Limits
-from .modules import Module, load_module, read_text_file, shipped_networks_dir
+from .modules import Module, read_text_file, shipped_networks_dir
 from .printer import print_program
 from .ops.base import is_symbolic
 from .shapes import Shape, check_input_shape, format_shape, infer_shapes, parse_shape
@@ -377,39 +376,16 @@ def parse(text: str, input=None, net: str | None = None, path: str = "<string>",
 
     A file with several nets needs `net`. Raises NetDSLError on any mistake in the text.
     """
-    module = load_module(text, path, limits)
-    decls = _select(module, net, path)
-    if len(decls) > 1:
-        names = ", ".join(str(d.name) for d in decls)
-        raise NetDSLNameError(f"{path} defines {len(decls)} nets ({names}); choose one with "
-                              f"--net NAME or {path}:NAME")
-    return _build(module, decls[0], input, path, limits, strict)
+    from .source import parse_module  # it builds on this module
+    return parse_module(text, path, limits).build(net, input, strict)
 
 
 @_collector_paused
 def parse_all(text: str, input=None, path: str = "<string>", strict: bool = False,
               limits: Limits = DEFAULT_LIMITS) -> list[Network]:
     """Every net in the text (a file of only definitions gives an empty list)."""
-    module = load_module(text, path, limits)
-    networks: list[Network] = []
-    used = 0  # nodes built so far: the file's budget is shared by its nets
-    for decl in module.program.nets:
-        remaining = limits.max_file_nodes - used
-        own = limits if remaining >= limits.max_nodes else replace(limits, max_nodes=max(0, remaining))
-        try:
-            network = _build(module, decl, input, path, limits=own, strict=strict)
-        except NetDSLLimitError as error:
-            if own is limits or not error.message.startswith("the network expands to more than"):
-                raise
-            name = decl.name or _default_name(path)
-            raise NetDSLLimitError(
-                f"the nets of {path} expand to more than {limits.max_file_nodes:,} nodes together",
-                decl.span, [f"{used:,} nodes before net {name}, which needs more than the "
-                            f"{remaining:,} left", "raise Limits.max_file_nodes to accept it"]) from None
-        network.limits = limits
-        used += len(network.graph.nodes)
-        networks.append(network)
-    return networks
+    from .source import parse_module
+    return parse_module(text, path, limits).build_all(input, strict)
 
 
 def resolve_path(target: str) -> tuple[str, str | None]:

@@ -61,8 +61,8 @@ def test_analysis_of_resnet152_matches_the_library():
 def test_the_same_text_is_parsed_once_for_another_depth_or_net(monkeypatch):
     import netdsl.serve.analysis as analysis
     parses = []
-    monkeypatch.setattr(analysis, "load_module",
-                        lambda *args: parses.append(1) or netdsl.modules.load_module(*args))
+    monkeypatch.setattr(analysis, "parse_module",
+                        lambda *args: parses.append(1) or netdsl.parse_module(*args))
     text = "input 3x32x32\ndef b(c) = conv3-c - pool\nnet one = b(8) - fc10\nnet two = b(4) - fc2\n"
     first = analyse(text, depth=0)
     assert first["net"] == "one" and "box1" in first["boxes"] and len(parses) == 1

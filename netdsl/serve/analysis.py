@@ -19,7 +19,8 @@ from pathlib import Path
 from ..draw import render
 from ..errors import Diagnostic, NetDSLError, NetDSLNameError, Span
 from ..limits import Limits
-from ..modules import load_module
+from ..report import summary_dict
+from ..source import parse_module
 
 #: A stricter budget than the command line's: the text comes from a browser, and the server must
 #: stay responsive while someone types (the largest shipped network, GoogLeNet, has under 600 nodes).
@@ -97,11 +98,6 @@ class _Spans:
                 "to": place[1] if place else 0, "placed": place is not None}
 
 
-def _net_names(module, path: str) -> list[str]:
-    default = Path(path).stem if path != "<string>" else "net"
-    return [decl.name or default for decl in module.program.nets]
-
-
 def analyse(text: str, net: str | None = None, depth: int | None = 1, path: str = "<string>",
             input_shape=None, limits: Limits = SERVE_LIMITS, draw: bool = True) -> dict:
     """Check `text` and gather everything the page shows; a mistake becomes a diagnostic, never
@@ -129,12 +125,28 @@ def analyse(text: str, net: str | None = None, depth: int | None = 1, path: str 
                        f"one here (at most {MAX_EXPANDED_NODES:,}); `netdsl draw --expand` can"})
     result["depth"] = depth
     svg = _RENDERING.submit(render, network.draw(depth=depth).source, "svg") if draw else None
-    summary = network.summary_dict()
-    del summary["groups"]  # the page shows layers; each group repeats its layers' names
+    # without groups: the page shows layers, and each group repeats its layers' names
+    summary = summary_dict(network, groups=False)
     summary["file"] = Path(path).name  # the page needs no absolute path
     result["summary"] = summary
-    result["nodes"] = [{"id": node.id, "span": spans.here(node.span),
-                        "frames": [s for s in (spans.here(f.span) for f in node.context) if s]}
+    # The nodes of one call share their context, and nested calls share their outer frames: each
+    # context and each frame is placed once (the graph keeps them alive, so ids are not reused).
+    frames: dict[int, list] = {}
+    placed: dict[int, list[int] | None] = {}
+
+    def place(frame) -> list[int] | None:
+        found = placed.get(id(frame), frame)
+        if found is frame:
+            found = placed[id(frame)] = spans.here(frame.span)
+        return found
+
+    def frames_of(context: tuple) -> list:
+        found = frames.get(id(context))
+        if found is None:
+            found = frames[id(context)] = [s for s in map(place, context) if s]
+        return found
+
+    result["nodes"] = [{"id": node.id, "span": spans.here(node.span), "frames": frames_of(node.context)}
                        for node in network.graph.nodes]
     if svg is not None:
         try:
@@ -162,13 +174,11 @@ def explain(text: str, node: int, net: str | None = None, path: str = "<string>"
 
 
 def _network(text: str, net: str | None, path: str, input_shape, limits: Limits, result: dict):
-    from ..network import _build  # one parse serves both the list of nets and the chosen one
     parsed = _RECENT.get(("module", text, path, limits))
-    if parsed is None:
-        module = load_module(text, path, limits)
-        parsed = (module, _net_names(module, path))
+    if parsed is None:  # one parse serves both the list of nets and the chosen one
+        parsed = parse_module(text, path, limits)
         _RECENT.put(("module", text, path, limits), parsed)
-    module, names = parsed
+    names = parsed.nets
     result["nets"] = names
     if not names:
         raise NetDSLNameError("this text defines no network, only definitions",
@@ -178,8 +188,7 @@ def _network(text: str, net: str | None, path: str, input_shape, limits: Limits,
     key = ("network", text, path, limits, chosen, input_shape)
     network = _RECENT.get(key)
     if network is None:
-        network = _build(module, module.program.nets[names.index(chosen)], input_shape, path,
-                         limits, False)
+        network = parsed.build(chosen, input_shape)
         _RECENT.put(key, network)
     return network
 
