@@ -376,7 +376,13 @@ def _cmd_run(args) -> int:
                           f"not {args.dtype}")
     network = _load(args, args.file)
     _print_warnings(network)
-    _check_batch(network, args.batch)
+    from .shapes import format_shape
+    sample = network
+    if network.symbolic:  # the module takes every valid size; one is needed to run it
+        sample = network.at(network.example_shape())
+        print(f"{network.name} takes {'; '.join(s.describe() for s in network.valid_sizes.values())}: "
+              f"running at {format_shape(sample.input_shape)}, the example size")
+    _check_batch(sample, args.batch)
     bar = _progress(2, f"building {network.name}", args.quiet)
     start = time.perf_counter()
     weights = None
@@ -388,7 +394,7 @@ def _cmd_run(args) -> int:
     built = time.perf_counter() - start
     bar.update()
     bar.set_description("forward")
-    x = np.random.default_rng(args.seed).standard_normal((args.batch, *network.input_shape))
+    x = np.random.default_rng(args.seed).standard_normal((args.batch, *sample.input_shape))
     x = x.astype(args.dtype)
     start = time.perf_counter()
     y = module.run(x)

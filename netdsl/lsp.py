@@ -250,7 +250,9 @@ def _format_value(value) -> str:
     return str(value)
 
 
-def _format_field(value: Fraction) -> str:
+def _format_field(value: Fraction | None) -> str:
+    if value is None:
+        return "the whole input"  # its size is a formula (`input 3xHxW`)
     return str(value) if value.denominator != 1 else f"{int(value)}"
 
 
@@ -338,7 +340,7 @@ def _layers_hover(layers: list[tuple[Network, int]]) -> tuple[str, Span]:
         inputs = " + ".join(format_shape(network.shapes[i]) for i in node.inputs)
         name = f"{network.name}: {node.name}" if several_nets else node.name
         lines.append(f"- `{name}`: {inputs} -> {format_shape(network.shapes[node_id])}, "
-                     f"{layer.params:,} params, {layer.macs:,} MACs, receptive field "
+                     f"{_count(layer.params)} params, {_count(layer.macs)} MACs, receptive field "
                      f"{_format_field(layer.rf)} (stride {_format_field(layer.stride)})")
     if len(layers) > HOVER_INSTANCES:
         lines.append(f"- ... and {len(layers) - HOVER_INSTANCES} more")
@@ -369,7 +371,7 @@ def _call_hover(analysis: Analysis, atom: ast.Atom) -> str:
         params = sum(network.stats.layers[i].params for i in ids)
         where = f"{network.name}: {description}" if several_nets else description
         lines.append(f"- `{where}`: {inputs} -> {format_shape(network.shapes[last])}, "
-                     f"{len(ids)} layers, {params:,} params")
+                     f"{len(ids)} layers, {_count(params)} params")
     if len(calls) > HOVER_INSTANCES:
         lines.append(f"- ... and {len(calls) - HOVER_INSTANCES} more calls")
     return "\n".join(lines)
@@ -381,8 +383,8 @@ def _statement_hover(analysis: Analysis, statement: Statement) -> str:
     for network in analysis.networks:
         if network.name == statement.name:
             return (f"**net {network.name}**: {format_shape(network.input_shape)} -> "
-                    f"{format_shape(network.output_shape)}, {network.params:,} params, "
-                    f"{network.macs:,} MACs, {len(network.graph.nodes) - 1} layers")
+                    f"{format_shape(network.output_shape)}, {_count(network.params)} params, "
+                    f"{_count(network.macs)} MACs, {len(network.graph.nodes) - 1} layers")
     return f"**net {statement.name}** (does not check)"
 
 
@@ -532,7 +534,7 @@ def document_symbols(analysis: Analysis) -> list[lsp.DocumentSymbol]:
             for network in analysis.networks:
                 if network.name == statement.name:
                     detail = (f"{format_shape(network.input_shape)} -> {format_shape(network.output_shape)}, "
-                              f"{network.params:,} params")
+                              f"{_count(network.params)} params")
         symbols.append(lsp.DocumentSymbol(
             name=statement.name, kind=kind, detail=detail or statement.kind,
             range=analysis.index.range(statement.name_span.start, statement.end),
@@ -703,3 +705,8 @@ def build_server() -> NetDSLServer:
 def main() -> int:
     build_server().start_io()
     return 0
+
+
+def _count(value) -> str:
+    """34,944, or a formula in the input's size names (`input 3xHxW`)."""
+    return f"{value:,}" if isinstance(value, int) else str(value)

@@ -291,3 +291,20 @@ def test_a_net_no_size_fits_is_an_error_at_the_layer_that_rules_the_last_size_ou
     assert net.strict_sizes["H"].is_empty()
     with pytest.raises(NetDSLShapeError, match=r"no input size H fits exactly \(--strict\)"):
         netdsl.parse(text, input="3xHxW", strict=True)
+
+
+def test_run_hover_and_the_playground_take_a_file_with_size_names():
+    status, out, err = run_cli("run", "unet", "--input", "1xHxW")
+    assert status == 0, err
+    assert out.startswith("unet takes H >= 188; W >= 188: running at 1x188x188, the example size")
+    assert "output    1x2x4x4" in out
+    from netdsl import lsp
+    from netdsl.serve.analysis import analyse
+    text = "input 3xHxW\nconv3-8/2 - gap - fc10\n"
+    result = analyse(text)
+    assert result["ok"] and result["summary"]["output"] == [10] and result["diagnostics"] == []
+    assert result["summary"]["layers"][1]["shape"] == [8, "(H + 1)//2", "(W + 1)//2"]
+    found = lsp.hover_text(lsp.analyse(text, "<string>"), text.index("gap") + 1)
+    assert found is not None
+    hover = found[0]  # on gap: its field is the whole input, whose size is a formula
+    assert "8x((H + 1)//2)x((W + 1)//2) -> 8x1x1" in hover and "receptive field the whole input" in hover
