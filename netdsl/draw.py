@@ -14,7 +14,9 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+from collections import Counter
 from pathlib import Path
+from typing import Iterable
 
 import graphviz
 
@@ -48,8 +50,9 @@ def _stat_lines(params: int, macs: int, rf=None) -> list[str]:
 
 
 class _Drawing(LayoutVisitor):
-    def __init__(self, network, depth: int | None, stats: bool):
+    def __init__(self, network, depth: int | None, stats: bool, opened: Counter | None = None):
         self.network = network
+        self.opened = Counter(opened or ())
         self.graph_ir = network.graph
         self.layers = network.stats.layers
         self.depth = depth
@@ -84,7 +87,7 @@ class _Drawing(LayoutVisitor):
             self.owner[i] = name
 
     def visit_chain(self, chain: LayoutChain, graph: graphviz.Digraph, depth: int, prefix: str) -> None:
-        for part in _runs(chain.items, self.depth is not None and depth >= self.depth):
+        for part in _runs(chain.items, self.depth is not None and depth >= self.depth, self.opened):
             if isinstance(part, tuple):  # collapsed calls: one box
                 self.box(graph, list(part))
             else:
@@ -174,13 +177,17 @@ class NetworkDrawing(graphviz.Digraph):
 
 
 def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
-         title: str | None = None, max_nodes: int = MAX_DRAWING_NODES) -> NetworkDrawing:
+         title: str | None = None, max_nodes: int = MAX_DRAWING_NODES,
+         opened: Iterable[int] = ()) -> NetworkDrawing:
     """The network as a NetworkDrawing (a graphviz.Digraph). `depth=None` draws every layer;
-    `depth=0` only the top-level layers and one box per top-level definition call. A drawing of
-    more than `max_nodes` boxes is refused (NetDSLLimitError) before it is laid out."""
+    `depth=0` only the top-level layers and one box per top-level definition call. `opened`
+    names boxes to draw open below that depth, each by its first layer's node id (the SVG's
+    `box<id>`): the playground opens the box a user clicks and leaves the others shut. A drawing
+    of more than `max_nodes` boxes is refused (NetDSLLimitError) before it is laid out."""
     if rankdir not in ("TB", "LR", "BT", "RL"):
         raise ValueError(f"rankdir must be TB, LR, BT or RL, got {rankdir!r}")
-    boxes = _count_boxes(network.layout, depth, max_nodes)
+    opened = Counter(opened)
+    boxes = _count_boxes(network.layout, depth, max_nodes, opened)
     if boxes > max_nodes:
         raise _too_big(max_nodes, expanded=depth is None)
     graph = NetworkDrawing(name=_text(network.name), format="svg")
@@ -194,7 +201,7 @@ def draw(network, depth: int | None = 1, rankdir: str = "TB", stats: bool = Fals
                color="#4d4d4d", margin="0.12,0.04")
     graph.attr("edge", fontname="Helvetica", fontsize="9", color="#4d4d4d", fontcolor="#404040",
                arrowsize="0.7")
-    drawing = _Drawing(network, depth, stats)
+    drawing = _Drawing(network, depth, stats, opened)
     graph.node("n0", _label("input", format_shape(network.input_shape)), shape="oval",
                fillcolor=OPS["input"].colour, id="ir0")
     drawing.visit(network.layout, graph, 0, "")
@@ -206,13 +213,14 @@ class _BoxCount(LayoutVisitor):
     """How many boxes the drawing will have, walked as _Drawing walks (the same runs), without
     building anything; stops once past the budget."""
 
-    def __init__(self, depth: int | None, budget: int):
+    def __init__(self, depth: int | None, budget: int, opened: Counter | None = None):
         self.depth = depth
         self.budget = budget
+        self.opened = Counter(opened or ())
         self.boxes = 1  # the input
 
     def visit_chain(self, chain: LayoutChain, level: int) -> None:
-        for part in _runs(chain.items, self.depth is not None and level >= self.depth):
+        for part in _runs(chain.items, self.depth is not None and level >= self.depth, self.opened):
             if self.boxes > self.budget:
                 return
             if isinstance(part, tuple):
@@ -231,15 +239,20 @@ class _BoxCount(LayoutVisitor):
         super().visit_merge(item, level)
 
 
-def _count_boxes(layout: LayoutChain, depth: int | None, budget: int) -> int:
-    counter = _BoxCount(depth, budget)
+def _count_boxes(layout: LayoutChain, depth: int | None, budget: int,
+                 opened: Counter | None = None) -> int:
+    counter = _BoxCount(depth, budget, opened)
     counter.visit(layout, 0)
     return counter.boxes
 
 
-def _runs(items, collapsed: bool):
+def _runs(items, collapsed: bool, opened: Counter | None = None):
     """A chain's items as drawn: each item, except that where calls are `collapsed`, a definition
-    call is a tuple run of the consecutive calls it merges with into one box (block x3)."""
+    call is a tuple run of the consecutive calls it merges with into one box (block x3).
+
+    A run whose box is in `opened` (by its first node id) is drawn as its calls, each shut inside.
+    A box and the first box inside it start at the same node, so each mention opens one level,
+    outermost first, and is used up: naming an id twice opens two levels."""
     i = 0
     while i < len(items):
         item = items[i]
@@ -249,11 +262,21 @@ def _runs(items, collapsed: bool):
                 while (j < len(items) and isinstance(items[j], LayoutScope)
                        and items[j].call == item.call and _is_auto_name(items[j].name, item.call)):
                     j += 1
-            yield tuple(items[i:j])
+            first = _first_node(items[i]) if opened else None
+            if first is not None and opened[first] > 0:
+                opened[first] -= 1
+                yield from items[i:j]
+            else:
+                yield tuple(items[i:j])
             i = j
         else:
             yield item
             i += 1
+
+
+def _first_node(scope: LayoutScope) -> int | None:
+    found = node_ids(scope.body)
+    return found[0] if found else None
 
 
 def _too_big(max_nodes: int, expanded: bool) -> NetDSLLimitError:

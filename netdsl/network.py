@@ -207,12 +207,12 @@ class Network:
         return get_backend(backend).compile(self, **options)
 
     def draw(self, depth: int | None = 1, rankdir: str = "TB", stats: bool = False,
-             title: str | None = None, max_nodes: int | None = None):
+             title: str | None = None, max_nodes: int | None = None, opened=()):
         """The network's drawing (see `netdsl.draw.draw`); `depth=None` expands all. It is a
         graphviz.Digraph whose `.pipe()`, `.render()` and Jupyter display need no system Graphviz."""
         from .draw import MAX_DRAWING_NODES, draw
         return draw(self, depth=depth, rankdir=rankdir, stats=stats, title=title,
-                    max_nodes=MAX_DRAWING_NODES if max_nodes is None else max_nodes)
+                    max_nodes=MAX_DRAWING_NODES if max_nodes is None else max_nodes, opened=opened)
 
     def _repr_svg_(self) -> str | None:
         """Jupyter: the drawing (rendered without a system Graphviz), or None if it cannot be."""

@@ -389,3 +389,16 @@ def test_the_wheel_ships_the_bundle(tmp_path):
         assert f"netdsl/serve/static/{name}" in names
     bundled = zipfile.ZipFile(wheel).read("netdsl/serve/static/playground.js")
     assert bundled == (ROOT / "netdsl" / "serve" / "static" / "playground.js").read_bytes()
+
+
+def test_check_opens_only_the_boxes_asked_for_and_refuses_a_bad_list():
+    client, token = client_for()
+    path, _ = resolve_path("resnet50")
+    resnet = read_source(path)
+    shut = post(client, token, "/api/check", {"text": resnet, "depth": 1}).json()
+    opened = post(client, token, "/api/check", {"text": resnet, "depth": 1, "opened": [5]}).json()
+    assert "box5" in shut["boxes"] and "box8" not in shut["boxes"]
+    assert {"box5", "box8", "box17"} <= set(opened["boxes"])  # box 5 open; box 17 still shut
+    assert opened["owners"][8] == "box8" and shut["owners"][8] == "box5"
+    for bad in ("5", [True], [-1], list(range(300))):
+        assert post(client, token, "/api/check", {"text": resnet, "opened": bad}).status_code == 400, bad

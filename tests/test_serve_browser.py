@@ -138,22 +138,28 @@ def test_click_a_collapsed_block_to_expand_it(page):
     expect(page.locator("#depth")).to_have_text("1")
     box = page.locator("#drawing svg g#box5")  # the box whose first layer is node 5
     expect(box).to_contain_text("bottleneck_down(64, 1)")
-    box.click()
-    expect(page.locator("#depth")).to_have_text("2")
-    expect(box).to_contain_text("cbr(1, 64, 1)")  # now a cluster, holding smaller boxes
+    box.click()  # opens that box only
     expect(page.locator("#drawing svg g.cluster", has_text="bottleneck_down(64, 1)")).to_have_count(1)
-    box.click()
-    expect(page.locator("#depth")).to_have_text("3")
-    expect(page.locator("#drawing svg g#ir5")).to_contain_text("conv1-64")
-    page.locator("#collapse").click()
-    page.locator("#collapse").click()
+    expect(box).to_contain_text("cbr(1, 64, 1)")  # the first box inside it shares its id
+    expect(page.locator("#drawing svg g#box17")).to_contain_text("bottleneck(64)")  # still shut
     expect(page.locator("#depth")).to_have_text("1")
+    box.click()  # one level further down the same box
+    expect(page.locator("#drawing svg g#ir5")).to_contain_text("conv1-64")
+    expect(page.locator("#drawing svg g#box8")).to_contain_text("cbr(3, 64, 1)")  # its sibling: shut
+    page.locator("#collapse").click()  # shuts the box opened last
+    expect(page.locator("#drawing svg g#ir5")).to_have_count(0)
+    expect(box).to_contain_text("cbr(1, 64, 1)")
+    page.locator("#collapse").click()
+    expect(box).to_contain_text("bottleneck_down(64, 1)")
     last_stage = page.locator("#drawing svg g#box141")  # stage4's first block, far down
     expect(last_stage).to_contain_text("bottleneck_down(512, 2)")
     last_stage.click()
-    expect(page.locator("#depth")).to_have_text("2")
     expect(last_stage).to_contain_text("cbr(1, 512, 1)")
     expect(last_stage).to_be_in_viewport()  # what the click opened is kept in view
+    expect(page.locator("#drawing svg g#box5")).to_contain_text("bottleneck_down(64, 1)")
+    page.locator("#collapse").click()
+    page.locator("#collapse").click()  # nothing left open: one level less everywhere
+    expect(page.locator("#depth")).to_have_text("0")
     page.locator("#expand-all").click()
     expect(page.locator("#depth")).to_have_text("all")
     expect(page.locator("#drawing svg g.box")).to_have_count(0)

@@ -99,9 +99,11 @@ class _Spans:
 
 
 def analyse(text: str, net: str | None = None, depth: int | None = 1, path: str = "<string>",
-            input_shape=None, limits: Limits = SERVE_LIMITS, draw: bool = True) -> dict:
+            input_shape=None, limits: Limits = SERVE_LIMITS, draw: bool = True,
+            opened: tuple[int, ...] = ()) -> dict:
     """Check `text` and gather everything the page shows; a mistake becomes a diagnostic, never
-    an exception. `path` is where `use` looks (FILE's folder); `net` picks one of several nets."""
+    an exception. `path` is where `use` looks (FILE's folder); `net` picks one of several nets;
+    `opened` lists the boxes the user clicked open (netdsl.draw.draw's `opened`)."""
     spans = _Spans(text, path)
     result: dict = {"ok": False, "nets": [], "net": None, "diagnostics": [], "summary": None,
                     "svg": None, "nodes": [], "owners": [], "boxes": {}, "depth": depth}
@@ -124,7 +126,14 @@ def analyse(text: str, net: str | None = None, depth: int | None = 1, path: str 
             "message": f"drawn collapsed: {len(network.graph):,} layers are too many to draw one by "
                        f"one here (at most {MAX_EXPANDED_NODES:,}); `netdsl draw --expand` can"})
     result["depth"] = depth
-    svg = _RENDERING.submit(render, network.draw(depth=depth).source, "svg") if draw else None
+    try:
+        source = network.draw(depth=depth, opened=opened).source if draw else None
+    except NetDSLError:  # opened boxes past the drawing budget: shut them again
+        source = network.draw(depth=depth).source
+        result["diagnostics"].append({
+            "severity": "info", "from": 0, "to": 0, "placed": False, "notes": [],
+            "message": "the opened boxes would make the drawing too large: drawn shut"})
+    svg = _RENDERING.submit(render, source, "svg") if draw else None
     # without groups: the page shows layers, and each group repeats its layers' names
     summary = summary_dict(network, groups=False)
     summary["file"] = Path(path).name  # the page needs no absolute path

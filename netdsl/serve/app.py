@@ -41,6 +41,8 @@ STATIC_FILES = {"playground.js": "text/javascript; charset=utf-8",
                 "LICENSES.txt": "text/plain; charset=utf-8"}
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 TOKEN_HEADER = "x-netdsl-token"
+#: Boxes a page may ask to draw open at once (each click opens one; no one clicks this often).
+MAX_OPENED = 256
 #: A request body: the largest text (as JSON, every character escaped at worst) and a little more.
 MAX_BODY_BYTES = 6 * SERVE_LIMITS.max_source_chars + 4096
 
@@ -178,12 +180,16 @@ class Playground:
         if isinstance(body, Response):
             return body
         text, net, depth = body.get("text"), body.get("net"), body.get("depth", 1)
+        opened = body.get("opened", [])
         if not isinstance(text, str) or not (net is None or isinstance(net, str)) \
-                or not (depth is None or (isinstance(depth, int) and 0 <= depth <= 64)):
+                or not (depth is None or (isinstance(depth, int) and 0 <= depth <= 64)) \
+                or not (isinstance(opened, list) and len(opened) <= MAX_OPENED
+                        and all(type(i) is int and 0 <= i < 10**7 for i in opened)):
             return JSONResponse({"error": "expected {text: string, net: string|null, "
-                                          "depth: 0..64|null}"}, status_code=400)
+                                          f"depth: 0..64|null, opened: at most {MAX_OPENED} "
+                                          "node ids}"}, status_code=400)
         from starlette.concurrency import run_in_threadpool  # the renderer is a subprocess
-        result = await run_in_threadpool(analyse, text, net, depth, self.path)
+        result = await run_in_threadpool(analyse, text, net, depth, self.path, opened=tuple(opened))
         result["seq"] = body.get("seq") if isinstance(body.get("seq"), int) else None
         return JSONResponse(result)
 

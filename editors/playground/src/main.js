@@ -14,7 +14,7 @@ const nonce = document.querySelector('meta[name="netdsl-nonce"]').content;
 const $ = (id) => document.getElementById(id);
 
 const page = {
-  view: null, result: null, depth: 1, net: null, seq: 0, shown: 0, timer: null,
+  view: null, result: null, depth: 1, opened: [], net: null, seq: 0, shown: 0, timer: null,
   file: null, download: "network.net", writable: false,
   focus: null,  // the first node of the box last clicked: kept in view once it opens
   explaining: null, explanations: new Map(),  // the layer whose arithmetic is shown; answers
@@ -175,7 +175,9 @@ function showDrawing(result) {
     if (id.startsWith("box")) {
       element.classList.add("box");
       element.addEventListener("click", () => {
-        page.depth = (page.depth ?? 0) + 1;
+        // open this box only; a box and the first box inside it share an id, so each click
+        // on it opens one more level (the server uses each mention once, outermost first)
+        page.opened.push(Number(id.slice(3)));
         page.focus = Number(id.slice(3));
         check();
       });
@@ -280,7 +282,7 @@ async function check() {
   status("checking…");
   try {
     const result = await api("/api/check", {
-      text: page.view.state.doc.toString(), net: page.net, depth: page.depth, seq,
+      text: page.view.state.doc.toString(), net: page.net, depth: page.depth, opened: page.opened, seq,
     });
     if (seq < page.shown) return;  // an older answer arriving late
     page.shown = seq;
@@ -349,16 +351,18 @@ async function start() {
     if (!shipped.value) return;
     const network = await api(`/api/shipped/${encodeURIComponent(shipped.value)}`);
     page.net = null;
+    page.opened = [];
     page.download = `${network.name}.net`;
     setText(network.text);
     shipped.value = "";
   });
-  $("net").addEventListener("change", () => { page.net = $("net").value; check(); });
+  $("net").addEventListener("change", () => { page.net = $("net").value; page.opened = []; check(); });
   $("collapse").addEventListener("click", () => {
-    page.depth = page.depth === null ? 2 : Math.max(0, page.depth - 1);
+    if (page.opened.length) page.opened.pop();  // shut the box opened last
+    else page.depth = page.depth === null ? 2 : Math.max(0, page.depth - 1);
     check();
   });
-  $("expand-all").addEventListener("click", () => { page.depth = null; check(); });
+  $("expand-all").addEventListener("click", () => { page.depth = null; page.opened = []; check(); });
 
   const saveButton = $("save");
   page.writable = state.writable;
