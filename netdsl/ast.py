@@ -41,7 +41,16 @@ class Neg:
     span: Span
 
 
-Expr = Union[Num, Var, BinOp, Neg]
+@dataclass(frozen=True, slots=True)
+class Call:
+    """`make_divisible(32 * w, 8)`: one of the integer functions of docs/language.md, section 7."""
+
+    name: str
+    args: tuple["Expr", ...]
+    span: Span
+
+
+Expr = Union[Num, Var, BinOp, Neg, Call]
 
 
 # -- chains ---------------------------------------------------------------------------------------

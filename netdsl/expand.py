@@ -34,6 +34,15 @@ class Symbol:
     span: Span
 
 
+@dataclass(frozen=True, slots=True)
+class Tensor:
+    """A definition argument that is a reference, `up(512, @s4)`: inside the body, `@skip` is
+    that tensor (U-Net's decoder takes its skip connection this way)."""
+
+    node: int
+    label: str
+
+
 _MAX_MAGNITUDE = 2**62
 
 
@@ -229,7 +238,7 @@ class _Sizer:
         if atom.name in self.calls or len(self.calls) >= self.expander.limits.max_call_depth:
             raise _Unsized
         try:
-            bound = self.expander.bind_call(self.expander.defs[atom.name], atom, env, ())
+            bound = self.expander.bind_call(self.expander.defs[atom.name], atom, env, (), None)
         except NetDSLError:
             raise _Unsized from None
         key = (atom.name, tuple((k, v) for k, v in bound.items() if not isinstance(v, Symbol)))
@@ -312,8 +321,8 @@ class _Expander:
               depth: int) -> tuple[int, LayoutChain]:
         start = None
         if chain.start is not None:
-            current = self.resolve_ref(chain.start, scope, context)
-            start = chain.start.label
+            current = self.resolve_ref(chain.start, scope, context, env)
+            start = _ref_text(chain.start, env)
         items: list = []
         entry = current
         for element in chain.items:
@@ -332,7 +341,7 @@ class _Expander:
                 return current
             if element.name in OPS or element.name in ALIASES:
                 node = self.op(element, current, scope, env, context, label)
-                refs = tuple((arg.name, arg.value.label) for arg in element.args
+                refs = tuple((arg.name, _ref_text(arg.value, env)) for arg in element.args
                              if isinstance(arg.value, ast.Ref)) if element.args else ()
                 out.append(LayoutOp(node, label, refs))
                 return node
@@ -356,7 +365,7 @@ class _Expander:
         if isinstance(element, ast.Group):
             if label is None:  # a plain group is only grouping: no scope of its own
                 if element.body.start is not None:
-                    current = self.resolve_ref(element.body.start, scope, context)
+                    current = self.resolve_ref(element.body.start, scope, context, env)
                 for item in element.body.items:
                     current = self.element(item, current, scope, env, context, depth, out, None)
                 return current
@@ -416,7 +425,10 @@ class _Expander:
         out.append(LayoutMerge(node, label, tuple(branches), current))
         return node
 
-    def resolve_ref(self, ref: ast.Ref, scope: _Scope, context: tuple) -> int:
+    def resolve_ref(self, ref: ast.Ref, scope: _Scope, context: tuple, env: dict | None = None) -> int:
+        bound = env.get(ref.label) if env else None
+        if isinstance(bound, Tensor):  # a definition's parameter given a reference
+            return bound.node
         node = scope.lookup(ref.label)
         if node is None:
             visible = scope.visible_labels()
@@ -461,7 +473,7 @@ class _Expander:
         key = (id(atom), id(env))
         called = self.bound_calls.get(key)
         if called is None:
-            bound = self.bind_call(definition, atom, env, context)
+            bound = self.bind_call(definition, atom, env, context, scope)
             shown = ", ".join(_show(value) for value in bound.values())
             # The same call in the same environment binds alike; keeping its `bound` (which also
             # keeps it alive, so its id is not reused) makes the calls inside share their entries
@@ -479,7 +491,8 @@ class _Expander:
         out.append(LayoutScope(local, body, frame.description))
         return current
 
-    def bind_call(self, definition: ast.Def, atom: ast.Atom, env: dict, context: tuple) -> dict:
+    def bind_call(self, definition: ast.Def, atom: ast.Atom, env: dict, context: tuple,
+                  scope: "_Scope | None") -> dict:
         params = definition.params
         values: dict[str, object] = {}
         spans: dict[str, Span] = {}
@@ -490,7 +503,7 @@ class _Expander:
                 f"got {len(positional)}", positional[len(params)].span,
                 [*_context_notes(context), f"{atom.name} is defined at {definition.span.location()}"])
         for param, arg in zip(params, positional):
-            values[param.name] = self.argument_value(arg, env, context)
+            values[param.name] = self.argument_value(arg, env, context, scope)
             spans[param.name] = arg.span
         names = [param.name for param in params]
         for arg in atom.args:
@@ -502,7 +515,7 @@ class _Expander:
             if arg.name in values:
                 raise NetDSLNameError(f"{arg.name} is given twice", arg.span,
                                       [f"first given at {spans[arg.name].location()}"])
-            values[arg.name] = self.argument_value(arg, env, context)
+            values[arg.name] = self.argument_value(arg, env, context, scope)
             spans[arg.name] = arg.span
         bound: dict[str, object] = {}
         for param in params:
@@ -516,10 +529,11 @@ class _Expander:
                                        f"{atom.name} is defined at {definition.span.location()}"])
         return bound
 
-    def argument_value(self, arg: ast.Arg, env: dict, context: tuple):
-        if isinstance(arg.value, ast.Ref):
-            raise NetDSLNameError("a definition's arguments are numbers or names, not references",
-                                  arg.value.span)
+    def argument_value(self, arg: ast.Arg, env: dict, context: tuple, scope: "_Scope | None"):
+        if isinstance(arg.value, ast.Ref):  # resolved where the call is written
+            if scope is None:  # sizing a call before expanding it: which tensor does not matter
+                return Tensor(-1, arg.value.label)
+            return Tensor(self.resolve_ref(arg.value, scope, context, env), _ref_text(arg.value, env))
         return self.evaluate(arg.value, env, context)
 
     # -- ops --------------------------------------------------------------------------------------
@@ -603,7 +617,7 @@ class _Expander:
 
     def value_or_ref(self, value, scope: _Scope, env: dict, context: tuple):
         if isinstance(value, ast.Ref):
-            return ("ref", self.resolve_ref(value, scope, context), value.span)
+            return ("ref", self.resolve_ref(value, scope, context, env), value.span)
         return self.evaluate(value, env, context)
 
     def coerce(self, op: str, attr, value, span: Span, context: tuple):
@@ -677,11 +691,17 @@ class _Expander:
                 stack.append((node, True))
                 if isinstance(node, ast.Neg):
                     stack.append((node.operand, False))
+                elif isinstance(node, ast.Call):
+                    stack.extend((arg, False) for arg in reversed(node.args))
                 else:
                     stack.append((node.right, False))
                     stack.append((node.left, False))
             elif isinstance(node, ast.Neg):
                 values.append(-self.number(values.pop(), node.operand, context))
+            elif isinstance(node, ast.Call):
+                args = [self.number(v, a, context) for v, a in zip(values[-len(node.args):], node.args)]
+                del values[-len(node.args):]
+                values.append(self.function_call(node, args, context))
             else:
                 right = self.number(values.pop(), node.right, context)
                 left = self.number(values.pop(), node.left, context)
@@ -704,6 +724,25 @@ class _Expander:
             raise NetDSLLimitError("number too large", expr.span, _context_notes(context))
         return result
 
+    def function_call(self, expr: ast.Call, args: list, context: tuple):
+        """The integer functions families need (docs/language.md, section 7)."""
+        function = FUNCTIONS.get(expr.name)
+        if function is None:
+            close = suggest(expr.name, FUNCTIONS)
+            raise NetDSLNameError(f"unknown function {expr.name}", expr.span,
+                                  [*_context_notes(context), f"did you mean {close}?" if close else
+                                   f"the functions: {', '.join(FUNCTIONS)}"])
+        arity, apply = function
+        if not arity[0] <= len(args) <= arity[1]:
+            wanted = str(arity[0]) if arity[0] == arity[1] else f"{arity[0]} to {arity[1]}"
+            raise NetDSLNameError(f"{expr.name} takes {wanted} arguments, got {len(args)}", expr.span,
+                                  _context_notes(context))
+        try:
+            result = apply(*args)
+        except (ValueError, ZeroDivisionError, OverflowError) as error:
+            raise NetDSLNameError(f"{expr.name}: {error}", expr.span, _context_notes(context)) from None
+        return self.finite(result, expr, context)
+
     def finite(self, value, expr: ast.Expr, context: tuple):
         """`value`, refusing NaN and infinity (which no attribute means and no backend can print)."""
         if isinstance(value, float) and not math.isfinite(value):
@@ -713,13 +752,63 @@ class _Expander:
         return value
 
     def number(self, value, expr: ast.Expr, context: tuple) -> int | float:
+        if isinstance(value, Tensor):
+            raise NetDSLNameError(f"{expr.name if isinstance(expr, ast.Var) else 'this'} is a tensor "
+                                  f"(@{value.label}), not a number", expr.span,
+                                  [*_context_notes(context), "use it as @name: a branch start or like=@name"])
         if isinstance(value, Symbol):
             raise NetDSLNameError(f"unknown name {value.name}", value.span,
                                   [*_context_notes(context), "only definition parameters can be used in arithmetic"])
         return value  # parameters are numbers or symbols: nothing else reaches arithmetic
 
 
+def _ceil(x) -> int:
+    if isinstance(x, float) and not math.isfinite(x):
+        raise ValueError("not a finite number")
+    return math.ceil(x)
+
+
+def _floor(x) -> int:
+    if isinstance(x, float) and not math.isfinite(x):
+        raise ValueError("not a finite number")
+    return math.floor(x)
+
+
+def _ceildiv(a, b) -> int:
+    if b == 0:
+        raise ZeroDivisionError("division by zero")
+    return -(-a // b) if isinstance(a, int) and isinstance(b, int) else math.ceil(a / b)
+
+
+def make_divisible(value, divisor, min_value=None) -> int:
+    """torchvision's `_make_divisible` (MobileNet-v2/v3, EfficientNet, MNASNet widths): the nearest
+    multiple of `divisor`, at least `min_value` (default `divisor`), never below 90% of `value`."""
+    if divisor <= 0:
+        raise ValueError("the divisor must be positive")
+    if min_value is None:
+        min_value = divisor
+    rounded = max(min_value, int(value + divisor / 2) // divisor * divisor)
+    if rounded < 0.9 * value:
+        rounded += divisor
+    return int(rounded)
+
+
+#: name -> ((fewest, most arguments), function): what an expression may call.
+FUNCTIONS: dict = {
+    "min": ((2, 16), min), "max": ((2, 16), max), "ceil": ((1, 1), _ceil), "floor": ((1, 1), _floor),
+    "ceildiv": ((2, 2), _ceildiv), "make_divisible": ((2, 3), make_divisible),
+}
+
+
+def _ref_text(ref: ast.Ref, env: dict | None) -> str:
+    """How a reference is written where its tensor is labelled: a parameter given `@s4` is `s4`."""
+    bound = env.get(ref.label) if env else None
+    return bound.label if isinstance(bound, Tensor) else ref.label
+
+
 def _show(value) -> str:
+    if isinstance(value, Tensor):
+        return f"@{value.label}"
     if isinstance(value, Symbol):
         return value.name
     if isinstance(value, bool):

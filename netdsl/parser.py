@@ -401,6 +401,9 @@ class _ToAst:
     def neg_expr(self, meta, children):
         return ast.Neg(children[0], self._span(meta))
 
+    def call_expr(self, meta, children):
+        return ast.Call(str(children[0]), tuple(children[1:]), self._span(meta))
+
     # chains
     def ref(self, meta, children):
         return ast.Ref(".".join(str(child) for child in children), self._span(meta))

@@ -1,4 +1,5 @@
 """Semantics of the language: names, implicit activations, labels, definitions, files, round trip."""
+import re
 import time
 
 import pytest
@@ -295,3 +296,48 @@ def test_network_weights_is_a_deprecated_name_for_weight_specs():
     with pytest.warns(DeprecationWarning, match="weight_specs"):
         old = net.weights
     assert old == net.weight_specs and old[0].name == "conv1.weight"
+
+
+def test_integer_functions_follow_torchvisions_width_rounding_and_python():
+    def channels(expr):
+        return netdsl.parse(f"conv1-{{{expr}}}", input="3x4x4").output_shape[0]
+    # torchvision's _make_divisible: MobileNet-v2's first conv at width 0.75, 1.4 and 0.35
+    assert [channels(f"make_divisible(32 * {w}, 8)") for w in (0.75, 1.4, 0.5, 0.35)] == [24, 48, 16, 16]
+    assert channels("make_divisible(1280 * 1.4, 8)") == 1792
+    # least 2: int(3 + 4)//8*8 = 0, raised to 2, below 90% of 3, so one step of 8 up
+    assert channels("make_divisible(3, 8, 2)") == 10
+    assert [channels("ceil(3 * 1.1)"), channels("floor(3.9)"), channels("ceildiv(7, 2)"),
+            channels("min(9, 4, 6)"), channels("max(2, 5 - 1)")] == [4, 3, 4, 4, 4]
+    net = netdsl.parse("def b(n) = conv1-2*(ceil(n * 1.2))\nnet a input 3x4x4 = b(3)")
+    assert len(net.graph.nodes) == 1 + 4
+
+
+@pytest.mark.parametrize("text,message", [
+    ("conv1-{mak(3, 8)}", "unknown function mak"),
+    ("conv1-{min(3)}", "min takes 2 to 16 arguments, got 1"),
+    ("conv1-{ceildiv(3, 0)}", "ceildiv: division by zero"),
+    ("conv1-{make_divisible(3, 0)}", "make_divisible: the divisor must be positive"),
+    ("def f(c, t) = conv1-{c * t}\nnet a = f(2, @input)", "t is a tensor (@input), not a number"),
+])
+def test_function_and_reference_argument_mistakes_are_errors(text, message):
+    with pytest.raises(netdsl.NetDSLError, match=re.escape(message)):
+        netdsl.parse(text, input="3x4x4")
+
+
+def test_a_definition_takes_a_reference_and_unet_written_with_it_is_the_labelled_form():
+    labelled = netdsl.parse("""
+input 1x188x188
+activation none
+def convs(c) = (conv3-c(pad=0) - relu)*2
+def down(c) = maxpool2/2 - convs(c)
+net unet = s1: convs(64) - s2: down(128) - s3: down(256) - s4: down(512) - down(1024)
+    - u4: deconv2-512/2 - cat{ @s4 - crop(center, like=@u4) | id } - convs(512)
+    - u3: deconv2-256/2 - cat{ @s3 - crop(center, like=@u3) | id } - convs(256)
+    - u2: deconv2-128/2 - cat{ @s2 - crop(center, like=@u2) | id } - convs(128)
+    - u1: deconv2-64/2 - cat{ @s1 - crop(center, like=@u1) | id } - convs(64) - conv1-2
+""")
+    shipped = netdsl.load("unet", input="1x188x188")
+    assert [n.op for n in shipped.graph.nodes] == [n.op for n in labelled.graph.nodes]
+    assert [n.inputs for n in shipped.graph.nodes] == [n.inputs for n in labelled.graph.nodes]
+    assert shipped.shapes == labelled.shapes and shipped.params == labelled.params == 31_030_658
+    assert "up1.u" in [n.name for n in shipped.graph.nodes]  # the call's own label, in its scope
