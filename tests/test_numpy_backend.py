@@ -1,5 +1,7 @@
 """The NumPy backend: every op's backward against central finite differences (float64), the
 slides' worked examples, weights files, and every shipped network forward and backward."""
+import math
+
 import numpy as np
 import pytest
 
@@ -282,3 +284,32 @@ def test_every_shipped_network_runs_forward_and_backward(path, name, shape):
     dx = module.backward(np.ones_like(y))
     assert dx.shape == x.shape and np.all(np.isfinite(dx))
     assert set(module.grads) == {s.name for s in net.weight_specs if s.trainable}
+
+
+def _ulps(actual: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    return np.abs(actual - expected) / np.spacing(np.abs(expected))
+
+
+def test_erf_and_erfc_are_the_c_librarys_to_an_ulp_or_a_few():
+    """The exact GELU's erf and erfc (fdlibm's, vectorised) against math.erf and math.erfc on
+    220,000 points across every region of the approximation, its boundaries and the tails.
+    Measured against 200-bit mpmath, ours are within 0.77 ulp (erf) and 2.25 ulp (erfc) of the
+    true value and glibc 2.36's within 0.98 and 3.09: the bounds allow both errors at once."""
+    import math
+    from netdsl.backends.numpy_backend import erf, erfc
+    rng = np.random.default_rng(0)
+    bounds = [0.25, 0.84375, 1.25, 1 / 0.35, 6.0, 28.0]
+    x = np.concatenate([
+        rng.uniform(-30, 30, 60_000), rng.standard_normal(60_000) * 3,
+        np.geomspace(1e-300, 1, 20_000), -np.geomspace(1e-300, 1, 20_000),
+        *[rng.uniform(b - 0.05, b + 0.05, 10_000) * sign for b in bounds[1:4] for sign in (1, -1)],
+        *[np.nextafter(b, [-np.inf, np.inf]) * sign for b in bounds for sign in (1, -1)],
+        [0.0, -0.0, 1e-320, -1e-320, 27.999, 40.0, -40.0]])
+    for ours, theirs, bound in ((erf, math.erf, 2), (erfc, math.erfc, 6)):
+        expected = np.array([theirs(v) for v in x])
+        nonzero = expected != 0
+        assert np.max(_ulps(ours(x)[nonzero], expected[nonzero])) <= bound, ours.__name__
+        assert np.all(ours(x)[~nonzero] == 0)
+    assert np.array_equal(erf(np.array([np.inf, -np.inf])), [1.0, -1.0])
+    assert np.array_equal(erfc(np.array([np.inf, -np.inf])), [0.0, 2.0])
+    assert np.isnan(erf(np.array([np.nan]))).all() and np.isnan(erfc(np.array([np.nan]))).all()
