@@ -573,6 +573,88 @@ def erfc(x) -> np.ndarray:
     return out
 
 
+_SQRT1_2 = math.sqrt(0.5)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_TANH_CUBIC = 0.044715
+
+
+def _gelu_forward(node: Node, inputs, weights, state):
+    # x * Phi(x) with Phi(x) = erfc(-x/sqrt(2))/2: accurate where 1 + erf(x/sqrt(2)) would cancel.
+    # Computed in float64 for float32 input too, then rounded once.
+    x = inputs[0]
+    x64 = x.astype(np.float64, copy=False)
+    return (x64 * (0.5 * erfc(-x64 * _SQRT1_2))).astype(x.dtype, copy=False), x
+
+
+def _gelu_backward(node: Node, dy, x, weights):
+    x64 = x.astype(np.float64, copy=False)
+    derivative = 0.5 * erfc(-x64 * _SQRT1_2) + x64 * np.exp(-0.5 * x64 * x64) * _INV_SQRT_2PI
+    return [dy * derivative.astype(dy.dtype, copy=False)], {}
+
+
+def _gelu_tanh_forward(node: Node, inputs, weights, state):
+    x = inputs[0]  # torch's formula, term by term
+    inner = _SQRT_2_OVER_PI * (x + _GELU_TANH_CUBIC * (x * x * x))
+    return 0.5 * x * (1 + np.tanh(inner)), x
+
+
+def _gelu_tanh_backward(node: Node, dy, x, weights):
+    square = x * x
+    t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_CUBIC * square * x))
+    derivative = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_CUBIC * square)
+    return [dy * derivative], {}
+
+
+def _logistic(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) to a few ulp on both sides: below zero as e/(1 + e) with e = exp(x), where
+    0.5*(1 + tanh(x/2)) would cancel (a relative error of 1e-11 at x = -12)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1, e) / (1 + e)
+
+
+def _silu_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    return x * _logistic(x), x
+
+
+def _silu_backward(node: Node, dy, x, weights):
+    s = _logistic(x)
+    return [dy * (s * (1 + x * (1 - s)))], {}
+
+
+def _hardsigmoid_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    return np.clip(x + 3, 0, 6) / 6, x
+
+
+def _hardsigmoid_backward(node: Node, dy, x, weights):
+    # by the input, as torch: where x + 3 rounds to 6 the output is 1 while x < 3 still has slope
+    return [dy * np.where((x > -3) & (x < 3), 1 / 6, 0).astype(dy.dtype)], {}
+
+
+def _layerscale_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    return x * _expand(weights["weight"], x.ndim), x
+
+
+def _layerscale_backward(node: Node, dy, x, weights):
+    scale = weights["weight"]
+    grad = (dy * x).sum(axis=_channel_axes(dy)).reshape(scale.shape)
+    return [dy * _expand(scale, dy.ndim)], {"weight": grad}
+
+
+def _stochastic_depth_forward(node: Node, inputs, weights, state):
+    # torchvision's StochasticDepth(p, mode="row"): one draw per sample (axis 1: the batch here)
+    x = inputs[0]
+    p = node.attrs["p"]
+    if not state.training or p == 0:
+        return x, None
+    draw_shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    keep = (state.rng.random(draw_shape) >= p).astype(x.dtype) / x.dtype.type(1 - p)
+    return x * keep, keep
+
+
 def _softmax_forward(node: Node, inputs, weights, state):
     x = inputs[0]
     e = np.exp(x - x.max(axis=0, keepdims=True))
@@ -657,6 +739,16 @@ KERNELS: dict[str, Kernel] = {
                             inputs[0] * np.clip(inputs[0] + 3, 0, 6) / 6, inputs[0]),
                         lambda node, dy, x, weights: (
                             [dy * np.where(x <= -3, 0, np.where(x >= 3, 1, (2 * x + 3) / 6)).astype(dy.dtype)], {})),
+    "relu6": _activation(lambda x, a, out: np.clip(x, 0, 6, out=out),
+                         lambda y, a: ((y > 0) & (y < 6)).astype(y.dtype)),
+    # These keep their input: not invertible from the output (silu, the gelus dip below zero and
+    # back; hardsigmoid, see its backward).
+    "hardsigmoid": Kernel(_hardsigmoid_forward, _hardsigmoid_backward),
+    "silu": Kernel(_silu_forward, _silu_backward),
+    "gelu": Kernel(_gelu_forward, _gelu_backward),
+    "gelu_tanh": Kernel(_gelu_tanh_forward, _gelu_tanh_backward),
+    "layerscale": Kernel(_layerscale_forward, _layerscale_backward),
+    "stochastic_depth": Kernel(_stochastic_depth_forward, _dropout_backward),
     "softmax": Kernel(_softmax_forward, _softmax_backward),
     "flatten": Kernel(_flatten_forward, _flatten_backward),
     "crop": Kernel(_crop_forward, _crop_backward),
@@ -670,7 +762,8 @@ KERNELS: dict[str, Kernel] = {
 def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.ndarray]:
     """torch's default initialisation: Kaiming-uniform (a=sqrt(5)) weights, uniform biases with
     bound 1/sqrt(fan_in), BN scale 1 and shift 0, running mean 0 and variance 1; `init=bilinear`
-    deconvs get FCN's bilinear filter (per channel when in == out) and zero bias."""
+    deconvs get FCN's bilinear filter (per channel when in == out) and zero bias; layer scales
+    start at their `init` value (ConvNeXt's 1e-6)."""
     weights: dict[str, np.ndarray] = {}
     for spec in network.weight_specs:
         node = network.graph.node(spec.node)
@@ -682,6 +775,9 @@ def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.nd
         weight_shape = next(s.shape for s in network.weight_specs if s.node == spec.node and s.suffix == "weight")
         fan_in = math.prod(weight_shape[1:])  # torch takes dim 1 as fan-in, for deconv too
         bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
+        if node.op == "layerscale":
+            weights[spec.name] = np.full(shape, node.attrs["init"], dtype=dtype)
+            continue
         if node.op == "deconv" and node.attrs["init"] == "bilinear":
             weights[spec.name] = (np.zeros(shape, dtype=dtype) if spec.suffix == "bias"
                                   else bilinear_weight(shape, node.attrs["groups"]).astype(dtype))

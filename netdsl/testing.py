@@ -120,6 +120,20 @@ class Tolerance:
 TOLERANCES: dict[str, Tolerance] = {"float64": Tolerance(1e-9, 1e-12, 1e-12),
                                     "float32": Tolerance(1e-4, 1e-5, 1e-3)}
 
+#: Where a backend's own kernel is less exact than its dtype, for a reason outside netdsl: the
+#: tolerance (relative, and as a floor on the gradients' scale) that its gradients get on a network
+#: using the op, by (backend, op, dtype). torch's hardsigmoid backward multiplies by 1/6 rounded to
+#: float32 (0.16666667163), in float64 too: 3e-8 relative per hardsigmoid a gradient passes.
+KERNEL_GRADIENT_TOLERANCES: dict[tuple[str, str, str], float] = {("torch", "hardsigmoid", "float64"): 1e-6}
+
+
+def kernel_gradient_tolerance(backend: str, net, dtype: str) -> float:
+    """The KERNEL_GRADIENT_TOLERANCES entry that `net` calls for on `backend` (0.0 when none)."""
+    ops = {n.op for n in net.graph} | {n.attrs.get("act", "none") for n in net.graph}
+    return max((tolerance for (name, op, kind), tolerance in KERNEL_GRADIENT_TOLERANCES.items()
+                if name == backend and op in ops and kind == dtype), default=0.0)
+
+
 #: Inputs are standard normal times this: large enough that activations leave [-1, 1], where many
 #: wrong kernels (a relu clipped at 5, a sigmoid's linear region) agree with right ones.
 INPUT_SCALE = 4.0
@@ -139,14 +153,16 @@ class Report:
 
 
 def without_dropout(net):
-    """The same network with every dropout at p=0: train mode without randomness."""
+    """The same network with every dropout (and stochastic depth) at p=0: train mode without
+    randomness."""
     import dataclasses
 
     from . import Limits
     from .ir import Graph, freeze_attrs
     from .network import Network
-    nodes = tuple(dataclasses.replace(n, attrs=freeze_attrs({**n.attrs, "p": 0.0})) if n.op == "dropout"
-                  else n for n in net.graph.nodes)
+    from .ops import RANDOM_IN_TRAINING
+    nodes = tuple(dataclasses.replace(n, attrs=freeze_attrs({**n.attrs, "p": 0.0}))
+                  if n.op in RANDOM_IN_TRAINING else n for n in net.graph.nodes)
     if all(a is b for a, b in zip(nodes, net.graph.nodes)):
         return net
     expanded = dataclasses.replace(net._expanded, graph=Graph(net.graph.name, nodes))
@@ -192,6 +208,9 @@ class _Case:
         self.backend, self.label, self.net, self.dtype = backend, label, net, dtype
         tolerance = TOLERANCES[dtype]
         self.rtol, self.floor, self.gradient_floor = tolerance.rtol, tolerance.floor, tolerance.gradient_floor
+        looser = kernel_gradient_tolerance(backend.name, net, dtype)
+        self.gradient_rtol = max(self.rtol, looser)
+        self.gradient_floor = max(self.gradient_floor, looser)
         self.reference = _reference(net, dtype, seed)
         self.initial = {name: value.copy() for name, value in self.reference.weights.items()}
         self.module = self._compile()
@@ -247,11 +266,11 @@ class _Case:
                 # Gradients are linear in dy: one that is zero in theory is rounding noise on the
                 # scale of dy and of the other gradients.
                 floor = self.gradient_floor * _scale(dx_ref, self.dy, *grads_ref.values())
-                problem = _difference(dx, dx_ref, self.rtol, floor)
+                problem = _difference(dx, dx_ref, self.gradient_rtol, floor)
                 if problem:
                     self.fail(mode, "gradient of the input", problem)
                 for name in grads_ref:
-                    problem = _difference(grads[name], grads_ref[name], self.rtol, floor)
+                    problem = _difference(grads[name], grads_ref[name], self.gradient_rtol, floor)
                     if problem:
                         self.fail(mode, f"gradient of {name}", problem)
             # Running statistics moved alike (or not at all in eval); they share one scale.
@@ -344,14 +363,16 @@ def check_backend(backend, *, networks: tuple[tuple[str, str | None], ...] | Non
     (`programs()`; derandomized, so a run is repeatable), both backends are compiled from the same
     weights; then, in eval and in train mode: the output, and where the module is a
     DifferentiableModule the gradients of the input and of every trainable weight for a random
-    output gradient, and the buffers (running statistics) afterwards. Dropout is set to p=0 (its
-    random stream is each backend's own). Generated programs must meet the equivalence tests'
-    preconditions (well-conditioned batch norm, unique max-pool maxima); others are skipped.
+    output gradient, and the buffers (running statistics) afterwards. Dropout and stochastic depth
+    are set to p=0 (their random stream is each backend's own). Generated programs must meet the
+    equivalence tests' preconditions (well-conditioned batch norm, unique max-pool maxima); others
+    are skipped.
 
     Tolerances (`TOLERANCES`): |actual - expected| <= rtol*|expected| + floor*scale elementwise,
     with scale the largest magnitude in the comparison (so a value that is zero in theory may be
     rounding noise): float64 rtol 1e-9, floor 1e-12; float32 rtol 1e-4, floor 1e-5 for outputs
-    and 1e-3 for gradients.
+    and 1e-3 for gradients. Gradients through a kernel known to be less exact than its dtype
+    (`KERNEL_GRADIENT_TOLERANCES`: torch's float64 hardsigmoid) get that entry's tolerance.
 
     >>> check_backend("jax", examples=5)
     """
