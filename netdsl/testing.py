@@ -57,8 +57,10 @@ GENERATED_OPS = tuple(op for op in OPS.values() if op.generate is not None)
 
 
 @st.composite
-def programs(draw, max_layers: int = 6, max_channels: int = 6, max_size: int = 9) -> Program:
-    """A valid .net program with its input shape written in, and its expected output shape."""
+def programs(draw, max_layers: int = 6, max_channels: int = 6, max_size: int = 9,
+             first: str | None = None) -> Program:
+    """A valid .net program with its input shape written in, and its expected output shape;
+    `first` names an op to draw as the first layer (where it fits the input)."""
     flat = draw(st.integers(0, 5)) == 0
     c = draw(st.integers(1, 4))
     if flat:
@@ -70,8 +72,8 @@ def programs(draw, max_layers: int = 6, max_channels: int = 6, max_size: int = 9
     activation = draw(st.sampled_from(["relu", "none", *ACTIVATIONS]))
     lines = [f"input {'x'.join(map(str, shape))}", f"activation {activation}"]
     elements = []
-    for _ in range(draw(st.integers(1, max_layers))):
-        op = draw(st.sampled_from(GENERATED_OPS))
+    for position in range(draw(st.integers(1, max_layers))):
+        op = OPS[first] if first and position == 0 else draw(st.sampled_from(GENERATED_OPS))
         found = op.generate(context, shape)
         if found is None:
             continue
@@ -354,7 +356,8 @@ def _maxima_are_unique(node, value, out_shape) -> bool:
 
 
 def check_backend(backend, *, networks: tuple[tuple[str, str | None], ...] | None = SHIPPED_NETWORKS,
-                  examples: int = 20, dtype: str = "float64", batch: int = 2, seed: int = 0) -> Report:
+                  examples: int = 20, dtype: str = "float64", batch: int = 2, seed: int = 0,
+                  every_op: bool = True) -> Report:
     """Check a backend against the NumPy reference; raises BackendMismatch naming the first
     network (and node, when the module offers `trace(x)`) where it differs.
 
@@ -366,7 +369,9 @@ def check_backend(backend, *, networks: tuple[tuple[str, str | None], ...] | Non
     output gradient, and the buffers (running statistics) afterwards. Dropout and stochastic depth
     are set to p=0 (their random stream is each backend's own). Generated programs must meet the
     equivalence tests' preconditions (well-conditioned batch norm, unique max-pool maxima); others
-    are skipped.
+    are skipped. With `every_op`, each op that neither the networks nor the programs used then gets
+    the simplest program that starts with it and meets the preconditions, so that a backend
+    lacking any kernel fails.
 
     Tolerances (`TOLERANCES`): |actual - expected| <= rtol*|expected| + floor*scale elementwise,
     with scale the largest magnitude in the comparison (so a value that is zero in theory may be
@@ -377,7 +382,8 @@ def check_backend(backend, *, networks: tuple[tuple[str, str | None], ...] | Non
     >>> check_backend("jax", examples=5)
     """
     import numpy as np
-    from hypothesis import HealthCheck, assume, given, settings
+    from hypothesis import HealthCheck, assume, find, given, settings
+    from hypothesis.errors import NoSuchExample
 
     from .backend import Backend
     from .network import parse
@@ -400,19 +406,34 @@ def check_backend(backend, *, networks: tuple[tuple[str, str | None], ...] | Non
         return report
 
     count = iter(range(1, 10**9))
+    options = settings(derandomize=True, database=None, deadline=None, suppress_health_check=list(HealthCheck))
 
-    @settings(max_examples=examples, derandomize=True, database=None, deadline=None,
-              suppress_health_check=list(HealthCheck))
-    @given(programs())
-    def generated(program: Program) -> None:
+    def well_conditioned(program: Program) -> bool:
         # A batch of 8: batch norm over two nearly equal values amplifies rounding past the floor.
         net = without_dropout(parse(program.text))
         x = (np.random.default_rng(seed).standard_normal((8, *net.input_shape)) * INPUT_SCALE).astype(dtype)
-        assume(_well_conditioned(net, dtype, x, seed))
+        return _well_conditioned(net, dtype, x, seed)
+
+    def compare(program: Program) -> None:
         try:
-            run(f"generated program {next(count)}", net, 8)
+            run(f"generated program {next(count)}", without_dropout(parse(program.text)), 8)
         except BackendMismatch as error:
             raise BackendMismatch(f"{error}\nthe program:\n{program.text}") from None
 
+    @settings(options, max_examples=examples)
+    @given(programs())
+    def generated(program: Program) -> None:
+        assume(well_conditioned(program))
+        compare(program)
+
     generated()
+    for op in GENERATED_OPS if every_op else ():
+        if op.name in report.ops:
+            continue
+        try:  # the simplest program that starts with the op and meets the preconditions
+            program = find(programs(first=op.name), lambda p, op=op.name: op in p.ops and well_conditioned(p),
+                           settings=settings(options, max_examples=20))
+        except NoSuchExample:
+            continue  # the report's ops then lack it, for the caller to see
+        compare(program)
     return report
