@@ -226,6 +226,42 @@ def _hardswish(node, inputs, context):
     return jax.nn.hard_swish(inputs[0])
 
 
+def _relu6(node, inputs, context):
+    x = inputs[0]  # by where, not clip: the gradient is 0 at 0 and 6, as torch's (clip's is 1/2)
+    return jnp.where(x <= 0, jnp.zeros((), x.dtype), jnp.where(x >= 6, jnp.full((), 6, x.dtype), x))
+
+
+def _hardsigmoid(node, inputs, context):
+    x = inputs[0]  # torch's relu6(x + 3) / 6, with its gradient: 1/6 strictly inside (-3, 3)
+    return jnp.where(x <= -3, jnp.zeros((), x.dtype), jnp.where(x >= 3, jnp.ones((), x.dtype), (x + 3) / 6))
+
+
+def _silu(node, inputs, context):
+    return jax.nn.silu(inputs[0])
+
+
+def _gelu(node, inputs, context):
+    return jax.nn.gelu(inputs[0], approximate=False)
+
+
+def _gelu_tanh(node, inputs, context):
+    return jax.nn.gelu(inputs[0], approximate=True)
+
+
+def _layerscale(node, inputs, context):
+    return inputs[0] * context.weight(node, "weight")  # C x 1 x 1 (or C) against N x C x H x W
+
+
+def _stochastic_depth(node, inputs, context):
+    x = inputs[0]
+    p = node.attrs["p"]
+    if p == 0:
+        return x
+    draw_shape = (x.shape[0],) + (1,) * (x.ndim - 1)  # one draw per sample
+    keep = jax.random.bernoulli(jax.random.fold_in(context.key, node.id), 1 - p, draw_shape)
+    return jnp.where(context.training, jnp.where(keep, x / (1 - p), jnp.zeros((), x.dtype)), x)
+
+
 def _softmax(node, inputs, context):
     return jax.nn.softmax(inputs[0], axis=1)
 
@@ -255,7 +291,9 @@ def _add(node, inputs, context):
 KERNELS: dict[str, JaxKernel] = {
     "input": _input, "conv": _conv, "deconv": _deconv, "maxpool": _maxpool, "avgpool": _avgpool,
     "gap": _gap, "fc": _fc, "bn": _bn, "lrn": _lrn, "dropout": _dropout, "relu": _relu,
-    "tanh": _tanh, "sigmoid": _sigmoid, "lrelu": _lrelu, "elu": _elu, "hardswish": _hardswish, "softmax": _softmax,
+    "tanh": _tanh, "sigmoid": _sigmoid, "lrelu": _lrelu, "elu": _elu, "hardswish": _hardswish,
+    "relu6": _relu6, "hardsigmoid": _hardsigmoid, "silu": _silu, "gelu": _gelu, "gelu_tanh": _gelu_tanh,
+    "layerscale": _layerscale, "stochastic_depth": _stochastic_depth, "softmax": _softmax,
     "flatten": _flatten, "crop": _crop, "concat": _concat, "add": _add,
 }
 

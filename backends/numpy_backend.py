@@ -465,6 +465,197 @@ def _elu(x, attrs, out):
     return np.where(x > 0, x, negative) if out is None else np.copyto(out, negative, where=x <= 0) or out
 
 
+# -- the error function, for the exact GELU ----------------------------------------------------------
+#
+# NumPy has no erf, and a reference may not approximate GELU: these are fdlibm's erf and erfc
+# (s_erf.c: its method and its coefficients, vectorised here), whose error fdlibm bounds by one
+# ulp; tests/test_numpy_backend.py holds them to math.erf and math.erfc on 220,000 points.
+# math.erf itself, called per element through np.frompyfunc, is 25 times slower than np.tanh.
+#
+#   Copyright (C) 1993 by Sun Microsystems, Inc. All rights reserved.
+#   Developed at SunPro, a Sun Microsystems, Inc. business.
+#   Permission to use, copy, modify, and distribute this software is freely granted, provided
+#   that this notice is preserved.
+
+_ERX = 8.45062911510467529297e-01  # erf(1) rounded to 24 bits
+# erf(x) = x + x*P/Q on |x| < 0.84375
+_PP = (1.28379167095512558561e-01, -3.25042107247001499370e-01, -2.84817495755985104766e-02,
+       -5.77027029648944159157e-03, -2.37630166566501626084e-05)
+_QQ = (1.0, 3.97917223959155352819e-01, 6.50222499887672944485e-02, 5.08130628187576562776e-03,
+       1.32494738004321644526e-04, -3.96022827877536812320e-06)
+# erf(1 + s) = erx + P/Q on 0.84375 <= |x| < 1.25
+_PA = (-2.36211856075265944077e-03, 4.14856118683748331666e-01, -3.72207876035701323847e-01,
+       3.18346619901161753674e-01, -1.10894694282396677476e-01, 3.54783043256182359371e-02,
+       -2.16637559486879084300e-03)
+_QA = (1.0, 1.06420880400844228286e-01, 5.40397917702171048937e-01, 7.18286544141962662868e-02,
+       1.26171219808761642112e-01, 1.36370839120290507362e-02, 1.19844998467991074170e-02)
+# erfc(x) = exp(-x*x - 0.5625 + R/S) / x, in 1/x^2, on 1.25 <= |x| < 1/0.35 ...
+_RA = (-9.86494403484714822705e-03, -6.93858572707181764372e-01, -1.05586262253232909814e+01,
+       -6.23753324503260060396e+01, -1.62396669462573470355e+02, -1.84605092906711035994e+02,
+       -8.12874355063065934246e+01, -9.81432934416914548592e+00)
+_SA = (1.0, 1.96512716674392571292e+01, 1.37657754143519042600e+02, 4.34565877475229228821e+02,
+       6.45387271733267880336e+02, 4.29008140027567833386e+02, 1.08635005541779435134e+02,
+       6.57024977031928170135e+00, -6.04244152148580987438e-02)
+# ... and on 1/0.35 <= |x| < 28
+_RB = (-9.86494292470009928597e-03, -7.99283237680523006574e-01, -1.77579549177547519889e+01,
+       -1.60636384855821916062e+02, -6.37566443368389627722e+02, -1.02509513161107724954e+03,
+       -4.83519191608651397019e+02)
+_SB = (1.0, 3.03380607434824582924e+01, 3.25792512996573918826e+02, 1.53672958608443695994e+03,
+       3.19985821950859553908e+03, 2.55305040643316442583e+03, 4.74528541206955367215e+02,
+       -2.24409524465858183362e+01)
+
+
+def _high_word(high: int) -> float:
+    """The double whose upper 32 bits are `high` and lower 32 bits zero (fdlibm's thresholds)."""
+    return float(np.array(high << 32, dtype=np.uint64).view(np.float64))
+
+
+_ERFC_RB_FROM = _high_word(0x4006DB6D)  # 1/0.35 as erfc compares it
+_ERF_RB_FROM = _high_word(0x4006DB6E)  # and as erf does
+
+
+def _horner(z: np.ndarray, coefficients: tuple) -> np.ndarray:
+    """c0 + z*(c1 + z*(c2 + ...))."""
+    result = np.full_like(z, coefficients[-1])
+    for c in coefficients[-2::-1]:
+        result *= z
+        result += c
+    return result
+
+
+def _erfc_scaled_tail(a: np.ndarray, rb_from: float) -> np.ndarray:
+    """x*erfc(x) for 1.25 <= a < 28 (erf's tail is 1 minus this over a)."""
+    s = 1 / (a * a)
+    ratio = np.where(a < rb_from, _horner(s, _RA) / _horner(s, _SA), _horner(s, _RB) / _horner(s, _SB))
+    z = (a.view(np.uint64) & np.uint64(0xFFFFFFFF00000000)).view(np.float64)  # a to 21 bits: z*z is exact
+    return np.exp(-z * z - 0.5625) * np.exp((z - a) * (z + a) + ratio)
+
+
+def erf(x) -> np.ndarray:
+    """The error function of a float64 array, to within an ulp (fdlibm's erf)."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    out = np.full_like(x, np.nan)  # NaN stays NaN: it is in no region below
+    small = a < 0.84375
+    v = x[small]
+    z = v * v
+    out[small] = v + v * (_horner(z, _PP) / _horner(z, _QQ))
+    middle = (a >= 0.84375) & (a < 1.25)
+    s = a[middle] - 1
+    out[middle] = np.copysign(_ERX + _horner(s, _PA) / _horner(s, _QA), x[middle])
+    tail = (a >= 1.25) & (a < 6)
+    t = a[tail]
+    out[tail] = np.copysign(1 - _erfc_scaled_tail(t, _ERF_RB_FROM) / t, x[tail])
+    beyond = a >= 6
+    out[beyond] = np.copysign(1.0, x[beyond])
+    return out
+
+
+def erfc(x) -> np.ndarray:
+    """1 - erf(x) of a float64 array without the cancellation, to within an ulp (fdlibm's erfc)."""
+    x = np.asarray(x, dtype=np.float64)
+    a = np.abs(x)
+    out = np.full_like(x, np.nan)
+    small = a < 0.84375
+    v = x[small]
+    z = v * v
+    y = _horner(z, _PP) / _horner(z, _QQ)
+    out[small] = np.where(v < 0.25, 1 - (v + v * y), 0.5 - (v * y + (v - 0.5)))
+    middle = (a >= 0.84375) & (a < 1.25)
+    s = a[middle] - 1
+    ratio = _horner(s, _PA) / _horner(s, _QA)
+    out[middle] = np.where(x[middle] > 0, (1 - _ERX) - ratio, 1 + (_ERX + ratio))
+    tail = (a >= 1.25) & (a < 28)
+    t = a[tail]
+    r = _erfc_scaled_tail(t, _ERFC_RB_FROM) / t
+    out[tail] = np.where(x[tail] > 0, r, 2 - r)
+    beyond = a >= 28
+    out[beyond] = np.where(x[beyond] > 0, 0.0, 2.0)
+    return out
+
+
+_SQRT1_2 = math.sqrt(0.5)
+_INV_SQRT_2PI = 1 / math.sqrt(2 * math.pi)
+_SQRT_2_OVER_PI = math.sqrt(2 / math.pi)
+_GELU_TANH_CUBIC = 0.044715
+
+
+def _gelu_forward(node: Node, inputs, weights, state):
+    # x * Phi(x) with Phi(x) = erfc(-x/sqrt(2))/2: accurate where 1 + erf(x/sqrt(2)) would cancel.
+    # Computed in float64 for float32 input too, then rounded once.
+    x = inputs[0]
+    x64 = x.astype(np.float64, copy=False)
+    return (x64 * (0.5 * erfc(-x64 * _SQRT1_2))).astype(x.dtype, copy=False), x
+
+
+def _gelu_backward(node: Node, dy, x, weights):
+    x64 = x.astype(np.float64, copy=False)
+    derivative = 0.5 * erfc(-x64 * _SQRT1_2) + x64 * np.exp(-0.5 * x64 * x64) * _INV_SQRT_2PI
+    return [dy * derivative.astype(dy.dtype, copy=False)], {}
+
+
+def _gelu_tanh_forward(node: Node, inputs, weights, state):
+    x = inputs[0]  # torch's formula, term by term
+    inner = _SQRT_2_OVER_PI * (x + _GELU_TANH_CUBIC * (x * x * x))
+    return 0.5 * x * (1 + np.tanh(inner)), x
+
+
+def _gelu_tanh_backward(node: Node, dy, x, weights):
+    square = x * x
+    t = np.tanh(_SQRT_2_OVER_PI * (x + _GELU_TANH_CUBIC * square * x))
+    derivative = 0.5 * (1 + t) + 0.5 * x * (1 - t * t) * _SQRT_2_OVER_PI * (1 + 3 * _GELU_TANH_CUBIC * square)
+    return [dy * derivative], {}
+
+
+def _logistic(x: np.ndarray) -> np.ndarray:
+    """1 / (1 + exp(-x)) to a few ulp on both sides: below zero as e/(1 + e) with e = exp(x), where
+    0.5*(1 + tanh(x/2)) would cancel (a relative error of 1e-11 at x = -12)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1, e) / (1 + e)
+
+
+def _silu_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    return x * _logistic(x), x
+
+
+def _silu_backward(node: Node, dy, x, weights):
+    s = _logistic(x)
+    return [dy * (s * (1 + x * (1 - s)))], {}
+
+
+def _hardsigmoid_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    return np.clip(x + 3, 0, 6) / 6, x
+
+
+def _hardsigmoid_backward(node: Node, dy, x, weights):
+    # by the input, as torch: where x + 3 rounds to 6 the output is 1 while x < 3 still has slope
+    return [dy * np.where((x > -3) & (x < 3), 1 / 6, 0).astype(dy.dtype)], {}
+
+
+def _layerscale_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    return x * _expand(weights["weight"], x.ndim), x
+
+
+def _layerscale_backward(node: Node, dy, x, weights):
+    scale = weights["weight"]
+    grad = (dy * x).sum(axis=_channel_axes(dy)).reshape(scale.shape)
+    return [dy * _expand(scale, dy.ndim)], {"weight": grad}
+
+
+def _stochastic_depth_forward(node: Node, inputs, weights, state):
+    # torchvision's StochasticDepth(p, mode="row"): one draw per sample (axis 1: the batch here)
+    x = inputs[0]
+    p = node.attrs["p"]
+    if not state.training or p == 0:
+        return x, None
+    draw_shape = (1, x.shape[1]) + (1,) * (x.ndim - 2)
+    keep = (state.rng.random(draw_shape) >= p).astype(x.dtype) / x.dtype.type(1 - p)
+    return x * keep, keep
+
+
 def _softmax_forward(node: Node, inputs, weights, state):
     x = inputs[0]
     e = np.exp(x - x.max(axis=0, keepdims=True))
@@ -549,6 +740,16 @@ KERNELS: dict[str, Kernel] = {
                             inputs[0] * np.clip(inputs[0] + 3, 0, 6) / 6, inputs[0]),
                         lambda node, dy, x, weights: (
                             [dy * np.where(x <= -3, 0, np.where(x >= 3, 1, (2 * x + 3) / 6)).astype(dy.dtype)], {})),
+    "relu6": _activation(lambda x, a, out: np.clip(x, 0, 6, out=out),
+                         lambda y, a: ((y > 0) & (y < 6)).astype(y.dtype)),
+    # These keep their input: not invertible from the output (silu, the gelus dip below zero and
+    # back; hardsigmoid, see its backward).
+    "hardsigmoid": Kernel(_hardsigmoid_forward, _hardsigmoid_backward),
+    "silu": Kernel(_silu_forward, _silu_backward),
+    "gelu": Kernel(_gelu_forward, _gelu_backward),
+    "gelu_tanh": Kernel(_gelu_tanh_forward, _gelu_tanh_backward),
+    "layerscale": Kernel(_layerscale_forward, _layerscale_backward),
+    "stochastic_depth": Kernel(_stochastic_depth_forward, _dropout_backward),
     "softmax": Kernel(_softmax_forward, _softmax_backward),
     "flatten": Kernel(_flatten_forward, _flatten_backward),
     "crop": Kernel(_crop_forward, _crop_backward),
@@ -562,7 +763,8 @@ KERNELS: dict[str, Kernel] = {
 def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.ndarray]:
     """torch's default initialisation: Kaiming-uniform (a=sqrt(5)) weights, uniform biases with
     bound 1/sqrt(fan_in), BN scale 1 and shift 0, running mean 0 and variance 1; `init=bilinear`
-    deconvs get FCN's bilinear filter (per channel when in == out) and zero bias."""
+    deconvs get FCN's bilinear filter (per channel when in == out) and zero bias; layer scales
+    start at their `init` value (ConvNeXt's 1e-6)."""
     weights: dict[str, np.ndarray] = {}
     for spec in network.weight_specs:
         node = network.graph.node(spec.node)
@@ -574,6 +776,9 @@ def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.nd
         weight_shape = next(s.shape for s in network.weight_specs if s.node == spec.node and s.suffix == "weight")
         fan_in = math.prod(weight_shape[1:])  # torch takes dim 1 as fan-in, for deconv too
         bound = 1.0 / math.sqrt(fan_in) if fan_in else 0.0
+        if node.op == "layerscale":
+            weights[spec.name] = np.full(shape, node.attrs["init"], dtype=dtype)
+            continue
         if node.op == "deconv" and node.attrs["init"] == "bilinear":
             weights[spec.name] = (np.zeros(shape, dtype=dtype) if spec.suffix == "bias"
                                   else bilinear_weight(shape, node.attrs["groups"]).astype(dtype))

@@ -47,12 +47,15 @@ class TorchKernel:
     module(node, input shapes) -> the constructor source of its nn.Module, or None when forward
     computes it functionally; call(node, module, args, in_place) -> the forward expression;
     fused -> for activations, the in-place functional form applied to a layer's own output.
+    support -> for a layer torch.nn lacks, the source of the small nn.Module class that the
+    generated file defines for it (and that `module` constructs), so the file still needs only torch.
     """
 
     module: object  # Callable[[Node, list], str] | None
     call: object = None  # Callable[[Node, str, list[str], bool], str]; None: module(args[0])
     fused: str | None = None
     in_place_module: bool = False  # the module takes inplace=True when its input may be overwritten
+    support: str | None = None  # a class of the generated file that `module` names, written once
 
 
 def _conv(node: Node, inputs) -> str:
@@ -116,6 +119,43 @@ def _add_call(node: Node, module: str, args: list[str], in_place: bool, inputs) 
     return " + ".join(args)
 
 
+#: ConvNeXt's layer scale; torchvision keeps it as a bare parameter of the block (`layer_scale`,
+#: C x 1 x 1), and multiplies it in front: the product is the same.
+_LAYER_SCALE = '''class LayerScale(nn.Module):
+    """x times a learned scale per channel (ConvNeXt's layer_scale)."""
+
+    def __init__(self, shape, init):
+        super().__init__()
+        self.weight = nn.Parameter(torch.full(shape, init))
+
+    def forward(self, x):
+        return x * self.weight'''
+
+#: torchvision.ops.StochasticDepth(p, mode="row") restated, so that netdsl needs no torchvision:
+#: the same draws from torch's generator, the same arithmetic.
+_STOCHASTIC_DEPTH = '''class StochasticDepth(nn.Module):
+    """torchvision.ops.StochasticDepth(p, mode="row"): while training, each sample is zeroed with
+    probability p and the others are scaled by 1/(1-p); the identity in eval mode."""
+
+    def __init__(self, p):
+        super().__init__()
+        self.p = p
+
+    def forward(self, x):
+        if not self.training or self.p == 0.0:
+            return x
+        survival = 1.0 - self.p  # above 0: p < 1
+        noise = torch.empty([x.shape[0]] + [1] * (x.ndim - 1), dtype=x.dtype, device=x.device)
+        noise = noise.bernoulli_(survival)
+        noise.div_(survival)
+        return x * noise'''
+
+
+def _layerscale(node: Node, inputs) -> str:
+    shape = (inputs[0][0], 1, 1) if len(inputs[0]) == 3 else (inputs[0][0],)
+    return f"LayerScale({shape!r}, {node.attrs['init']!r})"
+
+
 def _constant(text: str):
     def module(node: Node, inputs) -> str:
         return text
@@ -142,6 +182,15 @@ KERNELS: dict[str, TorchKernel] = {
                        fused="F.elu({}, inplace=True)", in_place_module=True),
     "hardswish": TorchKernel(_constant("nn.Hardswish()"), fused="F.hardswish({}, inplace=True)",
                              in_place_module=True),
+    "relu6": TorchKernel(_constant("nn.ReLU6()"), fused="F.relu6({}, inplace=True)", in_place_module=True),
+    "hardsigmoid": TorchKernel(_constant("nn.Hardsigmoid()"), fused="F.hardsigmoid({}, inplace=True)",
+                               in_place_module=True),
+    "silu": TorchKernel(_constant("nn.SiLU()"), fused="F.silu({}, inplace=True)", in_place_module=True),
+    "gelu": TorchKernel(_constant("nn.GELU()"), fused="F.gelu({})"),  # torch has no in-place GELU
+    "gelu_tanh": TorchKernel(_constant("nn.GELU(approximate='tanh')"), fused="F.gelu({}, approximate='tanh')"),
+    "layerscale": TorchKernel(_layerscale, support=_LAYER_SCALE),
+    "stochastic_depth": TorchKernel(lambda node, inputs: f"StochasticDepth({node.attrs['p']!r})",
+                                    support=_STOCHASTIC_DEPTH),
     "softmax": TorchKernel(_constant("nn.Softmax(dim=1)")),
     "flatten": TorchKernel(_constant("nn.Flatten()")),
     "crop": TorchKernel(None, _crop_call),
@@ -176,7 +225,7 @@ def class_name(name: str) -> str:
     return text if text[0].isalpha() else "Net" + text
 
 
-_RESERVED_CLASS_NAMES = frozenset({"F", "nn", "torch", "Tensor"})
+_RESERVED_CLASS_NAMES = frozenset({"F", "nn", "torch", "Tensor", "LayerScale", "StochasticDepth"})
 _RESERVED_VARIABLES = frozenset({"self", "torch", "nn", "F", "input"})
 
 
@@ -461,6 +510,10 @@ def generate_source(network, version: str = "") -> str:
         "import torch.nn.functional as F",
         "from torch import nn",
     ]
+    used = {node.op for node in network.graph.nodes}
+    for op, kernel in KERNELS.items():
+        if kernel.support and op in used:
+            lines += ["", "", *kernel.support.splitlines()]
     for name, body in classes:
         lines += ["", "", f"class {name}(nn.Module):", *body]
     lines += ["", "", "if __name__ == \"__main__\":",

@@ -16,7 +16,8 @@ __all__ = ["NetDSLLexer"]
 
 #: The ops a user writes, the aliases and `id` (netdsl.ops: OPS with writable=True, ALIASES).
 OP_NAMES = ("conv", "deconv", "maxpool", "avgpool", "gap", "fc", "bn", "lrn", "dropout", "relu", "tanh",
-            "sigmoid", "lrelu", "elu", "hardswish", "softmax", "flatten", "crop", "pool", "id")
+            "sigmoid", "lrelu", "elu", "hardswish", "relu6", "hardsigmoid", "silu", "gelu", "gelu_tanh",
+            "layerscale", "stochastic_depth", "softmax", "flatten", "crop", "pool", "id")
 CONSTANTS = ("true", "false", "none")
 _VALUE = r"(?:[0-9]+|[A-Za-z_][A-Za-z0-9_]*|\{[^{}\n]*\})"
 _NUMBER = r"(?:[0-9]+|\{[^{}\n]*\})"

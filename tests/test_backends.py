@@ -82,6 +82,14 @@ def test_kit_fails_naming_a_missing_kernel(name, op, network):
     assert f"has no kernel for op {op}" in message
 
 
+def test_kit_runs_every_op_the_programs_happened_to_miss():
+    """After its generated programs, the kit writes one starting with each op not yet run, so a
+    backend lacking any kernel fails, whatever the programs drew."""
+    assert check_backend("numpy", networks=(), examples=3).ops == set(OPS)
+    with pytest.raises(BackendMismatch, match="has no kernel for op hardsigmoid"):
+        check_backend(_without("numpy", "hardsigmoid"), networks=(), examples=3)
+
+
 def _clipped_relu(name: str) -> Backend:
     """relu clipped at 5: right for every value a small random network usually produces."""
     module = _kernels(name)

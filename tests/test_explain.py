@@ -174,8 +174,8 @@ activation tanh
 net every = conv3-8(dilation=2) - bn - lrn(3) - relu - maxpool3/2(pad=1, ceil)
     - p: avgpool3/1(pad=1) - cat{ conv1-4 | conv3-4(act=lrelu) | id }
     - add{ conv3-16 - elu | id } - sigmoid
-    - u: deconv4-16/2 - crop(1, like=@p) - dropout(0.3) - ACTIVATIONS
-    - gap - flatten - fc10 - softmax
+    - u: deconv4-16/2 - crop(1, like=@p) - dropout(0.3) - layerscale - stochastic_depth(0.2)
+    - ACTIVATIONS - gap - flatten - fc10 - layerscale(0.5) - softmax
 """
 
 

@@ -17,7 +17,7 @@ from .base import (DERIVED, IMPLICIT, REQUIRED, AttrSpec, Field, Op, Shape, Shap
 from .conv import conv_op, deconv_op
 from .dense import FLATTEN, fc_op
 from .elementwise import ACTIVATION_OPS, SOFTMAX
-from .norm import DROPOUT, LRN, bn_op
+from .norm import DROPOUT, LAYERSCALE, LRN, RANDOM_IN_TRAINING, STOCHASTIC_DEPTH, bn_op
 from .pool import AVGPOOL, GAP, MAXPOOL
 from .structure import ADD, CONCAT, CROP, INPUT
 
@@ -26,7 +26,8 @@ ACTIVATIONS: tuple[str, ...] = tuple(op.name for op in ACTIVATION_OPS)
 
 _RECORDS: tuple[Op, ...] = (
     INPUT, conv_op(ACTIVATIONS), deconv_op(ACTIVATIONS), MAXPOOL, AVGPOOL, GAP, fc_op(ACTIVATIONS),
-    bn_op(ACTIVATIONS), LRN, DROPOUT, *ACTIVATION_OPS, SOFTMAX, FLATTEN, CROP, CONCAT, ADD,
+    bn_op(ACTIVATIONS), LRN, DROPOUT, LAYERSCALE, STOCHASTIC_DEPTH, *ACTIVATION_OPS, SOFTMAX, FLATTEN,
+    CROP, CONCAT, ADD,
 )
 
 OPS: Mapping[str, Op] = MappingProxyType({op.name: op for op in _RECORDS})
@@ -65,7 +66,7 @@ def activation_attrs(name: str) -> dict[str, Any]:
 
 __all__ = ["OPS", "Op", "AttrSpec", "ALIASES", "ACTIVATIONS", "IDENTITY", "RESERVED", "MERGE_WORDS",
            "WEIGHT_OPS", "REQUIRED", "IMPLICIT", "DERIVED", "Shape", "Field", "ShapeProblem",
-           "format_shape", "slide_notation", "activation_attrs", "fused_activation"]
+           "format_shape", "slide_notation", "activation_attrs", "fused_activation", "RANDOM_IN_TRAINING"]
 
 
 def fused_activation(node):

@@ -36,6 +36,13 @@ ACTIVATION_OPS = (
     activation("elu", "ELU: x, or alpha*(exp(x)-1) for x < 0",
                (AttrSpec("alpha", "float", 1.0, "scale for x < 0", minimum=0),), example="elu(0.7)"),
     activation("hardswish", "x * relu6(x + 3) / 6 (MobileNet-v3)"),
+    activation("relu6", "min(max(0, x), 6) (MobileNet-v2)"),
+    activation("hardsigmoid", "relu6(x + 3) / 6 (MobileNet-v3's squeeze-and-excitation gate)"),
+    activation("silu", "x * sigmoid(x), also called swish (EfficientNet, RegNet-Y)"),
+    activation("gelu", "x * Phi(x), Phi the standard normal CDF: x/2 * (1 + erf(x/sqrt(2))) (ViT, ConvNeXt)"),
+    # A name of its own rather than gelu(approximate=tanh): `act=` and `activation` take a name
+    # and give the activation its default attributes, so only a name reaches them.
+    activation("gelu_tanh", "GELU's tanh approximation: x/2 * (1 + tanh(sqrt(2/pi) * (x + 0.044715*x^3)))"),
 )
 
 SOFTMAX = Op(

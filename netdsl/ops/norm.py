@@ -1,9 +1,9 @@
-"""Normalisation and regularisation: bn, lrn, dropout."""
+"""Normalisation and regularisation: bn, lrn, dropout, layer scale, stochastic depth."""
 from __future__ import annotations
 
 import random
 
-from .base import (AttrSpec, Op, Worked, explain_unchanged, int_attr, no_derived, no_macs,
+from .base import (REQUIRED, AttrSpec, Op, Worked, explain_unchanged, int_attr, no_derived, no_macs,
                    no_weights, plain_notation, same_field, same_image, same_shape, unchanged_field)
 from .conv import act_attr
 
@@ -58,3 +58,44 @@ DROPOUT = Op(
     weights=no_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
     merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
     takes_activation=False, colour="#f0f0f0", generate=_dropout_generate, explain=explain_unchanged)
+
+def _layerscale_weights(node, inputs):
+    c = inputs[0][0]
+    # torchvision's ConvNeXt keeps its layer_scale as C x 1 x 1: in the same shape it loads as it is
+    return [("weight", (c, 1, 1) if len(inputs[0]) == 3 else (c,), True)]
+
+def _layerscale_explain(node, inputs, out, fields, written):
+    return (Worked("params", "", sum(s[0] for _, s, _ in _layerscale_weights(node, inputs)),
+                   f"one scale per channel, each starting at {node.attrs['init']!r}"),
+            *unchanged_field(fields[0], "unchanged: per value"))
+
+def _layerscale_generate(g, shape):
+    return f"layerscale({g.draw(g.st.sampled_from([0.5, 1.5, -2.0]))})", shape
+
+LAYERSCALE = Op(
+    "layerscale", "multiply each channel by a learned scale (ConvNeXt's layer scale)",
+    (AttrSpec("init", "float", 1e-6, "the scales' initial value (torchvision's ConvNeXt: 1e-6)"),),
+    positional=("init",), notation=plain_notation("layerscale"), derive=no_derived, shape=same_shape,
+    weights=_layerscale_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
+    merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
+    takes_activation=False, colour="#dadaeb", generate=_layerscale_generate, explain=_layerscale_explain)
+
+def _stochastic_depth_generate(g, shape):
+    return f"stochastic_depth({g.draw(g.st.sampled_from([0.2, 0.5]))})", shape
+
+def _stochastic_depth_explain(node, inputs, out, fields, written):
+    return tuple(unchanged_field(fields[0], "unchanged: it keeps or drops whole samples"))
+
+STOCHASTIC_DEPTH = Op(
+    "stochastic_depth", "while training, zero each sample with probability p and scale the rest by "
+    "1/(1-p) (torchvision's StochasticDepth, mode row; timm's DropPath)",
+    (AttrSpec("p", "float", REQUIRED, "drop probability per sample", minimum=0, maximum=1),),
+    positional=("p",), notation=plain_notation("stochastic_depth"), derive=no_derived, shape=same_shape,
+    weights=no_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
+    merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
+    takes_activation=False, colour="#f0f0f0", generate=_stochastic_depth_generate,
+    explain=_stochastic_depth_explain)
+
+#: Ops that draw at random while training, each by its attribute `p`: at p=0 they are the identity,
+#: which is how the conformance kit and tests/equivalence.py compare two backends' training mode.
+RANDOM_IN_TRAINING = ("dropout", "stochastic_depth")
