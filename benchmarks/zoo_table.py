@@ -26,7 +26,6 @@ import torchvision
 from torchvision.models import get_model, get_model_weights
 
 import netdsl
-from netdsl.backends.torchvision_weights import ARCHITECTURES
 
 #: (family file, torchvision model), in the order of docs/zoo.md
 ZOO = [
@@ -52,7 +51,7 @@ DISTINGUISHED = 1e-3
 @dataclass
 class Comparison:
     arch: str
-    network: str  # the bare name netdsl finds it by, and FILE:NET of the net the weights go to
+    network: str  # FILE:NET of the net the bare name `arch` finds (docs/language.md section 8)
     params: int
     torchvision_params: int  # counted on the built model
     meta_params: int
@@ -147,6 +146,14 @@ def forward_counting_macs(model: torch.nn.Module, x: torch.Tensor) -> tuple[torc
     return output, counted[0]
 
 
+def _file_and_net(name: str) -> str:
+    from pathlib import Path
+
+    from netdsl.network import resolve_path
+    path, net = resolve_path(name)
+    return f"{Path(path).stem}:{net}" if net else Path(path).stem
+
+
 def compare(arch: str, batch: int = 2, seed: int = 0) -> Comparison:
     """Build torchvision's `arch` once and compare it with the shipped network of the same name."""
     torch.manual_seed(seed)
@@ -155,8 +162,8 @@ def compare(arch: str, batch: int = 2, seed: int = 0) -> Comparison:
     state_dict = reference.state_dict()
     assert_distinct(state_dict)
     meta = get_model_weights(arch).DEFAULT.meta
-    network, weights = netdsl.import_torchvision(state_dict, arch)
-    by_name = netdsl.load(arch)  # the bare name: the same network as the import's target
+    network, weights = netdsl.import_torchvision(state_dict, arch)  # onto ARCHITECTURES[arch]
+    by_name = netdsl.load(arch)  # the bare name: the same network (vgg:vgg11 beside vgg:A)
     assert [w.shape for w in by_name.weight_specs] == [w.shape for w in network.weight_specs]
     model = network.compile("torch", dtype="float64", weights=weights).eval()
     x = torch.randn(batch, *network.input_shape, dtype=torch.float64,
@@ -166,7 +173,7 @@ def compare(arch: str, batch: int = 2, seed: int = 0) -> Comparison:
         got = model(x)
     scale = float(expected.abs().max())
     return Comparison(
-        arch=arch, network=ARCHITECTURES[arch], params=by_name.params,
+        arch=arch, network=_file_and_net(arch), params=by_name.params,
         torchvision_params=sum(p.numel() for p in reference.parameters()),
         meta_params=meta["num_params"], macs=by_name.macs, torchvision_macs=torchvision_macs,
         meta_gflops=meta["_ops"], relative_error=float((got - expected).abs().max()) / scale,
@@ -196,7 +203,7 @@ def table(rows: list[tuple[str, Comparison]]) -> str:
         "  Batch-norm statistics are measured on random inputs and then moved by a random amount",
         "  each, so that the signal neither dies nor explodes over the depth of the network.",
         "",
-        "| family | model | netdsl network | params | MACs | torchvision MACs | GFLOPS | outputs | exact |",
+        "| family | model | netdsl net | params | MACs | torchvision MACs | GFLOPS | outputs | exact |",
         "|---|---|---|---:|---:|---:|---:|---|---|",
     ]
     for family, c in rows:
