@@ -280,3 +280,22 @@ def test_every_torchvision_architecture_is_a_bare_name_for_the_same_network():
     for arch, target in ARCHITECTURES.items():
         one, other = netdsl.load(arch), netdsl.load(target)
         assert [w.shape for w in one.weight_specs] == [w.shape for w in other.weight_specs], arch
+
+
+def test_docs_zoo_table_lists_every_torchvision_model_with_netdsls_figures():
+    """docs/zoo.md is benchmarks/zoo_table.py's output (run in the torchvision environment); its
+    netdsl columns are still what netdsl computes, and every model is marked exact."""
+    import re
+    from netdsl.backends.torchvision_weights import ARCHITECTURES
+    from netdsl.network import resolve_path
+    text = (NETWORKS.parent / "docs" / "zoo.md").read_text()
+    rows = re.findall(r"^\| (\w+) \| (\w+) \| `([\w:]+)` \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \| .* \| (\w+) \|$",
+                      text, re.M)
+    assert sorted(row[1] for row in rows) == sorted(ARCHITECTURES)
+    for family, arch, where, params, macs, torchvision_macs, gflops, exact in rows:
+        net = netdsl.load(arch)
+        path, named = resolve_path(arch)
+        assert where == (f"{Path(path).stem}:{named}" if named else Path(path).stem), arch
+        assert (f"{net.params:,}", f"{net.macs:,}") == (params, macs) == (params, torchvision_macs), arch
+        assert f"{round(net.macs / 1e9, 3):.3f}" == gflops and exact == "yes", arch
+    assert f"{len(ARCHITECTURES)} of {len(ARCHITECTURES)} models exact." in text
