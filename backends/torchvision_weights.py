@@ -1,8 +1,10 @@
-"""Weights from torchvision, mapped by position onto the matching shipped network.
+"""Weights from torchvision, mapped by position onto the matching shipped network, or onto a
+network you wrote whose layers follow the torchvision model's order.
 
 torchvision's state_dict and the shipped network list the same tensors in the same order (each
 was written to follow torchvision's module order), so the i-th torchvision tensor is the i-th
-netdsl weight. Every shape is checked, and the first mismatch is reported with both names.
+netdsl weight. Every shape and kind (weight, bias, running statistic) is checked, and the first
+mismatch is reported with both names.
 BatchNorm's `num_batches_tracked` and GoogLeNet's auxiliary classifiers have no counterpart and
 are skipped. Files are read with torch.load(weights_only=True): nothing is unpickled beyond
 tensors, and nothing is downloaded.
@@ -26,10 +28,19 @@ ARCHITECTURES = {
     "resnet101": "resnet:resnet101", "resnet152": "resnet:resnet152",
     "resnext50_32x4d": "resnext50",
     "googlenet": "googlenet:googlenet_tv",
+    "resnext101_32x8d": "resnet:resnext101_32x8d", "resnext101_64x4d": "resnet:resnext101_64x4d",
+    "wide_resnet50_2": "resnet:wide_resnet50_2", "wide_resnet101_2": "resnet:wide_resnet101_2",
+    "densenet121": "densenet:densenet121", "densenet161": "densenet:densenet161",
+    "densenet169": "densenet:densenet169", "densenet201": "densenet:densenet201",
+    "squeezenet1_0": "squeezenet:squeezenet1_0", "squeezenet1_1": "squeezenet:squeezenet1_1",
+    "mnasnet0_5": "mnasnet:mnasnet0_5", "mnasnet0_75": "mnasnet:mnasnet0_75",
+    "mnasnet1_0": "mnasnet:mnasnet1_0", "mnasnet1_3": "mnasnet:mnasnet1_3",
 }
 
 _SKIPPED_PREFIXES = ("aux1.", "aux2.")
 _SKIPPED_SUFFIXES = (".num_batches_tracked",)
+#: the kinds of tensor a torchvision name ends with; netdsl's weight of the same place has the same
+_KINDS = ("weight", "bias", "running_mean", "running_var")
 
 
 def _load_file(path: Path) -> dict:
@@ -61,31 +72,42 @@ def matching_architecture(network) -> str | None:
     return None
 
 
-def import_torchvision(state_dict_or_path, arch: str):
-    """(network, {canonical name: tensor}) for a torchvision state_dict of model `arch`."""
+def import_torchvision(state_dict_or_path, arch: str | None = None, network=None):
+    """(network, {canonical name: tensor}) for a torchvision state_dict.
+
+    Onto `network` when given (a network you wrote whose tensors line up with torchvision's:
+    `arch` then only names the model in messages), else onto the shipped network of torchvision's
+    model `arch`. Tensors are matched by position; each pair must agree in shape and in kind (the
+    last part of torchvision's name: weight, bias, running_mean or running_var), and the first
+    pair that does not is reported with both names."""
     import netdsl
-    if arch not in ARCHITECTURES:
-        raise NetDSLWeightsError(f"no shipped network matches torchvision's {arch}",
-                                 notes=[f"supported: {', '.join(ARCHITECTURES)}"])
+    if network is None:
+        if arch not in ARCHITECTURES:
+            raise NetDSLWeightsError(f"no shipped network matches torchvision's {arch}",
+                                     notes=[f"supported: {', '.join(ARCHITECTURES)}",
+                                            "or import onto a network you wrote: "
+                                            "import_torchvision(state_dict, network=net)"])
+        network = netdsl.load(ARCHITECTURES[arch])
     source = "the state_dict"
     if isinstance(state_dict_or_path, (str, Path)):
         source = str(state_dict_or_path)
         state_dict = _load_file(Path(state_dict_or_path))
     else:
         state_dict = state_dict_or_path
-    network = netdsl.load(ARCHITECTURES[arch])
     theirs = [(name, tensor) for name, tensor in state_dict.items()
               if not name.startswith(_SKIPPED_PREFIXES) and not name.endswith(_SKIPPED_SUFFIXES)]
     ours = network.weight_specs
+    question = f"is this a {arch} state_dict?" if arch else f"do {network.name}'s layers follow the model's?"
     for position, (spec, (name, tensor)) in enumerate(zip(ours, theirs)):
         shape = tuple(getattr(tensor, "shape", ()))
-        if shape != spec.shape:
+        kind = str(name).rsplit(".", 1)[-1]
+        if shape != spec.shape or (kind in _KINDS and kind != spec.suffix):
             raise NetDSLWeightsError(
                 f"{source}: tensor {position} ({name}, {format_shape(shape) or 'scalar'}) does not "
                 f"fit {spec.name} ({format_shape(spec.shape)}) of {network.name}",
-                notes=[f"is this a {arch} state_dict?"])
+                notes=[question])
     if len(theirs) != len(ours):
-        more = theirs[len(ours)].__getitem__(0) if len(theirs) > len(ours) else ours[len(theirs)].name
+        more = theirs[len(ours)][0] if len(theirs) > len(ours) else ours[len(theirs)].name
         raise NetDSLWeightsError(
             f"{source}: {len(theirs)} tensors for the {len(ours)} weights of {network.name}",
             notes=[f"first one unmatched: {more}"])

@@ -21,9 +21,10 @@ __all__ = ["parse", "parse_all", "load", "Network", "parse_module", "ParsedModul
            "NetDSLNameError", "NetDSLShapeError", "NetDSLLimitError", "NetDSLWeightsError", "Span"]
 
 
-def import_torchvision(state_dict_or_path, arch: str):
+def import_torchvision(state_dict_or_path, arch: str | None = None, network: "Network | None" = None):
     """Weights of a torchvision model (a state_dict in memory, or a file you have) renamed to the
-    matching shipped network's canonical names, by position, every shape checked. Returns
+    canonical names of the shipped network of model `arch`, or of `network` (one you wrote whose
+    tensors line up with the model's), by position, every shape checked. Returns
     (network, weights). Nothing is downloaded. See backends/torchvision_weights.py."""
     from .backends.torchvision_weights import import_torchvision as run
-    return run(state_dict_or_path, arch)
+    return run(state_dict_or_path, arch, network)

@@ -425,13 +425,11 @@ def _check_batch(network, batch: int) -> None:
                           f"{largest:,} values, over the limit of {limit:,}")
 
 
-def _infer_arch(network) -> str:
-    from .backends.torchvision_weights import ARCHITECTURES, matching_architecture
-    arch = matching_architecture(network)
-    if arch is None:
-        raise _UsageError(f"cannot tell which torchvision model {network.name} is; pass --arch "
-                          f"({', '.join(ARCHITECTURES)})")
-    return arch
+def _infer_arch(network) -> str | None:
+    """The torchvision model `network` is, for messages; None for a network of your own, whose
+    weights are then matched to the file's tensors by position."""
+    from .backends.torchvision_weights import matching_architecture
+    return matching_architecture(network)
 
 
 def _cmd_compile(args) -> int:
@@ -457,7 +455,7 @@ def _cmd_compile(args) -> int:
     weights = None
     if args.torchvision:
         from .backends.torchvision_weights import import_torchvision
-        _, weights = import_torchvision(args.torchvision, args.arch or _infer_arch(network))
+        _, weights = import_torchvision(args.torchvision, args.arch or _infer_arch(network), network)
     elif args.weights:
         from .weights_io import read_weights_checked
         weights = read_weights_checked(args.weights, network)

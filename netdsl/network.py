@@ -389,20 +389,22 @@ def parse_all(text: str, input=None, path: str = "<string>", strict: bool = Fals
 
 
 def resolve_path(target: str) -> tuple[str, str | None]:
-    """'vgg.net:D' -> ('vgg.net', 'D'); 'vgg16' -> the shipped networks/vgg16.net.
+    """'vgg.net:D' -> ('vgg.net', 'D'); 'vgg16' -> the shipped networks/vgg16.net;
+    'resnext101_32x8d' -> (networks/resnet.net, 'resnext101_32x8d').
 
-    A name that is not a file is looked up among the shipped networks, with or without `.net`.
+    A name that is not a file is looked up among the shipped networks by the rule of netdsl/zoo.py:
+    a shipped file's name (with or without `.net`), else the name of a net in one shipped file.
     """
+    from .zoo import resolve_bare
     net = None
     path = target
     if ":" in target and not os.path.exists(target):
         path, net = target.rsplit(":", 1)
         net = net or None
-    if not os.path.exists(path):
-        shipped = shipped_networks_dir()
-        name = path if path.endswith(".net") else path + ".net"
-        if os.sep not in path and "/" not in path and (shipped / name).is_file():
-            path = str(shipped / name)
+    if not os.path.exists(path) and os.sep not in path and "/" not in path:
+        found = resolve_bare(path)
+        if found is not None:
+            path, net = found[0], net or found[1]
     return path, net
 
 

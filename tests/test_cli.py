@@ -37,9 +37,14 @@ def test_shipped_networks_by_name(capsys):
 
 def test_check_every_net_of_every_file(capsys):
     status, out, err = run(capsys, "check", *sorted(str(p) for p in NETWORKS.glob("*.net")))
-    assert status == 0 and err == ""
+    # torchvision's SqueezeNet really leaves its last input row unread at 224 (tests/test_zoo.py)
+    assert status == 0 and [line for line in err.splitlines() if ": warning: " in line] == [
+        f"{NETWORKS / 'squeezenet.net'}:11:21: warning: conv7-96/2 leaves 1 row and 1 column of the "
+        "input unused: (224 + 2*0 - 7) is not a multiple of stride 2",
+        f"{NETWORKS / 'squeezenet.net'}:17:21: warning: conv3-64/2 leaves 1 row and 1 column of the "
+        "input unused: (224 + 2*0 - 3) is not a multiple of stride 2"]
     assert "vgg.net: E: ok, 3x224x224 -> 1000, 143,667,240 params" in out
-    assert len(out.splitlines()) == 37
+    assert len(out.splitlines()) == 60
 
 
 def test_summary_json(capsys):

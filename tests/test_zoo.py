@@ -1,4 +1,6 @@
 """The shipped networks reproduce their published figures (../shared/design/ORACLES.md)."""
+from pathlib import Path
+
 import pytest
 
 import netdsl
@@ -23,6 +25,33 @@ ORACLES = [
     ("resnet50", 25_557_032, 4_089_184_256),
     ("resnext50", 25_028_904, 4_230_479_872),
     ("googlenet:googlenet_tv", 6_624_904, 1_498_376_192),
+    ("resnext50_32x4d", 25_028_904, 4_230_479_872),
+    ("resnext101_32x8d", 88_791_336, 16_414_015_488),
+    ("resnext101_64x4d", 83_455_272, 15_460_270_080),
+    ("wide_resnet50_2", 68_883_240, 11_398_021_120),
+    ("wide_resnet101_2", 126_886_696, 22_753_050_624),
+    ("vgg11", 132_863_336, 7_609_090_048),
+    ("vgg13", 133_047_848, 11_308_466_176),
+    ("vgg:vgg16", 138_357_544, 15_470_264_320),
+    ("vgg19", 143_667_240, 19_632_062_464),
+    ("vgg11_bn", 132_868_840, 7_609_090_048),
+    ("vgg13_bn", 133_053_736, 11_308_466_176),
+    ("vgg16_bn", 138_365_992, 15_470_264_320),
+    ("vgg19_bn", 143_678_248, 19_632_062_464),
+    ("densenet121", 7_978_856, 2_834_161_664),
+    ("densenet161", 28_681_000, 7_727_907_072),
+    ("densenet169", 14_149_480, 3_359_843_328),
+    ("densenet201", 20_013_928, 4_291_365_888),
+    ("squeezenet1_0", 1_248_424, 818_924_576),
+    ("squeezenet1_1", 1_235_496, 349_151_936),
+    ("mnasnet0_5", 2_218_512, 104_455_968),
+    ("mnasnet0_75", 3_170_208, 215_493_104),
+    ("mnasnet1_0", 4_383_312, 314_415_872),
+    ("mnasnet1_3", 6_282_256, 526_362_432),
+    ("googlenet", 6_624_904, 1_498_376_192),
+    ("alexnet", 61_100_840, 714_188_480),
+    # ... and torchvision's "GFLOPS" (meta["_ops"]), which rounds the same MACs to 3 decimals
+    # (tests/test_zoo_torchvision.py counts them exactly on the built torchvision models)
     # the papers, recomputed exactly
     ("alexnet:alexnet", 60_965_224, 724_406_816),
     ("alexnet:alexnet_1gpu", 62_378_344, 1_135_256_096),
@@ -170,10 +199,103 @@ def test_googlenet_reduction_arithmetic():
     assert reduced == 28 * 28 * 1 * 1 * 192 * 64 + 28 * 28 * 3 * 3 * 64 * 256
 
 
+#: Warnings that are the network's truth: torchvision's SqueezeNet strides its unpadded first conv
+#: by 2 over 224 rows, so the last row and column are never read (at 227, the paper's size, they are).
+EXPECTED_WARNINGS = {
+    ("squeezenet", "squeezenet1_0"): ["conv7-96/2 leaves 1 row and 1 column of the input unused: "
+                                      "(224 + 2*0 - 7) is not a multiple of stride 2"],
+    ("squeezenet", "squeezenet1_1"): ["conv3-64/2 leaves 1 row and 1 column of the input unused: "
+                                      "(224 + 2*0 - 3) is not a multiple of stride 2"],
+}
+
+
 @pytest.mark.parametrize("path", sorted(NETWORKS.glob("*.net")), ids=lambda p: p.name)
 def test_every_shipped_file_checks_without_warnings(path):
     networks = netdsl.parse_all(path.read_text(), path=str(path))
     assert networks
     for net in networks:
-        assert net.warnings == ()
+        assert [w.message for w in net.warnings] == EXPECTED_WARNINGS.get((path.stem, net.name), [])
         assert net.params > 0
+
+
+def test_squeezenet_fits_at_the_papers_227():
+    for name in ("squeezenet1_0", "squeezenet1_1"):
+        assert netdsl.load(name, input="3x227x227").warnings == ()
+
+
+def _bare_names() -> set:
+    from netdsl.zoo import TORCHVISION_IN_PAPER_FILES, shipped_nets
+    return {p.stem for p in NETWORKS.glob("*.net")} | set(shipped_nets()) | set(TORCHVISION_IN_PAPER_FILES)
+
+
+def test_every_bare_name_names_exactly_one_net():
+    """`netdsl summary NAME` with a bare name: every net name and file name of networks/ finds one
+    net (a file of several nets asks for one by FILE:NET, as vgg and resnet do)."""
+    from netdsl.network import resolve_path
+    from netdsl.zoo import shipped_nets
+    declared = {(p.stem, net.name) for p in NETWORKS.glob("*.net")
+                for net in netdsl.parse_all(p.read_text(), path=str(p))}
+    # the index reads `net NAME` statements; it must see every named net the parser sees
+    assert {(f.stem, name) for name, files in shipped_nets().items() for f in files} == \
+        {(stem, name) for stem, name in declared if name != stem or stem in ("googlenet", "alexnet")}
+    several = {p.stem for p in NETWORKS.glob("*.net")
+               if len(netdsl.parse_all(p.read_text(), path=str(p))) > 1}
+    for name in sorted(_bare_names() - several):
+        path, net = resolve_path(name)
+        assert Path(path).parent == NETWORKS, name
+        assert netdsl.load(name).name == (net or Path(path).stem), name
+    # nets named alike in two files: only where a file's name decides (rule 2 of netdsl/zoo.py)
+    for name, files in shipped_nets().items():
+        assert len(files) == 1 or (NETWORKS / f"{name}.net").exists(), (name, files)
+
+
+@pytest.mark.parametrize("file_name,net", [("vgg16", "vgg:vgg16"), ("resnet50", "resnet:resnet50"),
+                                           ("resnext50", "resnet:resnext50_32x4d")])
+def test_a_file_and_a_net_of_the_same_network_agree(file_name, net):
+    one, other = netdsl.load(file_name), netdsl.load(net)
+    assert [w.shape for w in one.weight_specs] == [w.shape for w in other.weight_specs]
+    assert (one.params, one.macs) == (other.params, other.macs)
+
+
+@pytest.mark.parametrize("target,expected", [
+    ("googlenet", ("googlenet", "googlenet_tv")), ("googlenet:googlenet", ("googlenet", "googlenet")),
+    ("alexnet", ("alexnet", "alexnet_tv")), ("alexnet:alexnet", ("alexnet", "alexnet")),
+    ("alexnet:alexnet_tv", ("alexnet", "alexnet_tv")), ("vgg16", ("vgg16", None)),
+    ("vgg:D", ("vgg", "D")), ("resnext101_32x8d", ("resnet", "resnext101_32x8d")),
+    ("densenet121", ("densenet", "densenet121")), ("googlenet.net", ("googlenet", None)),
+])
+def test_bare_names_and_file_names(target, expected):
+    from netdsl.network import resolve_path
+    path, net = resolve_path(target)
+    assert (Path(path).stem, net) == expected
+
+
+def test_an_unknown_bare_name_is_an_error_naming_the_shipped_files():
+    with pytest.raises(netdsl.NetDSLError, match="no_such_net: no such file"):
+        netdsl.load("no_such_net")
+
+
+def test_every_torchvision_architecture_is_a_bare_name_for_the_same_network():
+    from netdsl.backends.torchvision_weights import ARCHITECTURES
+    for arch, target in ARCHITECTURES.items():
+        one, other = netdsl.load(arch), netdsl.load(target)
+        assert [w.shape for w in one.weight_specs] == [w.shape for w in other.weight_specs], arch
+
+
+def test_docs_zoo_table_lists_every_torchvision_model_with_netdsls_figures():
+    """docs/zoo.md is benchmarks/zoo_table.py's output (run in the torchvision environment); its
+    netdsl columns are still what netdsl computes, and every model is marked exact."""
+    import re
+    from netdsl.backends.torchvision_weights import ARCHITECTURES
+    from netdsl.network import resolve_path
+    text = (NETWORKS.parent / "docs" / "zoo.md").read_text()
+    rows = re.findall(r"^\| (\w+) \| (\w+) \| `([\w:]+)` \| ([\d,]+) \| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \| .* \| (\w+) \|$",
+                      text, re.M)
+    assert sorted(row[1] for row in rows) == sorted(ARCHITECTURES)
+    for family, arch, where, params, macs, torchvision_macs, gflops, exact in rows:
+        net = netdsl.load(arch)
+        path, named = resolve_path(arch)
+        assert where == (f"{Path(path).stem}:{named}" if named else Path(path).stem), arch
+        assert (f"{net.params:,}", f"{net.macs:,}") == (params, macs) == (params, torchvision_macs), arch
+        assert f"{round(net.macs / 1e9, 3):.3f}" == gflops and exact == "yes", arch
+    assert f"{len(ARCHITECTURES)} of {len(ARCHITECTURES)} models exact." in text

@@ -1,0 +1,108 @@
+"""The shipped zoo against torchvision itself (docs/zoo.md is the same comparison as a table):
+for each torchvision model a shipped network reproduces, params equal to meta["num_params"], MACs
+counted exactly on the built torchvision model equal to netdsl's and to meta["_ops"], and
+torchvision's weights (every tensor distinct and random) imported by `netdsl.import_torchvision`
+giving torchvision's outputs in float64. Runs in the torchvision environment (.ci/torchvision-env);
+skipped elsewhere unless NETDSL_REQUIRE_TORCHVISION=1, which makes a missing torchvision fail.
+The default tier builds one model per family file; `-m heavy` builds every one.
+"""
+import importlib.util
+import os
+import sys
+
+import pytest
+
+if os.environ.get("NETDSL_REQUIRE_TORCHVISION") == "1":
+    import torch
+    import torchvision
+else:
+    torch = pytest.importorskip("torch")
+    torchvision = pytest.importorskip("torchvision")
+
+from conftest import ROOT  # noqa: E402
+
+_spec = importlib.util.spec_from_file_location("zoo_table", ROOT / "benchmarks" / "zoo_table.py")
+zoo_table = importlib.util.module_from_spec(_spec)
+sys.modules["zoo_table"] = zoo_table  # its dataclass looks its module up there
+_spec.loader.exec_module(zoo_table)
+
+#: one model per family file in the default tier: the cheapest that has the family's structure
+DEFAULT_TIER = {"alexnet", "vgg11", "resnext50_32x4d", "googlenet", "densenet121", "squeezenet1_1",
+                "mnasnet0_5"}
+
+
+def test_the_table_covers_every_architecture_and_every_family_has_a_default():
+    from netdsl.backends.torchvision_weights import ARCHITECTURES
+    assert sorted(arch for _, arch in zoo_table.ZOO) == sorted(ARCHITECTURES)
+    families = {family for family, _ in zoo_table.ZOO}
+    assert {family for family, arch in zoo_table.ZOO if arch in DEFAULT_TIER} == families
+
+
+@pytest.fixture(autouse=True)
+def _few_threads():
+    # the CI machine has two cores, shared
+    threads = torch.get_num_threads()
+    torch.set_num_threads(min(threads, 2))
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.mark.parametrize("arch", [
+    pytest.param(arch, marks=[] if arch in DEFAULT_TIER else [pytest.mark.heavy], id=arch)
+    for _, arch in zoo_table.ZOO])
+def test_torchvision_model(arch):
+    c = zoo_table.compare(arch)  # builds the torchvision model once
+    assert c.params == c.torchvision_params == c.meta_params
+    assert c.macs == c.torchvision_macs
+    assert round(c.macs / 1e9, 3) == c.meta_gflops
+    assert c.relative_error <= zoo_table.TOLERANCE, c.relative_error
+    assert c.input_difference > zoo_table.DISTINGUISHED, c.input_difference
+    assert c.exact
+
+
+def test_a_misplaced_tensor_shows_in_the_outputs():
+    """The comparison can fail: two same-shaped batch-norm tensors swapped in the imported weights
+    (running mean and bias of one layer) move the outputs far past the tolerance."""
+    import netdsl
+    reference = torchvision.models.get_model("mnasnet0_5", weights=None)
+    reference = zoo_table.calibrated(zoo_table.randomised(reference)).double().eval()
+    network, weights = netdsl.import_torchvision(reference.state_dict(), "mnasnet0_5")
+    names = [w.name for w in network.weight_specs if w.suffix in ("bias", "running_mean")]
+    weights[names[0]], weights[names[1]] = weights[names[1]], weights[names[0]]
+    model = network.compile("torch", dtype="float64", weights=weights).eval()
+    x = torch.randn(1, 3, 224, 224, dtype=torch.float64)
+    with torch.no_grad():
+        expected, got = reference(x), model(x)
+    assert float((got - expected).abs().max()) > 1e3 * zoo_table.TOLERANCE * float(expected.abs().max())
+
+
+HAND_WRITTEN_DENSENET = """
+input 3x224x224
+activation none
+def layer(g) = cat{ id | bn - relu - conv1-{4*g}(bias=false) - bn - relu - conv3-g(bias=false) }
+def down(c) = bn - relu - conv1-c(bias=false) - avgpool2/2
+net mine = conv7-64/2(bias=false) - bn - relu - maxpool3/2(pad=1)
+    - layer(32)*6 - down(128) - layer(32)*12 - down(256) - layer(32)*24 - down(512) - layer(32)*16
+    - bn - relu - gap - fc1000
+"""
+
+
+def test_torchvision_weights_onto_a_densenet_you_wrote(tmp_path, capsys):
+    """The issue's example: a densenet121 written from docs/language.md with its own names takes
+    torchvision's tensors by position (API and command line) and computes torchvision's function."""
+    import netdsl
+    from netdsl.cli import main
+    mine = netdsl.parse(HAND_WRITTEN_DENSENET, path="mine.net")
+    reference = torchvision.models.get_model("densenet121", weights=None)
+    reference = zoo_table.calibrated(zoo_table.randomised(reference)).double().eval()
+    network, weights = netdsl.import_torchvision(reference.state_dict(), network=mine)
+    assert network is mine and next(iter(weights)) == "conv1.weight"
+    model = mine.compile("torch", dtype="float64", weights=weights).eval()
+    x = torch.randn(1, 3, 224, 224, dtype=torch.float64)
+    with torch.no_grad():
+        expected, got = reference(x), model(x)
+    assert float((got - expected).abs().max()) <= zoo_table.TOLERANCE * float(expected.abs().max())
+    path, pth = tmp_path / "mine.net", tmp_path / "densenet121.pth"
+    path.write_text(HAND_WRITTEN_DENSENET)
+    torch.save(reference.float().state_dict(), pth)
+    assert main(["compile", str(path), "--torchvision", str(pth), "--head", "10", "--quiet"]) == 0
