@@ -21,6 +21,7 @@ from .ir import (Frame, Graph, LayoutChain, LayoutIdentity, LayoutMerge, LayoutO
 from .limits import Limits
 from .modules import Module
 from .names import label_problem, suggested_label
+from .ops.base import MissingAttribute
 from .ops import ACTIVATIONS, ALIASES, IDENTITY, IMPLICIT, OPS, REQUIRED, RESERVED, WEIGHT_OPS
 
 # -- values of expressions ------------------------------------------------------------------------
@@ -530,7 +531,8 @@ class _Expander:
 
         if atom.slide is not None:
             slide = atom.slide
-            for name, expr in (("k", slide.kernel), ("c", slide.channels), ("stride", slide.stride)):
+            for name, expr in (("k", slide.kernel), ("kh", slide.kernel_h), ("kw", slide.kernel_w),
+                               ("c", slide.channels), ("stride", slide.stride)):
                 if expr is not None and spec.attr(name) is not None:
                     give(name, self.evaluate(expr, env, context), expr.span)
         positional = list(spec.positional)
@@ -571,7 +573,12 @@ class _Expander:
                 inputs.append(value)
             else:
                 attrs[attr.name] = value
-        spec.derive(attrs)
+        try:
+            spec.derive(attrs)
+        except MissingAttribute as missing:
+            doc = spec.attr(missing.name).doc
+            raise NetDSLNameError(f"{op_name} needs {missing.name} ({doc})", atom.span,
+                                  _context_notes(context)) from None
         local = scope.claim(op_name, label, atom.span)
         return self.add_node(_Draft(op_name, attrs, inputs, scope.full(local), atom.span, context))
 

@@ -105,8 +105,10 @@ CASES = [
     # typos get a did-you-mean
     ("typo_slide_letters", "conv3-8 - cnov3-64", {}),
     ("typo_slide_case", "Conv3-64", {}),
-    ("typo_slide_square_kernel", "conv3x3-64", {}),
-    ("typo_slide_rectangular_kernel", "conv1x7-8", {}),
+    ("typo_slide_square_kernel", "deconv3x3-64", {}),
+    ("typo_slide_rectangular_kernel", "deconv1x7-8", {}),
+    ("typo_slide_three_sided_kernel", "conv1x7x7-8", {}),
+    ("name_conv_kernel_width_only", "conv(kw=7, c=8)", {}),
     ("typo_slide_pool", "maxpol2/2", {}),
     ("typo_op_case", "conv3-8 - Relu", {}),
     ("typo_definition", "def block(c) = conv3-c\nbolck(8)", {}),

@@ -31,6 +31,10 @@ SAMPLES = {
     "crop": ("input 3x8x8\na: id - conv3-2(pad=2) - crop(1, like=@a)", "crop1", (2, 8, 8), 0, 0, 3, False),
     "concat": ("input 3x8x8\ncat{ conv1-2 | id }", "cat1", (5, 8, 8), 0, 0, 1, True),
     "add": ("input 3x8x8\nadd{ conv1-3 | id }", "add1", (3, 8, 8), 0, 0, 1, True),
+    "dwconv": ("input 4x8x8\ndwconv3/2", "dwconv1", (4, 4, 4), 4 * 9 + 4, 4 * 4 * 4 * 9, 3, True),
+    "adaptive_avgpool": ("input 3x8x8\nadaptive_avgpool(3)", "adaptive_avgpool1", (3, 3, 3), 0, 0, 8, True),
+    "adaptive_maxpool": ("input 3x7x7\nadaptive_maxpool(2)", "adaptive_maxpool1", (3, 2, 2), 0, 0, 7, True),
+    "gmp": ("input 3x8x8\ngmp", "gmp1", (3, 1, 1), 0, 0, 8, True),
 }
 
 
