@@ -11,6 +11,7 @@ op and count (conv1, conv2, maxpool1) or by their label, giving stable paths suc
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from functools import wraps
 
@@ -21,7 +22,7 @@ from .ir import (Frame, Graph, LayoutChain, LayoutIdentity, LayoutMerge, LayoutO
 from .limits import Limits
 from .modules import Module
 from .names import label_problem, suggested_label
-from .ops.base import MissingAttribute
+from .ops.base import AttributeProblem, MissingAttribute
 from .ops import ACTIVATIONS, ALIASES, IDENTITY, IMPLICIT, OPS, REQUIRED, RESERVED, WEIGHT_OPS
 
 # -- values of expressions ------------------------------------------------------------------------
@@ -36,6 +37,7 @@ class Symbol:
 
 
 _MAX_MAGNITUDE = 2**62
+_NON_SQUARE = re.compile(r"[0-9]+x[0-9]+")  # the kernel of conv1x7, written without channels
 
 
 # -- scopes ---------------------------------------------------------------------------------------
@@ -431,7 +433,8 @@ class _Expander:
         known = [*OPS, *ALIASES, *self.defs]
         close = suggest(atom.name, known)
         for op in ("conv", "deconv"):
-            if atom.name.startswith(op) and atom.name[len(op):].isdigit():
+            kernel = atom.name[len(op):]
+            if atom.name.startswith(op) and (kernel.isdigit() or op == "conv" and _NON_SQUARE.fullmatch(kernel)):
                 notes.append(f"{op} needs channels too, as in {atom.name}-64")
                 break
         else:
@@ -579,6 +582,8 @@ class _Expander:
             doc = spec.attr(missing.name).doc
             raise NetDSLNameError(f"{op_name} needs {missing.name} ({doc})", atom.span,
                                   _context_notes(context)) from None
+        except AttributeProblem as problem:
+            raise NetDSLNameError(problem.message, atom.span, _context_notes(context)) from None
         local = scope.claim(op_name, label, atom.span)
         return self.add_node(_Draft(op_name, attrs, inputs, scope.full(local), atom.span, context))
 

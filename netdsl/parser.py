@@ -215,6 +215,9 @@ def _typo_hint(text: str, pos: int) -> str | None:
     kind = name if name in _SLIDE_KINDS else suggest(name, _SLIDE_KINDS)
     if kind is None:
         return None
+    if kind == name == "dwconv" and tail.startswith("-"):
+        return (f"a depthwise conv keeps its input's channels: write dwconv{size}, or "
+                f"dwconv{size}(multiplier=2) for twice as many")
     if "x" in size and kind in _NON_SQUARE_KINDS:
         sides = size.split("x")
         if len(sides) > 2:

@@ -64,7 +64,16 @@ def stated_attrs(op: "Op", attrs: Mapping[str, Any]) -> dict[str, Any]:
     return stated
 
 
-class MissingAttribute(Exception):
+class AttributeProblem(Exception):
+    """Raised by a record's `derive` for attributes that cannot go together; the expander reports
+    the message at the layer."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class MissingAttribute(AttributeProblem):
     """Raised by a record's `derive` when neither an attribute nor what it is derived from was
     given (conv with neither k nor kh and kw); the expander reports it as `op needs NAME (doc)`."""
 

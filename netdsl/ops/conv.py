@@ -1,7 +1,7 @@
 """Convolutions: conv and deconv (transposed convolution)."""
 from __future__ import annotations
 
-from .base import (DERIVED, IMPLICIT, AttrSpec, MissingAttribute, Op, ShapeProblem, Worked, dim, explain_sliding,
+from .base import (DERIVED, IMPLICIT, AttrSpec, AttributeProblem, MissingAttribute, Op, ShapeProblem, Worked, dim, explain_sliding,
                    explain_weight_rule, explain_window_field, image, term, int_attr, sliding, window,
                    window_field)
 
@@ -55,23 +55,28 @@ def axis_attrs() -> tuple[AttrSpec, ...]:
     return (
         axis("kh", "k", "kernel height; default k"),
         axis("kw", "k", "kernel width; default k"),
-        axis("stride_h", "stride", "vertical stride; default stride"),
-        axis("stride_w", "stride", "horizontal stride; default stride"),
+        axis("stride_h", "stride", "vertical stride; default stride, else 1"),
+        axis("stride_w", "stride", "horizontal stride; default stride, else 1"),
         axis("pad_h", "pad", "zero padding above and below; default pad, else dilation*(kh-1)//2", 0),
         axis("pad_w", "pad", "zero padding left and right; default pad, else dilation*(kw-1)//2", 0),
     )
 
 
 def _axes_derive(attrs: dict) -> None:
+    for shared, (h, w) in (("k", ("kh", "kw")), ("stride", ("stride_h", "stride_w")),
+                           ("pad", ("pad_h", "pad_w"))):
+        if attrs[h] is not DERIVED and attrs[w] is not DERIVED and attrs[shared] is not DERIVED:
+            raise AttributeProblem(f"{shared}={attrs[shared]} is overridden on both axes by {h} and {w}: "
+                                   f"give {shared}, or {h} and {w}")
     k = attrs["k"]
     for axis in ("kh", "kw"):
         if attrs[axis] is DERIVED:
             if k is DERIVED:
                 raise MissingAttribute("k")
             attrs[axis] = k
-    for axis, shared in (("stride_h", "stride"), ("stride_w", "stride")):
+    for axis in ("stride_h", "stride_w"):
         if attrs[axis] is DERIVED:
-            attrs[axis] = attrs[shared]
+            attrs[axis] = 1 if attrs["stride"] is DERIVED else attrs["stride"]
     for axis, kernel in (("pad_h", "kh"), ("pad_w", "kw")):
         if attrs[axis] is DERIVED:
             pad = attrs["pad"]
@@ -215,7 +220,7 @@ def conv_op(activations: tuple[str, ...]) -> Op:
     return Op(
         "conv", "2-D convolution (cross-correlation, as in every framework)",
         (_shared_attr("k", "kernel size; or kh and kw"),
-         int_attr("c", doc="output channels"), int_attr("stride", 1, "stride"),
+         int_attr("c", doc="output channels"), _shared_attr("stride", "stride; default 1"),
          _shared_attr("pad", "zero padding; default dilation*(k-1)//2 per axis ('same' at stride 1)",
                       minimum=0),
          *conv_common(), act_attr(activations), *axis_attrs()),
@@ -286,7 +291,7 @@ def dwconv_op(activations: tuple[str, ...]) -> Op:
     return Op(
         "dwconv", "depthwise 2-D convolution: groups = input channels (MobileNet, EfficientNet)",
         (_shared_attr("k", "kernel size; or kh and kw"),
-         int_attr("stride", 1, "stride"),
+         _shared_attr("stride", "stride; default 1"),
          _shared_attr("pad", "zero padding; default dilation*(k-1)//2 per axis ('same' at stride 1)",
                       minimum=0),
          int_attr("multiplier", 1, "output channels per input channel"),
