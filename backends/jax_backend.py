@@ -29,6 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from netdsl.ops.pool import adaptive_bounds
 from netdsl.ops.structure import crop_offsets
 from netdsl.backend import WEIGHT_WRITERS, Backend, check_input, interpret
 from netdsl.ir import Node
@@ -62,10 +63,11 @@ def _input(node, inputs, context):
 def _conv(node, inputs, context):
     a = node.attrs
     x = inputs[0]
+    groups = x.shape[1] if node.op == "dwconv" else a["groups"]  # dwconv: one group per channel
     y = lax.conv_general_dilated(
-        x, context.weight(node, "weight"), window_strides=(a["stride"],) * 2,
-        padding=[(a["pad"], a["pad"])] * 2, rhs_dilation=(a["dilation"],) * 2,
-        feature_group_count=a["groups"], dimension_numbers=("NCHW", "OIHW", "NCHW"),
+        x, context.weight(node, "weight"), window_strides=(a["stride_h"], a["stride_w"]),
+        padding=[(a["pad_h"], a["pad_h"]), (a["pad_w"], a["pad_w"])], rhs_dilation=(a["dilation"],) * 2,
+        feature_group_count=groups, dimension_numbers=("NCHW", "OIHW", "NCHW"),
         precision=lax.Precision.HIGHEST)
     if a["bias"]:
         y = y + context.weight(node, "bias").reshape(1, -1, 1, 1)
@@ -145,6 +147,33 @@ def _avgpool(node, inputs, context):
 
 def _gap(node, inputs, context):
     return jnp.mean(inputs[0], axis=(2, 3), keepdims=True)
+
+
+def _first_maximum(x):
+    """The maximum over the last axis, its gradient going to the first maximum only, as torch's
+    (jnp.max would share it between equal values)."""
+    first = jnp.argmax(x, axis=-1)[..., None]
+    return jnp.take_along_axis(x, first, axis=-1)[..., 0]
+
+
+def _gmp(node, inputs, context):
+    x = inputs[0]
+    return _first_maximum(x.reshape(*x.shape[:2], -1))[:, :, None, None]
+
+
+def _adaptive_pool(node, inputs, context):
+    """One slice per output value, each window as torch's AdaptiveAvgPool2d / AdaptiveMaxPool2d."""
+    x = inputs[0]
+    o = node.attrs["size"]
+    n, c, h, w = x.shape
+    rows = []
+    for r0, r1 in adaptive_bounds(h, o):
+        row = []
+        for c0, c1 in adaptive_bounds(w, o):
+            window = x[:, :, r0:r1, c0:c1].reshape(n, c, -1)
+            row.append(jnp.mean(window, axis=-1) if node.op == "adaptive_avgpool" else _first_maximum(window))
+        rows.append(jnp.stack(row, axis=-1))
+    return jnp.stack(rows, axis=-2)
 
 
 def _fc(node, inputs, context):
@@ -295,6 +324,7 @@ KERNELS: dict[str, JaxKernel] = {
     "relu6": _relu6, "hardsigmoid": _hardsigmoid, "silu": _silu, "gelu": _gelu, "gelu_tanh": _gelu_tanh,
     "layerscale": _layerscale, "stochastic_depth": _stochastic_depth, "softmax": _softmax,
     "flatten": _flatten, "crop": _crop, "concat": _concat, "add": _add,
+    "dwconv": _conv, "adaptive_avgpool": _adaptive_pool, "adaptive_maxpool": _adaptive_pool, "gmp": _gmp,
 }
 
 

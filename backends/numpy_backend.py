@@ -24,6 +24,7 @@ from typing import Callable, Mapping
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
+from netdsl.ops.pool import adaptive_bounds
 from netdsl.ops.structure import crop_offsets
 from netdsl.backend import WEIGHT_WRITERS, Backend, check_input, interpret
 from netdsl.ir import Node
@@ -68,76 +69,133 @@ def _pad(x: np.ndarray, top: int, bottom: int, left: int, right: int, value: flo
     return out
 
 
-def _windows(xp: np.ndarray, k: int, stride: int, dilation: int, ho: int, wo: int) -> np.ndarray:
-    """A (C, k, k, N, Ho, Wo) view of the sliding windows of a padded (C, N, Hp, Wp) array."""
+def _pair(value) -> tuple[int, int]:
+    """(height, width) of a kernel, stride or padding given as one number or as a pair."""
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def _windows(xp: np.ndarray, k, stride, dilation: int, ho: int, wo: int) -> np.ndarray:
+    """A (C, kh, kw, N, Ho, Wo) view of the sliding windows of a padded (C, N, Hp, Wp) array;
+    `k` and `stride` are one number or (height, width) pairs."""
+    (kh, kw), (s_h, s_w) = _pair(k), _pair(stride)
     c, n, _, _ = xp.shape
     sc, sn, sh, sw = xp.strides
-    return as_strided(xp, shape=(c, k, k, n, ho, wo),
-                      strides=(sc, sh * dilation, sw * dilation, sn, sh * stride, sw * stride),
+    return as_strided(xp, shape=(c, kh, kw, n, ho, wo),
+                      strides=(sc, sh * dilation, sw * dilation, sn, sh * s_h, sw * s_w),
                       writeable=False)
 
 
-def _im2col(xp: np.ndarray, k: int, stride: int, dilation: int, ho: int, wo: int,
+def _im2col(xp: np.ndarray, k, stride, dilation: int, ho: int, wo: int,
             groups: int, workspace: Workspace | None = None) -> np.ndarray:
-    """Columns (groups, C/groups*k*k, N*Ho*Wo): one contiguous copy of the window view."""
+    """Columns (groups, C/groups*kh*kw, N*Ho*Wo): one contiguous copy of the window view."""
     c, n = xp.shape[:2]
     view = _windows(xp, k, stride, dilation, ho, wo)
     cols = (workspace or _SCRATCH).array("cols", view.shape, xp.dtype)
     np.copyto(cols, view)
-    return cols.reshape(groups, c // groups * k * k, n * ho * wo)
+    return cols.reshape(groups, -1, n * ho * wo)
 
 
-def _col2im(cols: np.ndarray, padded_shape: tuple, k: int, stride: int, dilation: int,
+def _col2im(cols: np.ndarray, padded_shape: tuple, k, stride, dilation: int,
             ho: int, wo: int) -> np.ndarray:
-    """The adjoint of _im2col: sums each column back into its window, as k*k strided adds."""
+    """The adjoint of _im2col: sums each column back into its window, as kh*kw strided adds."""
+    (kh, kw), (sh, sw) = _pair(k), _pair(stride)
     c, n = padded_shape[:2]
-    cols = cols.reshape(c, k, k, n, ho, wo)
+    cols = cols.reshape(c, kh, kw, n, ho, wo)
     out = np.zeros(padded_shape, dtype=cols.dtype)
-    for i in range(k):
-        for j in range(k):
-            out[:, :, i * dilation: i * dilation + stride * (ho - 1) + 1: stride,
-                j * dilation: j * dilation + stride * (wo - 1) + 1: stride] += cols[:, i, j]
+    for i in range(kh):
+        for j in range(kw):
+            out[:, :, i * dilation: i * dilation + sh * (ho - 1) + 1: sh,
+                j * dilation: j * dilation + sw * (wo - 1) + 1: sw] += cols[:, i, j]
     return out
 
 
-def _conv(x: np.ndarray, w: np.ndarray, stride: int, pad: int, dilation: int, groups: int,
+def _conv(x: np.ndarray, w: np.ndarray, stride, pad, dilation: int, groups: int,
           workspace: Workspace | None = None) -> np.ndarray:
-    """Convolution of x (C, N, H, W) with w (Cout, C/groups, k, k) -> (Cout, N, Ho, Wo)."""
+    """Convolution of x (C, N, H, W) with w (Cout, C/groups, kh, kw) -> (Cout, N, Ho, Wo);
+    `stride` and `pad` are one number or (height, width) pairs."""
+    (sh, sw), (ph, pw) = _pair(stride), _pair(pad)
     c, n, h, wid = x.shape
-    cout, _, k, _ = w.shape
-    span = dilation * (k - 1) + 1
-    ho = (h + 2 * pad - span) // stride + 1
-    wo = (wid + 2 * pad - span) // stride + 1
-    xp = _pad(x, pad, pad, pad, pad, workspace=workspace)
-    cols = _im2col(xp, k, stride, dilation, ho, wo, groups, workspace)
+    cout, _, kh, kw = w.shape
+    ho = (h + 2 * ph - dilation * (kh - 1) - 1) // sh + 1
+    wo = (wid + 2 * pw - dilation * (kw - 1) - 1) // sw + 1
+    xp = _pad(x, ph, ph, pw, pw, workspace=workspace)
+    cols = _im2col(xp, (kh, kw), (sh, sw), dilation, ho, wo, groups, workspace)
     out = np.matmul(w.reshape(groups, cout // groups, -1), cols)
     return out.reshape(cout, n, ho, wo)
 
 
-def _conv_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple, stride: int, pad: int,
+def _conv_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple, stride, pad,
                      dilation: int, groups: int, workspace: Workspace | None = None) -> np.ndarray:
     """d(conv)/dx applied to dy (Cout, N, Ho, Wo) -> (C, N, H, W)."""
+    (sh, sw), (ph, pw) = _pair(stride), _pair(pad)
     c, n, h, wid = x_shape
-    cout, _, k, _ = w.shape
+    cout, _, kh, kw = w.shape
     _, _, ho, wo = dy.shape
     wg = w.reshape(groups, cout // groups, -1)
     dcols = (workspace or _SCRATCH).array("cols", (groups, wg.shape[2], n * ho * wo), dy.dtype)
     np.matmul(wg.transpose(0, 2, 1), dy.reshape(groups, cout // groups, n * ho * wo), out=dcols)
-    hp = max(h + 2 * pad, (ho - 1) * stride + dilation * (k - 1) + 1)
-    wp = max(wid + 2 * pad, (wo - 1) * stride + dilation * (k - 1) + 1)
-    dxp = _col2im(dcols, (c, n, hp, wp), k, stride, dilation, ho, wo)
-    return dxp[:, :, pad:pad + h, pad:pad + wid]
+    hp = max(h + 2 * ph, (ho - 1) * sh + dilation * (kh - 1) + 1)
+    wp = max(wid + 2 * pw, (wo - 1) * sw + dilation * (kw - 1) + 1)
+    dxp = _col2im(dcols, (c, n, hp, wp), (kh, kw), (sh, sw), dilation, ho, wo)
+    return dxp[:, :, ph:ph + h, pw:pw + wid]
 
 
-def _conv_grad_weight(x: np.ndarray, dy: np.ndarray, k: int, stride: int, pad: int, dilation: int,
+def _conv_grad_weight(x: np.ndarray, dy: np.ndarray, k, stride, pad, dilation: int,
                       groups: int, workspace: Workspace | None = None) -> np.ndarray:
-    """d(conv)/dw for input x (C, N, H, W) and dy (Cout, N, Ho, Wo) -> (Cout, C/groups, k, k)."""
+    """d(conv)/dw for input x (C, N, H, W) and dy (Cout, N, Ho, Wo) -> (Cout, C/groups, kh, kw)."""
+    (kh, kw), (ph, pw) = _pair(k), _pair(pad)
     c = x.shape[0]
     cout, n, ho, wo = dy.shape
-    xp = _pad(x, pad, pad, pad, pad, workspace=workspace)
-    cols = _im2col(xp, k, stride, dilation, ho, wo, groups, workspace)
+    xp = _pad(x, ph, ph, pw, pw, workspace=workspace)
+    cols = _im2col(xp, (kh, kw), stride, dilation, ho, wo, groups, workspace)
     dw = np.matmul(dy.reshape(groups, cout // groups, n * ho * wo), cols.transpose(0, 2, 1))
-    return dw.reshape(cout, c // groups, k, k)
+    return dw.reshape(cout, c // groups, kh, kw)
+
+
+def _depthwise(x: np.ndarray, w: np.ndarray, stride, pad, dilation: int) -> np.ndarray:
+    """Depthwise convolution, tap by tap: x (C, N, H, W), w (C*m, 1, kh, kw) -> (C*m, N, Ho, Wo);
+    output channel o reads input channel o // m. No im2col: each of the kh*kw taps is one
+    strided slice times a per-channel weight."""
+    (sh, sw), (ph, pw) = _pair(stride), _pair(pad)
+    c, n, h, wid = x.shape
+    cout, _, kh, kw = w.shape
+    ho = (h + 2 * ph - dilation * (kh - 1) - 1) // sh + 1
+    wo = (wid + 2 * pw - dilation * (kw - 1) - 1) // sw + 1
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    if cout != c:
+        xp = np.repeat(xp, cout // c, axis=0)
+    out = np.zeros((cout, n, ho, wo), dtype=np.result_type(x, w))
+    for i in range(kh):
+        for j in range(kw):
+            tap = xp[:, :, i * dilation: i * dilation + sh * (ho - 1) + 1: sh,
+                     j * dilation: j * dilation + sw * (wo - 1) + 1: sw]
+            out += w[:, 0, i, j].reshape(-1, 1, 1, 1) * tap
+    return out
+
+
+def _depthwise_grads(x: np.ndarray, w: np.ndarray, dy: np.ndarray, stride, pad,
+                     dilation: int) -> tuple[np.ndarray, np.ndarray]:
+    """The adjoint of _depthwise, tap by tap: (dx, dw)."""
+    (sh, sw), (ph, pw) = _pair(stride), _pair(pad)
+    c, n, h, wid = x.shape
+    cout, _, kh, kw = w.shape
+    _, _, ho, wo = dy.shape
+    m = cout // c
+    xp = np.pad(x, ((0, 0), (0, 0), (ph, ph), (pw, pw)))
+    if m != 1:
+        xp = np.repeat(xp, m, axis=0)
+    dxp = np.zeros(xp.shape, dtype=dy.dtype)
+    dw = np.zeros(w.shape, dtype=dy.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows = slice(i * dilation, i * dilation + sh * (ho - 1) + 1, sh)
+            cols = slice(j * dilation, j * dilation + sw * (wo - 1) + 1, sw)
+            dw[:, 0, i, j] = (dy * xp[:, :, rows, cols]).sum(axis=(1, 2, 3))
+            dxp[:, :, rows, cols] += w[:, 0, i, j].reshape(-1, 1, 1, 1) * dy
+    dx = dxp[:, :, ph:ph + h, pw:pw + wid]
+    if m != 1:  # each input channel fed m outputs
+        dx = dx.reshape(c, m, n, h, wid).sum(axis=1)
+    return np.ascontiguousarray(dx), dw
 
 
 # -- per-op kernels -----------------------------------------------------------------------------------
@@ -162,10 +220,18 @@ class _State:
     workspace: Workspace
 
 
+def _strides(a) -> tuple[int, int]:
+    return a["stride_h"], a["stride_w"]
+
+
+def _pads(a) -> tuple[int, int]:
+    return a["pad_h"], a["pad_w"]
+
+
 def _conv_forward(node: Node, inputs, weights, state):
     a = node.attrs
     x = inputs[0]
-    y = _conv(x, weights["weight"], a["stride"], a["pad"], a["dilation"], a["groups"], state.workspace)
+    y = _conv(x, weights["weight"], _strides(a), _pads(a), a["dilation"], a["groups"], state.workspace)
     if a["bias"]:
         y += weights["bias"].reshape(-1, 1, 1, 1)
     return y, (x, state.workspace)
@@ -175,9 +241,27 @@ def _conv_backward(node: Node, dy, cache, weights):
     a = node.attrs
     x, workspace = cache
     w = weights["weight"]
-    grads = {"weight": _conv_grad_weight(x, dy, w.shape[2], a["stride"], a["pad"], a["dilation"],
+    grads = {"weight": _conv_grad_weight(x, dy, w.shape[2:], _strides(a), _pads(a), a["dilation"],
                                          a["groups"], workspace)}
-    dx = _conv_grad_input(dy, w, x.shape, a["stride"], a["pad"], a["dilation"], a["groups"], workspace)
+    dx = _conv_grad_input(dy, w, x.shape, _strides(a), _pads(a), a["dilation"], a["groups"], workspace)
+    if a["bias"]:
+        grads["bias"] = dy.sum(axis=(1, 2, 3))
+    return [dx], grads
+
+
+def _dwconv_forward(node: Node, inputs, weights, state):
+    a = node.attrs
+    x = inputs[0]
+    y = _depthwise(x, weights["weight"], _strides(a), _pads(a), a["dilation"])
+    if a["bias"]:
+        y += weights["bias"].reshape(-1, 1, 1, 1)
+    return y, x
+
+
+def _dwconv_backward(node: Node, dy, x, weights):
+    a = node.attrs
+    dx, dw = _depthwise_grads(x, weights["weight"], dy, _strides(a), _pads(a), a["dilation"])
+    grads = {"weight": dw}
     if a["bias"]:
         grads["bias"] = dy.sum(axis=(1, 2, 3))
     return [dx], grads
@@ -313,6 +397,68 @@ def _gap_forward(node: Node, inputs, weights, state):
 
 def _gap_backward(node: Node, dy, shape, weights):
     return [np.broadcast_to(dy / (shape[2] * shape[3]), shape).copy()], {}
+
+
+def _gmp_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    c, n, h, w = x.shape
+    first = x.reshape(c, n, h * w).argmax(axis=2)  # the first maximum in row-major order, as torch
+    return x.reshape(c, n, h * w).max(axis=2).reshape(c, n, 1, 1), (x.shape, first)
+
+
+def _gmp_backward(node: Node, dy, cache, weights):
+    (c, n, h, w), first = cache
+    dx = np.zeros((c, n, h * w), dtype=dy.dtype)
+    np.put_along_axis(dx, first[:, :, None], dy.reshape(c, n, 1), axis=2)
+    return [dx.reshape(c, n, h, w)], {}
+
+
+def _adaptive_windows(node: Node, shape: tuple):
+    """(output row, output column, input rows, input columns) of every adaptive-pool window."""
+    o = node.attrs["size"]
+    _, _, h, w = shape
+    for i, (r0, r1) in enumerate(adaptive_bounds(h, o)):
+        for j, (c0, c1) in enumerate(adaptive_bounds(w, o)):
+            yield i, j, slice(r0, r1), slice(c0, c1)
+
+
+def _adaptive_avgpool_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    o = node.attrs["size"]
+    y = np.empty((*x.shape[:2], o, o), dtype=x.dtype)
+    for i, j, rows, cols in _adaptive_windows(node, x.shape):
+        y[:, :, i, j] = x[:, :, rows, cols].mean(axis=(2, 3))
+    return y, x.shape
+
+
+def _adaptive_avgpool_backward(node: Node, dy, shape, weights):
+    dx = np.zeros(shape, dtype=dy.dtype)
+    for i, j, rows, cols in _adaptive_windows(node, shape):
+        count = (rows.stop - rows.start) * (cols.stop - cols.start)
+        dx[:, :, rows, cols] += (dy[:, :, i, j] / count)[:, :, None, None]
+    return [dx], {}
+
+
+def _adaptive_maxpool_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    o = node.attrs["size"]
+    y = np.empty((*x.shape[:2], o, o), dtype=x.dtype)
+    for i, j, rows, cols in _adaptive_windows(node, x.shape):
+        y[:, :, i, j] = x[:, :, rows, cols].max(axis=(2, 3))
+    return y, x
+
+
+def _adaptive_maxpool_backward(node: Node, dy, x, weights):
+    # The gradient goes to the first maximum of each window in row-major order, as in torch.
+    c, n = x.shape[:2]
+    dx = np.zeros(x.shape, dtype=dy.dtype)
+    for i, j, rows, cols in _adaptive_windows(node, x.shape):
+        window = x[:, :, rows, cols]
+        first = window.reshape(c, n, -1).argmax(axis=2)
+        share = np.zeros((c, n, window.shape[2] * window.shape[3]), dtype=dy.dtype)
+        np.put_along_axis(share, first[:, :, None], dy[:, :, i, j, None], axis=2)
+        dx[:, :, rows, cols] += share.reshape(window.shape)
+    return [dx], {}
 
 
 def _as_matrix(x: np.ndarray) -> np.ndarray:
@@ -755,6 +901,10 @@ KERNELS: dict[str, Kernel] = {
     "crop": Kernel(_crop_forward, _crop_backward),
     "concat": Kernel(_concat_forward, _concat_backward),
     "add": Kernel(_add_forward, _add_backward),
+    "dwconv": Kernel(_dwconv_forward, _dwconv_backward),
+    "adaptive_avgpool": Kernel(_adaptive_avgpool_forward, _adaptive_avgpool_backward),
+    "adaptive_maxpool": Kernel(_adaptive_maxpool_forward, _adaptive_maxpool_backward),
+    "gmp": Kernel(_gmp_forward, _gmp_backward),
 }
 
 

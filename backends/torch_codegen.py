@@ -58,10 +58,24 @@ class TorchKernel:
     support: str | None = None  # a class of the generated file that `module` names, written once
 
 
+def _axes(a, h: str, w: str) -> str:
+    """3 where both axes agree, else (1, 7): as torchvision writes its convolutions."""
+    return str(a[h]) if a[h] == a[w] else f"({a[h]}, {a[w]})"
+
+
 def _conv(node: Node, inputs) -> str:
     a = node.attrs
-    return (f"nn.Conv2d({inputs[0][0]}, {a['c']}, {a['k']}, stride={a['stride']}, padding={a['pad']}, "
+    return (f"nn.Conv2d({inputs[0][0]}, {a['c']}, {_axes(a, 'kh', 'kw')}, "
+            f"stride={_axes(a, 'stride_h', 'stride_w')}, padding={_axes(a, 'pad_h', 'pad_w')}, "
             f"dilation={a['dilation']}, groups={a['groups']}, bias={a['bias']})")
+
+
+def _dwconv(node: Node, inputs) -> str:
+    a = node.attrs
+    c = inputs[0][0]
+    return (f"nn.Conv2d({c}, {c * a['multiplier']}, {_axes(a, 'kh', 'kw')}, "
+            f"stride={_axes(a, 'stride_h', 'stride_w')}, padding={_axes(a, 'pad_h', 'pad_w')}, "
+            f"dilation={a['dilation']}, groups={c}, bias={a['bias']})")
 
 
 def _deconv(node: Node, inputs) -> str:
@@ -196,11 +210,15 @@ KERNELS: dict[str, TorchKernel] = {
     "crop": TorchKernel(None, _crop_call),
     "concat": TorchKernel(None, _concat_call),
     "add": TorchKernel(None, _add_call),
+    "dwconv": TorchKernel(_dwconv),
+    "adaptive_avgpool": TorchKernel(lambda node, inputs: f"nn.AdaptiveAvgPool2d({node.attrs['size']})"),
+    "adaptive_maxpool": TorchKernel(lambda node, inputs: f"nn.AdaptiveMaxPool2d({node.attrs['size']})"),
+    "gmp": TorchKernel(_constant("nn.AdaptiveMaxPool2d(1)")),
 }
 
 #: Ops whose own output autograd does not need for backward: a value they make may be overwritten
 #: in place by its only reader, as torchvision's ReLU(inplace=True) and `out += identity` do.
-_KEEPS_NO_OUTPUT = frozenset({"conv", "deconv", "fc", "bn", "add"})
+_KEEPS_NO_OUTPUT = frozenset({"conv", "deconv", "fc", "bn", "add", "dwconv"})
 
 
 def _overwritable(graph: Graph, readers: list[list[int]], node_id: int) -> bool:

@@ -115,6 +115,11 @@ def export_onnx(model, network, path) -> None:
         import onnxscript  # noqa: F401 - the exporter needs it; say so before torch fails deep inside
     except ImportError as error:
         raise NetDSLError(f"ONNX export needs {error.name}: pip install 'netdsl[onnx]'") from None
+    for node in network.graph:  # checked first: torch's exporter fails deep inside, as a bug
+        if node.op == "adaptive_maxpool" and node.attrs["size"] > 1:
+            raise NetDSLError(f"{node.name} ({node.op}({node.attrs['size']})) cannot be written as ONNX",
+                              node.span, ["torch's ONNX exporter has no function for "
+                                          "aten.adaptive_max_pool2d (gmp, its size 1, exports)"])
     model = model.eval()
     parameter = next(iter(model.parameters()), None)
     dtype = parameter.dtype if parameter is not None else torch.float32

@@ -74,10 +74,12 @@ class Arg:
 class Slide:
     """The parts of a slide-notation token: conv3-64/2 is kind conv, kernel 3, channels 64, stride 2."""
 
-    kind: str  # conv, deconv, maxpool, avgpool, fc
-    kernel: Expr | None
+    kind: str  # conv, deconv, dwconv, maxpool, avgpool, fc
+    kernel: Expr | None  # a square kernel: conv3-64
     channels: Expr | None
     stride: Expr | None
+    kernel_h: Expr | None = None  # a non-square kernel: conv1x7-192 is kernel_h 1, kernel_w 7
+    kernel_w: Expr | None = None
 
 
 @dataclass(frozen=True, slots=True)

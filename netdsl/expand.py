@@ -11,6 +11,7 @@ op and count (conv1, conv2, maxpool1) or by their label, giving stable paths suc
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass, field
 from functools import wraps
 
@@ -21,6 +22,7 @@ from .ir import (Frame, Graph, LayoutChain, LayoutIdentity, LayoutMerge, LayoutO
 from .limits import Limits
 from .modules import Module
 from .names import label_problem, suggested_label
+from .ops.base import AttributeProblem, MissingAttribute
 from .ops import ACTIVATIONS, ALIASES, IDENTITY, IMPLICIT, OPS, REQUIRED, RESERVED, WEIGHT_OPS
 
 # -- values of expressions ------------------------------------------------------------------------
@@ -44,6 +46,7 @@ class Tensor:
 
 
 _MAX_MAGNITUDE = 2**62
+_NON_SQUARE = re.compile(r"[0-9]+x[0-9]+")  # the kernel of conv1x7, written without channels
 
 
 # -- scopes ---------------------------------------------------------------------------------------
@@ -446,7 +449,8 @@ class _Expander:
         known = [*OPS, *ALIASES, *self.defs]
         close = suggest(atom.name, known)
         for op in ("conv", "deconv"):
-            if atom.name.startswith(op) and atom.name[len(op):].isdigit():
+            kernel = atom.name[len(op):]
+            if atom.name.startswith(op) and (kernel.isdigit() or op == "conv" and _NON_SQUARE.fullmatch(kernel)):
                 notes.append(f"{op} needs channels too, as in {atom.name}-64")
                 break
         else:
@@ -571,7 +575,8 @@ class _Expander:
 
         if atom.slide is not None:
             slide = atom.slide
-            for name, expr in (("k", slide.kernel), ("c", slide.channels), ("stride", slide.stride)):
+            for name, expr in (("k", slide.kernel), ("kh", slide.kernel_h), ("kw", slide.kernel_w),
+                               ("c", slide.channels), ("stride", slide.stride)):
                 if expr is not None and spec.attr(name) is not None:
                     give(name, self.evaluate(expr, env, context), expr.span)
         positional = list(spec.positional)
@@ -612,7 +617,14 @@ class _Expander:
                 inputs.append(value)
             else:
                 attrs[attr.name] = value
-        spec.derive(attrs)
+        try:
+            spec.derive(attrs)
+        except MissingAttribute as missing:
+            doc = spec.attr(missing.name).doc
+            raise NetDSLNameError(f"{op_name} needs {missing.name} ({doc})", atom.span,
+                                  _context_notes(context)) from None
+        except AttributeProblem as problem:
+            raise NetDSLNameError(problem.message, atom.span, _context_notes(context)) from None
         return op_name, attrs, tuple(inputs)
 
     def value_or_ref(self, value, scope: _Scope, env: dict, context: tuple):

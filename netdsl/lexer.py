@@ -17,12 +17,15 @@ __all__ = ["NetDSLLexer"]
 #: The ops a user writes, the aliases and `id` (netdsl.ops: OPS with writable=True, ALIASES).
 OP_NAMES = ("conv", "deconv", "maxpool", "avgpool", "gap", "fc", "bn", "lrn", "dropout", "relu", "tanh",
             "sigmoid", "lrelu", "elu", "hardswish", "relu6", "hardsigmoid", "silu", "gelu", "gelu_tanh",
-            "layerscale", "stochastic_depth", "softmax", "flatten", "crop", "pool", "id")
+            "layerscale", "stochastic_depth", "softmax", "flatten", "crop", "pool", "id",
+            "dwconv", "adaptive_avgpool", "adaptive_maxpool", "gmp")
 CONSTANTS = ("true", "false", "none")
 _VALUE = r"(?:[0-9]+|[A-Za-z_][A-Za-z0-9_]*|\{[^{}\n]*\})"
 _NUMBER = r"(?:[0-9]+|\{[^{}\n]*\})"
-#: conv3-64, conv7-64/2, deconv4-21/2, conv1-{4*c}, maxpool3/2, avgpool7, fc4096, fc{n}
-SLIDE = (rf"(?:(?:de)?conv{_NUMBER}-{_VALUE}|(?:max|avg)pool{_NUMBER}|fc{_NUMBER})"
+#: conv3-64, conv7-64/2, conv1x7-192, deconv4-21/2, conv1-{4*c}, dwconv3/2, dwconv1x7, maxpool3/2,
+#: avgpool7, fc4096, fc{n}
+SLIDE = (rf"(?:conv{_NUMBER}(?:x{_NUMBER})?-{_VALUE}|deconv{_NUMBER}-{_VALUE}|dwconv{_NUMBER}(?:x{_NUMBER})?"
+         rf"|(?:max|avg)pool{_NUMBER}|fc{_NUMBER})"
          rf"(?:/{_VALUE})?(?![A-Za-z0-9_{{])")
 
 

@@ -30,6 +30,7 @@ from .limits import DEFAULT_LIMITS
 from .modules import Module, resolve_use as find_used_file
 from .network import Network
 from .ops import ALIASES, DERIVED, IDENTITY, OPS, REQUIRED, RESERVED
+from .ops.base import stated_attrs
 from .parser import parse_program
 from .shapes import format_shape
 from .source import parse_module
@@ -328,7 +329,7 @@ def _layers_hover(layers: list[tuple[Network, int]]) -> tuple[str, Span]:
     network, node_id = layers[0]
     node = network.graph[node_id]
     spec = OPS[node.op]
-    lines = [f"**{node.op}**: {spec.doc}", "", "```", op_signature(node.op, dict(node.attrs)), "```", ""]
+    lines = [f"**{node.op}**: {spec.doc}", "", "```", op_signature(node.op, stated_attrs(spec, node.attrs)), "```", ""]
     several_nets = len({id(n) for n, _ in layers}) > 1
     if len(layers) > 1:
         lines[5] = "(the attributes of the first)\n"

@@ -268,7 +268,8 @@ def _syntax_error(source: Source, error: UnexpectedInput, offset: int, end: int)
     return NetDSLSyntaxError(message, span, notes)
 
 
-_SLIDE_KINDS = ("conv", "deconv", "maxpool", "avgpool", "fc")
+_SLIDE_KINDS = ("conv", "deconv", "dwconv", "maxpool", "avgpool", "fc")
+_NON_SQUARE_KINDS = ("conv", "dwconv")  # conv1x7-192, dwconv1x7
 _MERGE_WORDS = ("cat", "add")
 # The word that ends just before an error: a layer typed wrongly (cnov3-64, conv3x3-64, maxpol2/2,
 # Conv3-64) splits into a name and leftovers the grammar rejects one token later.
@@ -305,7 +306,17 @@ def _typo_hint(text: str, pos: int) -> str | None:
     kind = name if name in _SLIDE_KINDS else suggest(name, _SLIDE_KINDS)
     if kind is None:
         return None
-    if "x" in size:
+    if kind == name == "dwconv" and tail.startswith("-"):
+        return (f"a depthwise conv keeps its input's channels: write dwconv{size}, or "
+                f"dwconv{size}(multiplier=2) for twice as many")
+    if "x" in size and kind in _NON_SQUARE_KINDS:
+        sides = size.split("x")
+        if len(sides) > 2:
+            return (f"a {kind} kernel has a height and a width: {name}{size} cannot be written; "
+                    f"a {sides[0]}x{sides[1]} kernel is {kind}{sides[0]}x{sides[1]}{tail}")
+        if kind == name:
+            return None
+    elif "x" in size:
         sides = size.split("x")
         if len(set(sides)) > 1:
             return (f"{kind} kernels are square in netdsl: {name}{size} cannot be written; "
@@ -323,7 +334,7 @@ def _join_or(items: list[str]) -> str:
 # -- parse tree -> AST ----------------------------------------------------------------------------
 
 _SLIDE_PARTS = re.compile(
-    r"(?P<kind>deconv|conv|maxpool|avgpool|fc)(?P<k>[0-9]+|\{[^{}]*\})"
+    r"(?P<kind>deconv|dwconv|conv|maxpool|avgpool|fc)(?P<k>[0-9]+|\{[^{}]*\})(?:x(?P<kw>[0-9]+|\{[^{}]*\}))?"
     r"(?:-(?P<c>[0-9]+|[A-Za-z_]\w*|\{[^{}]*\}))?(?:/(?P<s>[0-9]+|[A-Za-z_]\w*|\{[^{}]*\}))?$")
 
 
@@ -453,6 +464,8 @@ class _ToAst:
             if match.group("s") is not None:
                 raise NetDSLSyntaxError("fc has no stride", self._tok(token), ["write fc4096"])
             return ast.Slide(kind, None, value("k"), None)
+        if match.group("kw") is not None:  # conv1x7-192: height 1, width 7
+            return ast.Slide(kind, None, value("c"), value("s"), value("k"), value("kw"))
         return ast.Slide(kind, value("k"), value("c"), value("s"))
 
     def count(self, meta, children):

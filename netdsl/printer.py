@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from .ir import Graph, LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor, Node
 from .ops import OPS
+from .ops.base import stated_attrs
 from .shapes import format_shape
 
 _INDENT = "    "
@@ -23,8 +24,9 @@ def format_value(value) -> str:
 
 
 def format_op(node: Node, refs: tuple[tuple[str, str], ...] = ()) -> str:
-    """conv(k=3, c=64, stride=1, ...): the keyword form with every attribute."""
-    parts = [f"{key}={format_value(value)}" for key, value in node.attrs.items()]
+    """conv(k=3, c=64, stride=1, ...): the keyword form with every attribute (but the per-axis
+    ones where both axes agree, and conv1x7's k, which is None: its kh and kw say it)."""
+    parts = [f"{key}={format_value(value)}" for key, value in stated_attrs(OPS[node.op], node.attrs).items()]
     parts.extend(f"{key}=@{label}" for key, label in refs)
     return f"{node.op}({', '.join(parts)})" if parts else node.op
 

@@ -326,7 +326,7 @@ def _well_conditioned(net, dtype: str, x, seed: int) -> bool:
     every max-pool window's maximum beats the runner-up by more than 1e-9 of the scale (at a tie
     the gradient may go to either)."""
     import numpy as np
-    if not any(node.op in ("bn", "maxpool") for node in net.graph):
+    if not any(node.op in ("bn", *MAX_OPS) for node in net.graph):
         return True
     for training in (True, False):
         values = _reference(net, dtype, seed).train(training).trace(x)
@@ -337,6 +337,32 @@ def _well_conditioned(net, dtype: str, x, seed: int) -> bool:
                     return False
             elif node.op == "maxpool" and node.attrs["k"] > 1 and not _maxima_are_unique(
                     node, values[node.inputs[0]].astype(np.float64), net.shapes[node.id]):
+                return False
+            elif node.op in ("adaptive_maxpool", "gmp") and not adaptive_maxima_are_unique(
+                    node, values[node.inputs[0]].astype(np.float64)):
+                return False
+    return True
+
+
+#: Ops whose gradient goes to one maximum of a window (a tie there may route it either way).
+MAX_OPS = ("maxpool", "adaptive_maxpool", "gmp")
+
+
+def adaptive_maxima_are_unique(node, value) -> bool:
+    """As _maxima_are_unique, for adaptive_maxpool and gmp on an (N, C, H, W) value: in every
+    window of two or more values the maximum beats the runner-up by more than 1e-9 of the scale."""
+    import numpy as np
+    from .ops.pool import adaptive_bounds
+    n, c, h, w = value.shape
+    size = node.attrs["size"] if node.op == "adaptive_maxpool" else 1
+    scale = max(float(np.abs(value).max()), 1.0)
+    for r0, r1 in adaptive_bounds(h, size):
+        for c0, c1 in adaptive_bounds(w, size):
+            window = value[:, :, r0:r1, c0:c1].reshape(n, c, -1)
+            if window.shape[-1] < 2:
+                continue
+            top = np.sort(window, axis=-1)[..., -2:]
+            if np.min(top[..., 1] - top[..., 0]) <= 1e-9 * scale:
                 return False
     return True
 

@@ -106,10 +106,15 @@ def max_pool_maxima_are_unique(net, dtype: str, batch: int, seed: int = 0) -> bo
     networks make such ties common (constant regions from bilinear filters and zero padding).
     """
     from netdsl.backends.numpy_backend import _pad, _pool_geometry, _windows
-    if not any(node.op == "maxpool" for node in net.graph):
+    from netdsl.testing import MAX_OPS, adaptive_maxima_are_unique
+    if not any(node.op in MAX_OPS for node in net.graph):
         return True
     values = _values_compare_sees(net, dtype, batch, seed, train=False)
     for node in net.graph:
+        if node.op in ("adaptive_maxpool", "gmp"):
+            if not adaptive_maxima_are_unique(node, values[node.inputs[0]].astype(np.float64)):
+                return False
+            continue
         if node.op != "maxpool":
             continue
         value = np.swapaxes(values[node.inputs[0]].astype(np.float64), 0, 1)  # (C, N, H, W)

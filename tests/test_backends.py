@@ -48,6 +48,27 @@ def test_check_backend_passes(name):
     assert {"conv", "maxpool", "avgpool", "fc", "bn", "add", "gap", "concat", "lrn", "relu", "tanh"} <= report.ops
 
 
+#: The window ops of issue 12 on sizes that exercise them: kernels, strides and padding that
+#: differ per axis, depthwise with a multiplier, adaptive windows that overlap (5 -> 3) and that
+#: repeat rows (2 -> 5), global max pooling.
+WINDOW_OPS = """input 2x9x8
+activation relu
+conv1x3-4/2(stride_w=1) - dwconv3x1(multiplier=2, stride_w=2) - conv3x2-4(pad_h=0, groups=2, dilation=2)
+    - adaptive_avgpool(3) - dwconv2/1(pad=1, bias=false) - adaptive_maxpool(2) - adaptive_avgpool(5)
+    - adaptive_maxpool(3) - conv1-3 - gmp - fc4
+"""
+
+
+@pytest.mark.parametrize("name", ["torch", "jax"])
+def test_window_ops_agree_with_the_reference(name, tmp_path):
+    pytest.importorskip(name)
+    path = tmp_path / "window_ops.net"
+    path.write_text(WINDOW_OPS)
+    report = check_backend(name, networks=((str(path), None),), examples=0)
+    assert report.cases == [str(path)]
+    assert {"conv", "dwconv", "adaptive_avgpool", "adaptive_maxpool", "gmp"} <= report.ops
+
+
 #: float32 against the float32 NumPy reference, in train mode, through batch norm over 2x2 maps
 #: (resnet18 at 64x64, batch 2): torch's gradients differ from the reference's by up to 1.6% of
 #: their scale (stem1.cbr1.conv1.weight), beyond the kit's float32 floor; in float64 they agree to

@@ -39,3 +39,12 @@ def test_doc_examples_check():
     assert netdsl.parse(code, input="3x224x224").params == 25_557_032
     assert netdsl.parse("[(conv3-64)*2 - pool]*5 - fc4096*2 - fc1000", input="3x224x224").params \
         == 34_061_608
+
+
+def test_doc_window_ops_example_takes_any_size():
+    snippet = DOC[DOC.index("input 3xHxW\nconv3-32/2 - dwconv3"):]
+    snippet = snippet[:snippet.index("```")]
+    net = netdsl.parse(snippet)
+    assert net.output_shape == (10,)
+    assert net.valid_sizes["H"].describe() == "H >= 1" and net.valid_sizes["W"].describe() == "W >= 1"
+    assert netdsl.parse("conv1x7-192", input="3x17x17").output_shape == (192, 17, 17)

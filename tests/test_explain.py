@@ -140,16 +140,16 @@ def check_explanation(network) -> int:
         for quantity, axis in (("height", 1), ("width", 2), ("channels", 0), ("features", 0)):
             for line in found.get(quantity, []):
                 assert line.value == shape[axis], (node.name, quantity)
-        for line in found.get("pad", []) + found.get("stride", []):
+        for line in found.get("pad", []) + found.get("pad_h", []) + found.get("pad_w", []) + found.get("stride", []):
             assert line.value == node.attrs[line.quantity], node.name
         for line in found.get("act", []):
             assert line.value == node.attrs["act"], node.name
-        if node.op in ("conv", "deconv", "maxpool", "avgpool"):
+        if node.op in ("conv", "deconv", "dwconv", "maxpool", "avgpool"):
             assert {"size"} <= set(found) or {"height", "width"} <= set(found), node.name
         if node.op == "conv":
             rows, columns = only(explanation, "im2col").value
             c_in, groups = network.shapes[node.inputs[0]][0], node.attrs["groups"]
-            assert rows == c_in // groups * node.attrs["k"] ** 2 and columns == shape[1] * shape[2]
+            assert rows == c_in // groups * node.attrs["kh"] * node.attrs["kw"] and columns == shape[1] * shape[2]
             assert rows * columns * shape[0] == layer.macs  # the matrix product is the layer
         if OPS[node.op].takes_activation:
             assert "act" in found, node.name
@@ -173,9 +173,10 @@ input 3x16x16
 activation tanh
 net every = conv3-8(dilation=2) - bn - lrn(3) - relu - maxpool3/2(pad=1, ceil)
     - p: avgpool3/1(pad=1) - cat{ conv1-4 | conv3-4(act=lrelu) | id }
-    - add{ conv3-16 - elu | id } - sigmoid
+    - add{ conv3-16 - elu | id } - sigmoid - conv1x3-16 - dwconv3(multiplier=1)
     - u: deconv4-16/2 - crop(1, like=@p) - dropout(0.3) - layerscale - stochastic_depth(0.2)
-    - ACTIVATIONS - gap - flatten - fc10 - layerscale(0.5) - softmax
+    - ACTIVATIONS - adaptive_avgpool(3) - adaptive_maxpool(2) - gmp - gap - flatten - fc10
+    - layerscale(0.5) - softmax
 """
 
 
@@ -189,6 +190,20 @@ def test_every_op_record_explains_itself():
     upsampled = layer("deconv4-8/2 - conv3-8 - fc10", "conv1")  # a fractional jump after upsampling
     assert only(upsampled, "jump").value == Fraction(1, 2)
     assert only(upsampled, "rf").formula == "2 + (3-1)*(1/2)" and only(upsampled, "rf").value == 3
+
+
+def test_a_non_square_kernel_is_explained_per_axis():
+    conv = layer("conv1x7-192 - fc10", "conv1", input="3x17x17")
+    assert [(l.quantity, l.formula, l.value) for l in conv.lines[:4]] == [
+        ("pad_h", "1*(1-1)//2", 0), ("pad_w", "1*(7-1)//2", 3),
+        ("height", "(17 + 2*0 - 1)/1 + 1", 17), ("width", "(17 + 2*3 - 7)/1 + 1", 17)]
+    assert only(conv, "params").formula == "1*7*3*192 + 192"
+    assert only(conv, "MACs").value == 17 * 17 * 192 * 7 * 3
+    depthwise = layer("dwconv3/2(multiplier=2) - fc10", "dwconv1", input="4x8x8")
+    assert (only(depthwise, "channels").formula, only(depthwise, "channels").value) == ("4*2", 8)
+    assert only(depthwise, "params").value == 8 * 9 + 8
+    adaptive = layer("adaptive_avgpool(3) - fc10", "adaptive_avgpool1", input="3x7x7")
+    assert only(adaptive, "size").value == 3 and "floor(i*7/3)" in only(adaptive, "size").note
 
 
 def layer(text: str, name: str, input: str = "3x32x32"):

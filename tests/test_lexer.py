@@ -58,6 +58,14 @@ def test_a_line_is_split_into_its_tokens():
     ]
 
 
+def test_non_square_depthwise_and_adaptive_layers():
+    assert tokens("conv1x7-192 - dwconv3/2 - dwconv1x{k} - adaptive_avgpool(7) - gmp") == [
+        (Name.Builtin, "conv1x7-192"), (Operator, "-"), (Name.Builtin, "dwconv3/2"), (Operator, "-"),
+        (Name.Builtin, "dwconv1x{k}"), (Operator, "-"), (Name.Builtin, "adaptive_avgpool"),
+        (Punctuation, "("), (Number.Integer, "7"), (Punctuation, ")"), (Operator, "-"),
+        (Name.Builtin, "gmp")]
+
+
 def test_floats_and_operators():
     assert tokens("dropout(0.5) - lrn(alpha=1e-4) - fc{n//2 % 3}") == [
         (Name.Builtin, "dropout"), (Punctuation, "("), (Number.Float, "0.5"), (Punctuation, ")"),

@@ -260,7 +260,8 @@ def test_completion_inside_parentheses_offers_attributes_or_parameters(server):
     server.open(uri, "def block(c, n=2) = conv3-c\nnet a = conv3-64/2(pa\nnet b = block(\n")
     items = complete(server, uri, 1, 21)
     assert [item.label for item in items] == ["k", "c", "stride", "pad", "groups", "dilation", "bias",
-                                              "fixed", "act"]
+                                              "fixed", "act", "kh", "kw", "stride_h", "stride_w", "pad_h",
+                                              "pad_w"]
     assert items[3].insert_text == "pad="
     assert [item.label for item in complete(server, uri, 2, 14)] == ["c", "n"]
 

@@ -61,6 +61,16 @@ OP_CASES = [
     ("concat", "cat{ conv1-2(act=none) | conv3-3(act=none) | id }", "2x4x4", False),
     ("add", "add{ conv3-2(act=none) | id | conv1-2(act=none) }", "2x4x4", False),
     ("conv_bn_relu", "conv3-4(bias=false) - bn - fc3", "2x5x5", True),
+    ("conv_1x3", "conv1x3-4(act=none)", "2x5x6", False),
+    ("conv_per_axis", "conv3x2-4(stride_h=2, pad_h=0, pad_w=1, dilation=2, groups=2, act=none)", "2x9x8", False),
+    ("dwconv", "dwconv3(act=none)", "3x5x5", False),
+    ("dwconv_multiplier_stride", "dwconv3x2/2(multiplier=2, pad_w=1, dilation=2, act=none)", "2x7x6", False),
+    ("dwconv_nobias", "dwconv5(bias=false, stride_w=2, act=none)", "2x6x7", False),
+    ("adaptive_avgpool_overlap", "adaptive_avgpool(3)", "2x5x7", False),
+    ("adaptive_avgpool_upsample", "adaptive_avgpool(4)", "2x2x3", False),
+    ("adaptive_maxpool_overlap", "adaptive_maxpool(3)", "2x5x7", False),
+    ("adaptive_maxpool_upsample", "adaptive_maxpool(4)", "2x3x2", False),
+    ("gmp", "gmp", "3x4x5", False),
 ]
 
 

@@ -38,6 +38,10 @@ SAMPLES = {
     "crop": ("input 3x8x8\na: id - conv3-2(pad=2) - crop(1, like=@a)", "crop1", (2, 8, 8), 0, 0, 3, False),
     "concat": ("input 3x8x8\ncat{ conv1-2 | id }", "cat1", (5, 8, 8), 0, 0, 1, True),
     "add": ("input 3x8x8\nadd{ conv1-3 | id }", "add1", (3, 8, 8), 0, 0, 1, True),
+    "dwconv": ("input 4x8x8\ndwconv3/2", "dwconv1", (4, 4, 4), 4 * 9 + 4, 4 * 4 * 4 * 9, 3, True),
+    "adaptive_avgpool": ("input 3x8x8\nadaptive_avgpool(3)", "adaptive_avgpool1", (3, 3, 3), 0, 0, 8, True),
+    "adaptive_maxpool": ("input 3x7x7\nadaptive_maxpool(2)", "adaptive_maxpool1", (3, 2, 2), 0, 0, 7, True),
+    "gmp": ("input 3x8x8\ngmp", "gmp1", (3, 1, 1), 0, 0, 8, True),
 }
 
 
@@ -79,3 +83,13 @@ def test_merge_words_parse_and_print_back():
 
 def test_only_the_input_has_no_generator():
     assert [op.name for op in OPS.values() if op.generate is None] == ["input"]
+
+
+def test_non_square_layers_per_axis_and_their_receptive_field_bound():
+    net = netdsl.parse("input 3x17x17\nconv1x7-8 - conv7x1-8(stride_w=2) - dwconv1x3(multiplier=2)")
+    first, second, third = (net.stats.layers[i] for i in (1, 2, 3))
+    assert (first.shape, first.params, first.macs) == ((8, 17, 17), 8 * 3 * 7 + 8, 17 * 17 * 8 * 3 * 7)
+    assert (second.shape, second.params) == ((8, 17, 9), 8 * 8 * 7 + 8)
+    assert (third.shape, third.params, third.macs) == ((16, 17, 9), 16 * 3 + 16, 16 * 17 * 9 * 3)
+    assert [layer.rf for layer in (first, second)] == [7, 13]  # docs/language.md: an upper bound
+    assert net.graph.nodes[1].attrs["k"] is None and net.graph.nodes[2].attrs["stride"] is None

@@ -308,3 +308,38 @@ def test_run_hover_and_the_playground_take_a_file_with_size_names():
     assert found is not None
     hover = found[0]  # on gap: its field is the whole input, whose size is a formula
     assert "8x((H + 1)//2)x((W + 1)//2) -> 8x1x1" in hover and "receptive field the whole input" in hover
+
+
+#: The window ops of issue 12: a kernel, stride and padding per axis, depthwise, adaptive and
+#: global max pooling, each stating its conditions per axis (H and W get different valid sets).
+WINDOW_OPS = ("conv1x7-4/2(pad_w=0) - dwconv3x1(stride_w=3, pad=0, multiplier=2)"
+              " - conv5x3-4(pad=0, stride_h=2) - maxpool2/2")
+
+
+def concrete_ok_at(graph, h: int, w: int, strict: bool) -> bool:
+    try:
+        infer_shapes(graph, (3, h, w), strict=strict)
+        return True
+    except NetDSLShapeError:
+        return False
+
+
+@pytest.mark.parametrize("tail", ["", " - adaptive_avgpool(3) - fc5", " - adaptive_maxpool(2) - gmp - fc5"])
+def test_window_ops_valid_sets_per_axis_equal_the_concrete_checker(tail):
+    net = netdsl.parse(WINDOW_OPS + tail, input="3xHxW")
+    assert net.valid_sizes["H"].describe() != net.valid_sizes["W"].describe()  # the axes differ
+    for strict, sets in ((False, net.valid_sizes), (True, net.strict_sizes)):
+        valid_h, valid_w = set(sets["H"].values(60)), set(sets["W"].values(60))
+        assert valid_h and valid_w
+        for h in range(1, 61):
+            for w in range(1, 61, 7):
+                assert ((h in valid_h) and (w in valid_w)) == concrete_ok_at(net.graph, h, w, strict), (h, w)
+        for w in range(1, 61):
+            assert (w in valid_w) == concrete_ok_at(net.graph, min(valid_h), w, strict), w
+    for h, w in ((min(valid_h), min(valid_w)), (57, 44), (40, 59)):
+        concrete = infer_shapes(net.graph, (3, h, w)).shapes
+        for symbolic, expected in zip(net.shapes, concrete):
+            got = tuple(d if isinstance(d, int) else d.evaluate({"H": h, "W": w}) for d in symbolic)
+            assert got == expected, (h, w)
+    if tail:  # adaptive and global pooling end the size's reach: the output is the same at every size
+        assert all(isinstance(d, int) for d in net.output_shape)

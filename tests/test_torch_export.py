@@ -66,6 +66,15 @@ def test_onnx_export_is_checked_and_runs_at_any_batch_size(tmp_path, capsys, tar
         assert np.allclose(session.run(None, {"input": x})[0], expected, rtol=1e-4, atol=1e-5)
 
 
+def test_onnx_export_of_adaptive_maxpool_is_refused_with_a_place(tmp_path, capsys):
+    source = tmp_path / "pool.net"
+    source.write_text("input 3x9x5\nconv3-4 - adaptive_maxpool(2) - fc2\n")
+    assert main(["compile", str(source), "-o", str(tmp_path / "model.onnx")]) == 1
+    err = capsys.readouterr().err
+    assert "pool.net:2:11: error: adaptive_maxpool1 (adaptive_maxpool(2)) cannot be written as ONNX" in err
+    assert not (tmp_path / "model.onnx").exists()
+
+
 def test_compile_saves_and_loads_weights(tmp_path, capsys):
     saved = tmp_path / "w.safetensors"
     assert main(["compile", "mlp:mlp2", "--seed", "4", "--save-weights", str(saved)]) == 0

@@ -14,11 +14,11 @@ from typing import Any, Mapping
 
 from .base import (DERIVED, IMPLICIT, REQUIRED, AttrSpec, Field, Op, Shape, ShapeProblem,
                    format_shape)
-from .conv import conv_op, deconv_op
+from .conv import conv_op, deconv_op, dwconv_op
 from .dense import FLATTEN, fc_op
 from .elementwise import ACTIVATION_OPS, SOFTMAX
 from .norm import DROPOUT, LAYERSCALE, LRN, RANDOM_IN_TRAINING, STOCHASTIC_DEPTH, bn_op
-from .pool import AVGPOOL, GAP, MAXPOOL
+from .pool import ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, AVGPOOL, GAP, GMP, MAXPOOL
 from .structure import ADD, CONCAT, CROP, INPUT
 
 #: The element-wise activations, usable as layers, as `act=` and as a net's `activation`.
@@ -28,6 +28,7 @@ _RECORDS: tuple[Op, ...] = (
     INPUT, conv_op(ACTIVATIONS), deconv_op(ACTIVATIONS), MAXPOOL, AVGPOOL, GAP, fc_op(ACTIVATIONS),
     bn_op(ACTIVATIONS), LRN, DROPOUT, LAYERSCALE, STOCHASTIC_DEPTH, *ACTIVATION_OPS, SOFTMAX, FLATTEN,
     CROP, CONCAT, ADD,
+    dwconv_op(ACTIVATIONS), ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, GMP,
 )
 
 OPS: Mapping[str, Op] = MappingProxyType({op.name: op for op in _RECORDS})

@@ -46,6 +46,40 @@ class AttrSpec:
     minimum: float | None = None
     maximum: float | None = None  # exclusive
     choices: tuple[str, ...] = ()
+    #: A per-axis attribute (kh) that the shared one (k) states whenever that has a value: the
+    #: printed forms leave it out then (conv3-64 prints as before, conv1x7-192 prints kh and kw).
+    implied_by: str | None = None
+
+
+def stated_attrs(op: "Op", attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes a printed form must state: all but None (conv1x7's k) and a per-axis value
+    its shared attribute already states. Parsing the result back gives the same attributes."""
+    stated = {}
+    for name, value in attrs.items():
+        spec = op.attr(name)
+        if value is None or (spec is not None and spec.implied_by is not None
+                             and attrs[spec.implied_by] is not None):
+            continue
+        stated[name] = value
+    return stated
+
+
+class AttributeProblem(Exception):
+    """Raised by a record's `derive` for attributes that cannot go together; the expander reports
+    the message at the layer."""
+
+    def __init__(self, message: str):
+        super().__init__(message)
+        self.message = message
+
+
+class MissingAttribute(AttributeProblem):
+    """Raised by a record's `derive` when neither an attribute nor what it is derived from was
+    given (conv with neither k nor kh and kw); the expander reports it as `op needs NAME (doc)`."""
+
+    def __init__(self, name: str):
+        super().__init__(name)
+        self.name = name
 
 
 class ShapeProblem(Exception):
@@ -224,7 +258,8 @@ class Worked:
     derived default, an activation fused into the layer.
     """
 
-    quantity: str  # size, height, width, channels, features, params, buffers, MACs, im2col, rf, jump, pad, stride, act
+    quantity: str  # size, height, width, channels, features, params, buffers, MACs, im2col, rf, jump,
+    # pad (pad_h, pad_w), stride, act
     formula: str
     value: "int | Fraction | tuple[int, ...] | str"
     note: str = ""
@@ -355,22 +390,29 @@ def _unused_rows(op, what, size, pad, span, stride) -> str:
             f"stride {stride}")
 
 
-def sliding(op: str, shape: Shape, k: int, stride: int, pad: int, dilation: int, ceil: bool,
+def pair(value) -> tuple:
+    """(height, width) of a window attribute given as one number for both axes or as a pair."""
+    return value if isinstance(value, tuple) else (value, value)
+
+
+def sliding(op: str, shape: Shape, k, stride, pad, dilation: int, ceil: bool,
             warn: Callable[[str], None]) -> tuple[int, int]:
-    """Output height and width; warns once if the window leaves input rows or columns unused."""
+    """Output height and width; warns once if the window leaves input rows or columns unused.
+
+    `k`, `stride` and `pad` are one number for both axes, or (height, width) pairs."""
     _, h, w = shape
-    out_h, rows = window(h, k, stride, pad, dilation, ceil)
-    out_w, cols = window(w, k, stride, pad, dilation, ceil)
+    (kh, kw), (sh, sw), (ph, pw) = pair(k), pair(stride), pair(pad)
+    out_h, rows = window(h, kh, sh, ph, dilation, ceil)
+    out_w, cols = window(w, kw, sw, pw, dilation, ceil)
     if not isinstance(rows, int) or not isinstance(cols, int):
-        span = dilation * (k - 1) + 1
-        for size, unused, what in ((h, rows, "rows"), (w, cols, "columns")):
-            fits(warn, unused, Reason(_unused_rows, op, what, size, pad, span, stride))
+        for size, unused, what, k1, s1, p1 in ((h, rows, "rows", kh, sh, ph), (w, cols, "columns", kw, sw, pw)):
+            fits(warn, unused, Reason(_unused_rows, op, what, size, p1, dilation * (k1 - 1) + 1, s1))
         return out_h, out_w
     if rows or cols:
         parts = [f"{n} {word}{'s' * (n != 1)}" for n, word in ((rows, "row"), (cols, "column")) if n]
-        size = h if rows else w
+        size, k1, s1, p1 = (h, kh, sh, ph) if rows else (w, kw, sw, pw)
         warn(f"{op} leaves {' and '.join(parts)} of the input unused: "
-             f"({size} + 2*{pad} - {dilation * (k - 1) + 1}) is not a multiple of stride {stride}")
+             f"({size} + 2*{p1} - {dilation * (k1 - 1) + 1}) is not a multiple of stride {s1}")
     return out_h, out_w
 
 
@@ -399,14 +441,15 @@ def explain_window(quantity: str, size: int, k: int, stride: int, pad: int, dila
     return Worked(quantity, formula, out, "; ".join(notes))
 
 
-def explain_sliding(shape: Shape, k: int, stride: int, pad: int, dilation: int,
-                    ceil: bool) -> list[Worked]:
-    """The output size of a window over a CxHxW input: one line when H == W, else two."""
+def explain_sliding(shape: Shape, k, stride, pad, dilation: int, ceil: bool) -> list[Worked]:
+    """The output size of a window over a CxHxW input: one line when both axes agree, else two.
+    `k`, `stride` and `pad` are one number or (height, width) pairs, as for sliding()."""
     _, h, w = shape
-    if h == w:
-        return [explain_window("size", h, k, stride, pad, dilation, ceil)]
-    return [explain_window("height", h, k, stride, pad, dilation, ceil),
-            explain_window("width", w, k, stride, pad, dilation, ceil)]
+    (kh, kw), (sh, sw), (ph, pw) = pair(k), pair(stride), pair(pad)
+    if (h, kh, sh, ph) == (w, kw, sw, pw):
+        return [explain_window("size", h, kh, sh, ph, dilation, ceil)]
+    return [explain_window("height", h, kh, sh, ph, dilation, ceil),
+            explain_window("width", w, kw, sw, pw, dilation, ceil)]
 
 
 def explain_window_field(k: int, stride: int, dilation: int, field: Field, result: Field) -> list[Worked]:

@@ -102,3 +102,78 @@ GAP = Op(
     macs=no_macs, receptive_field=whole_input_field, counts_as_activation=True, merge_word=None,
     shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
     colour="#fdd0a2", generate=_gap_generate, explain=_gap_explain)
+
+
+def _gmp_shape(node, inputs, warn):
+    return (image("gmp", inputs[0])[0], 1, 1)
+
+
+def _gmp_explain(node, inputs, out, fields, written):
+    _, h, w = inputs[0]
+    return (Worked("size", "", 1, f"global: one maximum over each {h}x{w} channel"),
+            *explain_whole_field(inputs, fields[0], whole_input_field(node, fields, inputs)))
+
+
+def _gmp_generate(g, shape):
+    if len(shape) != 3:
+        return None
+    return "gmp", (shape[0], 1, 1)
+
+
+GMP = Op(
+    "gmp", "global max pooling: CxHxW -> Cx1x1", (), positional=(),
+    notation=plain_notation("gmp"), derive=no_derived, shape=_gmp_shape, weights=no_weights,
+    macs=no_macs, receptive_field=whole_input_field, counts_as_activation=True, merge_word=None,
+    shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
+    colour="#fdd0a2", generate=_gmp_generate, explain=_gmp_explain)
+
+
+# -- adaptive pooling: a fixed output size from any input size (torch's AdaptiveAvgPool2d) ----------
+
+def adaptive_bounds(size: int, out: int) -> list[tuple[int, int]]:
+    """Output i pools input rows floor(i*size/out) .. ceil((i+1)*size/out) - 1, as torch does;
+    windows overlap when size is not a multiple of out, and repeat rows when size < out."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+def _adaptive_notation(op: str):
+    def notation(a) -> str:
+        return f"{op}({a['size']})"
+    return notation
+
+
+def _adaptive_shape(node, inputs, warn):
+    c, _, _ = image(node.op, inputs[0])
+    return (c, node.attrs["size"], node.attrs["size"])
+
+
+def _adaptive_explain(node, inputs, out, fields, written):
+    _, h, w = inputs[0]
+    o = node.attrs["size"]
+    kind = "average" if node.op == "adaptive_avgpool" else "maximum"
+    return (Worked("size", "", o, f"adaptive: output row i is the {kind} of input rows floor(i*{h}/{o}) "
+                                  f"to ceil((i+1)*{h}/{o}) - 1"),
+            *explain_whole_field(inputs, fields[0], whole_input_field(node, fields, inputs)))
+
+
+def _adaptive_generate(op: str):
+    def generate(g, shape):
+        if len(shape) != 3:
+            return None
+        size = g.draw(g.st.integers(1, 4))
+        return f"{op}({size})", (shape[0], size, size)
+    return generate
+
+
+def _adaptive_op(name: str, doc: str) -> Op:
+    return Op(
+        name, doc, (int_attr("size", doc="output height and width"),), positional=("size",),
+        notation=_adaptive_notation(name), derive=no_derived, shape=_adaptive_shape,
+        weights=no_weights, macs=no_macs, receptive_field=whole_input_field,
+        counts_as_activation=True, merge_word=None, shape_only_inputs=frozenset(), writable=True,
+        activation=False, takes_activation=False, colour="#fdd0a2", generate=_adaptive_generate(name),
+        explain=_adaptive_explain)
+
+
+ADAPTIVE_AVGPOOL = _adaptive_op("adaptive_avgpool", "average pooling to a given output size, from any input size")
+ADAPTIVE_MAXPOOL = _adaptive_op("adaptive_maxpool", "max pooling to a given output size, from any input size")

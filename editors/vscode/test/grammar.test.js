@@ -89,6 +89,17 @@ test("floats, and a comment that ends with its line", async () => {
   ]);
 });
 
+test("non-square, depthwise and adaptive layers", async () => {
+  assert.deepEqual(await tokenize("conv1x7-192 - dwconv3/2 - dwconv1x{k} - adaptive_avgpool(7) - gmp"), [
+    ["conv1x7-192", "support.function.op.slide.netdsl"], ["-", "keyword.operator.netdsl"],
+    ["dwconv3/2", "support.function.op.slide.netdsl"], ["-", "keyword.operator.netdsl"],
+    ["dwconv1x{k}", "support.function.op.slide.netdsl"], ["-", "keyword.operator.netdsl"],
+    ["adaptive_avgpool", "support.function.op.netdsl"], ["(", "punctuation.bracket.netdsl"],
+    ["7", "constant.numeric.integer.netdsl"], [")", "punctuation.bracket.netdsl"],
+    ["-", "keyword.operator.netdsl"], ["gmp", "support.function.op.netdsl"],
+  ]);
+});
+
 const samples = [
   ...fs.readdirSync(path.join(root, "networks")).map((f) => path.join(root, "networks", f)),
   ...fs.readdirSync(path.join(root, "examples")).map((f) => path.join(root, "examples", f)),
