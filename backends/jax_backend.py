@@ -252,11 +252,19 @@ def _add(node, inputs, context):
     return total
 
 
+def _mul(node, inputs, context):
+    product = inputs[0]
+    for x in inputs[1:]:
+        product = product * x  # a Cx1x1 gate broadcasts over height and width
+    return product
+
+
 KERNELS: dict[str, JaxKernel] = {
     "input": _input, "conv": _conv, "deconv": _deconv, "maxpool": _maxpool, "avgpool": _avgpool,
     "gap": _gap, "fc": _fc, "bn": _bn, "lrn": _lrn, "dropout": _dropout, "relu": _relu,
     "tanh": _tanh, "sigmoid": _sigmoid, "lrelu": _lrelu, "elu": _elu, "hardswish": _hardswish, "softmax": _softmax,
     "flatten": _flatten, "crop": _crop, "concat": _concat, "add": _add,
+    "mul": _mul,
 }
 
 

@@ -517,6 +517,29 @@ def _add_backward(node: Node, dy, count, weights):
     return [dy] * count, {}
 
 
+def _mul_forward(node: Node, inputs, weights, state):
+    y = inputs[0]
+    for x in inputs[1:]:
+        y = y * x  # a Cx1x1 gate broadcasts over height and width
+    return y, inputs
+
+
+def _mul_backward(node: Node, dy, inputs, weights):
+    # Each branch's gradient is dy times the other branches; a gate's sums over what it broadcast
+    # to (height and width), as torch's autograd reduces a broadcast operand.
+    grads = []
+    for i, x in enumerate(inputs):
+        d = dy
+        for j, other in enumerate(inputs):
+            if j != i:
+                d = d * other
+        if d.shape != x.shape:
+            d = d.sum(axis=tuple(a for a in range(d.ndim) if x.shape[a] == 1 and d.shape[a] != 1),
+                      keepdims=True)
+        grads.append(d)
+    return grads, {}
+
+
 def _identity_forward(node: Node, inputs, weights, state):
     return inputs[0], None
 
@@ -554,6 +577,7 @@ KERNELS: dict[str, Kernel] = {
     "crop": Kernel(_crop_forward, _crop_backward),
     "concat": Kernel(_concat_forward, _concat_backward),
     "add": Kernel(_add_forward, _add_backward),
+    "mul": Kernel(_mul_forward, _mul_backward),
 }
 
 

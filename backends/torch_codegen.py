@@ -116,6 +116,10 @@ def _add_call(node: Node, module: str, args: list[str], in_place: bool, inputs) 
     return " + ".join(args)
 
 
+def _mul_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    return " * ".join(args)  # a Cx1x1 gate broadcasts, as torchvision's SqueezeExcitation's scale * input
+
+
 def _constant(text: str):
     def module(node: Node, inputs) -> str:
         return text
@@ -147,6 +151,7 @@ KERNELS: dict[str, TorchKernel] = {
     "crop": TorchKernel(None, _crop_call),
     "concat": TorchKernel(None, _concat_call),
     "add": TorchKernel(None, _add_call),
+    "mul": TorchKernel(None, _mul_call),
 }
 
 #: Ops whose own output autograd does not need for backward: a value they make may be overwritten

@@ -42,7 +42,7 @@ class NetDSLLexer(RegexLexer):
             (r"\b(def|net)(\s+)([A-Za-z_][A-Za-z0-9_]*)",
              bygroups(Keyword.Declaration, Whitespace, Name.Function)),
             (words(("use", "input", "activation"), suffix=r"\b"), Keyword.Namespace),
-            (r"(cat|concat|add)(\{)", bygroups(Keyword, Punctuation)),
+            (r"(cat|concat|add|mul)(\{)", bygroups(Keyword, Punctuation)),
             (r"[0-9]+(?:x[0-9]+)+(?![A-Za-z0-9_])", Number.Integer),  # a shape: 3x224x224
             (SLIDE, Name.Builtin),
             (r"(@)((?:input|[A-Za-z_][A-Za-z0-9_]*)(?:\.[A-Za-z_][A-Za-z0-9_]*)*)",

@@ -45,7 +45,8 @@ def test_check_backend_passes(name):
     assert report.cases[:3] == [f"{spec} at {shape}" if shape else spec for spec, shape in LIGHT_NETWORKS]
     assert report.cases[3:] == [f"generated program {i}" for i in range(1, len(report.cases) - 2)]
     assert len(report.cases) >= 3 + 4  # some programs may not meet the preconditions
-    assert {"conv", "maxpool", "avgpool", "fc", "bn", "add", "gap", "concat", "lrn", "relu", "tanh"} <= report.ops
+    # the light networks' ops; which ops 8 generated programs draw changes with every op added
+    assert {"conv", "maxpool", "avgpool", "fc", "bn", "add", "gap", "lrn", "relu", "tanh"} <= report.ops
 
 
 #: float32 against the float32 NumPy reference, in train mode, through batch norm over 2x2 maps

@@ -47,6 +47,9 @@ OP_CASES = [
     ("concat", "cat{ conv1-2(act=none) | conv3-3(act=none) | id }", "2x4x4", False),
     ("add", "add{ conv3-2(act=none) | id | conv1-2(act=none) }", "2x4x4", False),
     ("conv_bn_relu", "conv3-4(bias=false) - bn - fc3", "2x5x5", True),
+    ("mul_gate_first_and_three_branches",
+     "mul{ gap - conv1-3(act=none) | conv3-3(act=none) | id | gap - conv1-3(act=tanh) }", "3x4x5", False),
+    ("mul_equal_shapes_flat", "mul{ fc4(act=none) | fc4(act=tanh) | id }", "4", False),
 ]
 
 

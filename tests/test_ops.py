@@ -31,6 +31,7 @@ SAMPLES = {
     "crop": ("input 3x8x8\na: id - conv3-2(pad=2) - crop(1, like=@a)", "crop1", (2, 8, 8), 0, 0, 3, False),
     "concat": ("input 3x8x8\ncat{ conv1-2 | id }", "cat1", (5, 8, 8), 0, 0, 1, True),
     "add": ("input 3x8x8\nadd{ conv1-3 | id }", "add1", (3, 8, 8), 0, 0, 1, True),
+    "mul": ("input 4x8x8\nmul{ gap - conv1-4 - sigmoid | id }", "mul1", (4, 8, 8), 0, 0, 8, True),
 }
 
 

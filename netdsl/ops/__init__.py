@@ -19,7 +19,7 @@ from .dense import FLATTEN, fc_op
 from .elementwise import ACTIVATION_OPS, SOFTMAX
 from .norm import DROPOUT, LRN, bn_op
 from .pool import AVGPOOL, GAP, MAXPOOL
-from .structure import ADD, CONCAT, CROP, INPUT
+from .structure import ADD, CONCAT, CROP, INPUT, MUL
 
 #: The element-wise activations, usable as layers, as `act=` and as a net's `activation`.
 ACTIVATIONS: tuple[str, ...] = tuple(op.name for op in ACTIVATION_OPS)
@@ -27,13 +27,15 @@ ACTIVATIONS: tuple[str, ...] = tuple(op.name for op in ACTIVATION_OPS)
 _RECORDS: tuple[Op, ...] = (
     INPUT, conv_op(ACTIVATIONS), deconv_op(ACTIVATIONS), MAXPOOL, AVGPOOL, GAP, fc_op(ACTIVATIONS),
     bn_op(ACTIVATIONS), LRN, DROPOUT, *ACTIVATION_OPS, SOFTMAX, FLATTEN, CROP, CONCAT, ADD,
+    MUL,
 )
 
 OPS: Mapping[str, Op] = MappingProxyType({op.name: op for op in _RECORDS})
 if len(OPS) != len(_RECORDS):  # pragma: no cover - a record written twice
     raise ImportError("two op records share a name")
 
-#: Merge words as written before `{`: add{ a | b }, cat{ a | b } (concat{ is the long form of cat{).
+#: Merge words as written before `{`: add{ a | b }, cat{ a | b }, mul{ a | b } (concat{ is the long
+#: form of cat{).
 MERGE_WORDS: Mapping[str, str] = MappingProxyType(
     {**{op.merge_word: op.name for op in _RECORDS if op.merge_word}, "concat": "concat"})
 
