@@ -259,12 +259,34 @@ def _mul(node, inputs, context):
     return product
 
 
+def _channels(node, inputs, context):
+    return inputs[0][:, node.attrs["start"]:node.attrs["end"]]
+
+
+def _shuffle(node, inputs, context):
+    x = inputs[0]
+    g = node.attrs["groups"]
+    return x.reshape(x.shape[0], g, x.shape[1] // g, *x.shape[2:]).swapaxes(1, 2).reshape(x.shape)
+
+
+def _upsample(node, inputs, context):
+    # torch's F.interpolate as two matrices, built by the NumPy reference at trace time (shapes
+    # are static under jit)
+    from netdsl.backends.numpy_backend import upsample_matrices
+    x = inputs[0]
+    f = node.attrs["factor"]
+    out = inputs[1].shape[2:] if len(inputs) == 2 else (x.shape[2] * f, x.shape[3] * f)
+    rows, columns = upsample_matrices(node, x.shape, out, np.dtype(x.dtype))
+    return jnp.einsum("oh,nchw,pw->ncop", jnp.asarray(rows), x, jnp.asarray(columns),
+                      precision=lax.Precision.HIGHEST)
+
+
 KERNELS: dict[str, JaxKernel] = {
     "input": _input, "conv": _conv, "deconv": _deconv, "maxpool": _maxpool, "avgpool": _avgpool,
     "gap": _gap, "fc": _fc, "bn": _bn, "lrn": _lrn, "dropout": _dropout, "relu": _relu,
     "tanh": _tanh, "sigmoid": _sigmoid, "lrelu": _lrelu, "elu": _elu, "hardswish": _hardswish, "softmax": _softmax,
     "flatten": _flatten, "crop": _crop, "concat": _concat, "add": _add,
-    "mul": _mul,
+    "mul": _mul, "channels": _channels, "shuffle": _shuffle, "upsample": _upsample,
 }
 
 

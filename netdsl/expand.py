@@ -568,7 +568,8 @@ class _Expander:
             else:
                 value = attr.default
             if attr.kind == "ref":
-                inputs.append(value)
+                if value is not None:  # an optional reference not given (upsample's like)
+                    inputs.append(value)
             else:
                 attrs[attr.name] = value
         spec.derive(attrs)

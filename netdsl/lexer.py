@@ -16,7 +16,8 @@ __all__ = ["NetDSLLexer"]
 
 #: The ops a user writes, the aliases and `id` (netdsl.ops: OPS with writable=True, ALIASES).
 OP_NAMES = ("conv", "deconv", "maxpool", "avgpool", "gap", "fc", "bn", "lrn", "dropout", "relu", "tanh",
-            "sigmoid", "lrelu", "elu", "hardswish", "softmax", "flatten", "crop", "pool", "id")
+            "sigmoid", "lrelu", "elu", "hardswish", "softmax", "flatten", "crop", "pool", "id",
+            "channels", "shuffle", "upsample")
 CONSTANTS = ("true", "false", "none")
 _VALUE = r"(?:[0-9]+|[A-Za-z_][A-Za-z0-9_]*|\{[^{}\n]*\})"
 _NUMBER = r"(?:[0-9]+|\{[^{}\n]*\})"

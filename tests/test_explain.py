@@ -175,6 +175,8 @@ net every = conv3-8(dilation=2) - bn - lrn(3) - relu - maxpool3/2(pad=1, ceil)
     - p: avgpool3/1(pad=1) - cat{ conv1-4 | conv3-4(act=lrelu) | id }
     - add{ conv3-16 - elu | id } - sigmoid
     - u: deconv4-16/2 - crop(1, like=@p) - dropout(0.3) - ACTIVATIONS
+    - mul{ id | gap - conv1-16 - sigmoid } - cat{ channels(0, 8) | channels(8, 16) - conv1-8 } - shuffle(2)
+    - v: upsample(2, mode=bilinear) - maxpool2/2 - upsample(like=@v)
     - gap - flatten - fc10 - softmax
 """
 

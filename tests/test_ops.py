@@ -32,6 +32,9 @@ SAMPLES = {
     "concat": ("input 3x8x8\ncat{ conv1-2 | id }", "cat1", (5, 8, 8), 0, 0, 1, True),
     "add": ("input 3x8x8\nadd{ conv1-3 | id }", "add1", (3, 8, 8), 0, 0, 1, True),
     "mul": ("input 4x8x8\nmul{ gap - conv1-4 - sigmoid | id }", "mul1", (4, 8, 8), 0, 0, 8, True),
+    "channels": ("input 6x8x8\nconv3-6 - channels(2, 5)", "channels1", (3, 8, 8), 0, 0, 3, False),
+    "shuffle": ("input 6x8x8\nconv3-6 - shuffle(3)", "shuffle1", (6, 8, 8), 0, 0, 3, True),
+    "upsample": ("input 3x4x4\nconv3-3/2 - upsample(2, mode=bilinear)", "upsample1", (3, 4, 4), 0, 0, 5, True),
 }
 
 

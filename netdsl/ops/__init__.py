@@ -14,12 +14,14 @@ from typing import Any, Mapping
 
 from .base import (DERIVED, IMPLICIT, REQUIRED, AttrSpec, Field, Op, Shape, ShapeProblem,
                    format_shape)
+from .channels import CHANNELS, SHUFFLE
 from .conv import conv_op, deconv_op
 from .dense import FLATTEN, fc_op
 from .elementwise import ACTIVATION_OPS, SOFTMAX
 from .norm import DROPOUT, LRN, bn_op
 from .pool import AVGPOOL, GAP, MAXPOOL
 from .structure import ADD, CONCAT, CROP, INPUT, MUL
+from .upsample import UPSAMPLE
 
 #: The element-wise activations, usable as layers, as `act=` and as a net's `activation`.
 ACTIVATIONS: tuple[str, ...] = tuple(op.name for op in ACTIVATION_OPS)
@@ -27,7 +29,7 @@ ACTIVATIONS: tuple[str, ...] = tuple(op.name for op in ACTIVATION_OPS)
 _RECORDS: tuple[Op, ...] = (
     INPUT, conv_op(ACTIVATIONS), deconv_op(ACTIVATIONS), MAXPOOL, AVGPOOL, GAP, fc_op(ACTIVATIONS),
     bn_op(ACTIVATIONS), LRN, DROPOUT, *ACTIVATION_OPS, SOFTMAX, FLATTEN, CROP, CONCAT, ADD,
-    MUL,
+    MUL, CHANNELS, SHUFFLE, UPSAMPLE,
 )
 
 OPS: Mapping[str, Op] = MappingProxyType({op.name: op for op in _RECORDS})

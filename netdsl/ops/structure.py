@@ -227,10 +227,9 @@ def _mul_generate(g, shape):
 
 def _mul_explain(node, inputs, out, fields, written):
     gates = [str(i) for i, shape in enumerate(inputs, 1) if is_gate(shape) and shape != out]
-    lines = [Worked("size", "", format_shape(out),
-                    f"branch{'es' * (len(gates) > 1)} {', '.join(gates)} (Cx1x1) scale each channel "
-                    f"at every pixel" if gates else "element by element")]
-    return (*lines, *_merge_explain(node, inputs, out, fields, written))
+    how = (f"branch{'es' * (len(gates) > 1)} {', '.join(gates)} (Cx1x1) scale{'s' * (len(gates) == 1)} "
+           f"each channel at every pixel" if gates else "element by element")
+    return (Worked("channels", "", out[0], how), *_merge_explain(node, inputs, out, fields, written))
 
 
 MUL = Op(
