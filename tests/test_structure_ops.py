@@ -240,3 +240,18 @@ def test_upsample_errors(program, message):
     with pytest.raises(NetDSLShapeError) as error:
         netdsl.parse(program, input="3x4x4")
     assert error.value.message == message
+
+
+@pytest.mark.parametrize("backend", ["numpy", "torch", "jax"])
+def test_the_conformance_kit_passes_on_the_structure_ops(backend):
+    """tests/data/structure_ops.net (every op above, both upsample modes) in the kit, both modes and
+    dtypes: the heavy tier adds it to the shipped networks, whose generated programs need not draw
+    these ops."""
+    from conftest import ROOT
+    from netdsl.testing import check_backend
+    if backend == "jax":
+        pytest.importorskip("jax")
+    path = str(ROOT / "tests" / "data" / "structure_ops.net")
+    for dtype in ("float64", "float32"):
+        report = check_backend(backend, networks=((path, None),), examples=0, dtype=dtype)
+        assert {"mul", "channels", "shuffle", "upsample"} <= report.ops
