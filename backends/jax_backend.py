@@ -317,6 +317,35 @@ def _add(node, inputs, context):
     return total
 
 
+def _mul(node, inputs, context):
+    product = inputs[0]
+    for x in inputs[1:]:
+        product = product * x  # a Cx1x1 gate broadcasts over height and width
+    return product
+
+
+def _channels(node, inputs, context):
+    return inputs[0][:, node.attrs["start"]:node.attrs["end"]]
+
+
+def _shuffle(node, inputs, context):
+    x = inputs[0]
+    g = node.attrs["groups"]
+    return x.reshape(x.shape[0], g, x.shape[1] // g, *x.shape[2:]).swapaxes(1, 2).reshape(x.shape)
+
+
+def _upsample(node, inputs, context):
+    # torch's F.interpolate as two matrices, built by the NumPy reference at trace time (shapes
+    # are static under jit)
+    from netdsl.backends.numpy_backend import upsample_matrices
+    x = inputs[0]
+    f = node.attrs["factor"]
+    out = inputs[1].shape[2:] if len(inputs) == 2 else (x.shape[2] * f, x.shape[3] * f)
+    rows, columns = upsample_matrices(node, x.shape, out, np.dtype(x.dtype))
+    return jnp.einsum("oh,nchw,pw->ncop", jnp.asarray(rows), x, jnp.asarray(columns),
+                      precision=lax.Precision.HIGHEST)
+
+
 KERNELS: dict[str, JaxKernel] = {
     "input": _input, "conv": _conv, "deconv": _deconv, "maxpool": _maxpool, "avgpool": _avgpool,
     "gap": _gap, "fc": _fc, "bn": _bn, "lrn": _lrn, "dropout": _dropout, "relu": _relu,
@@ -325,6 +354,7 @@ KERNELS: dict[str, JaxKernel] = {
     "layerscale": _layerscale, "stochastic_depth": _stochastic_depth, "softmax": _softmax,
     "flatten": _flatten, "crop": _crop, "concat": _concat, "add": _add,
     "dwconv": _conv, "adaptive_avgpool": _adaptive_pool, "adaptive_maxpool": _adaptive_pool, "gmp": _gmp,
+    "mul": _mul, "channels": _channels, "shuffle": _shuffle, "upsample": _upsample,
 }
 
 

@@ -854,6 +854,109 @@ def _add_backward(node: Node, dy, count, weights):
     return [dy] * count, {}
 
 
+def _mul_forward(node: Node, inputs, weights, state):
+    y = inputs[0]
+    for x in inputs[1:]:
+        y = y * x  # a Cx1x1 gate broadcasts over height and width
+    return y, inputs
+
+
+def _mul_backward(node: Node, dy, inputs, weights):
+    # Each branch's gradient is dy times the other branches; a gate's sums over what it broadcast
+    # to (height and width), as torch's autograd reduces a broadcast operand.
+    grads = []
+    for i, x in enumerate(inputs):
+        d = dy
+        for j, other in enumerate(inputs):
+            if j != i:
+                d = d * other
+        if d.shape != x.shape:
+            d = d.sum(axis=tuple(a for a in range(d.ndim) if x.shape[a] == 1 and d.shape[a] != 1),
+                      keepdims=True)
+        grads.append(d)
+    return grads, {}
+
+
+def _channels_forward(node: Node, inputs, weights, state):
+    a = node.attrs
+    return inputs[0][a["start"]:a["end"]], inputs[0].shape  # channels lead: a contiguous view
+
+
+def _channels_backward(node: Node, dy, shape, weights):
+    a = node.attrs
+    dx = np.zeros(shape, dtype=dy.dtype)
+    dx[a["start"]:a["end"]] = dy
+    return [dx], {}
+
+
+def _shuffle(x: np.ndarray, groups: int) -> np.ndarray:
+    """torchvision's channel_shuffle on channels-first arrays: output channel j*groups + i is input
+    channel i*(C/groups) + j."""
+    c = x.shape[0]
+    return np.ascontiguousarray(x.reshape(groups, c // groups, *x.shape[1:]).swapaxes(0, 1)).reshape(x.shape)
+
+
+def _shuffle_backward(node: Node, dy, cache, weights):
+    return [_shuffle(dy, dy.shape[0] // node.attrs["groups"])], {}  # the inverse permutation
+
+
+def resample_matrix(n_in: int, n_out: int, mode: str, align_corners: bool, factor: int | None,
+                    dtype) -> np.ndarray:
+    """The (n_out, n_in) matrix of torch's F.interpolate along one axis: one 1 per row for nearest,
+    two weights for bilinear. `factor` is the scale_factor torch was given (None when it was given
+    a size). The source positions are computed as torch's CPU kernels compute them: nearest in
+    float32 whatever the dtype (with its exact-copy and exact-double shortcuts), bilinear in the
+    tensor's dtype, so the same pixels are read."""
+    dtype = np.dtype(dtype)
+    dst = np.arange(n_out)
+    matrix = np.zeros((n_out, n_in), dtype=dtype)
+    if mode == "nearest":
+        if n_out == n_in:
+            src = dst
+        elif n_out == 2 * n_in:
+            src = dst >> 1
+        else:
+            f32 = np.float32
+            scale = f32(1.0 / factor) if factor else f32(n_in) / f32(n_out)
+            src = np.minimum(np.floor(dst.astype(f32) * scale).astype(np.int64), n_in - 1)
+        matrix[dst, src] = 1
+        return matrix
+    t = dtype.type
+    if align_corners:
+        real = (t(n_in - 1) / t(n_out - 1) if n_out > 1 else t(0)) * dst.astype(dtype)
+    else:
+        scale = t(1.0 / factor) if factor else t(n_in) / t(n_out)
+        real = np.maximum(scale * (dst.astype(dtype) + t(0.5)) - t(0.5), t(0))
+    first = np.minimum(np.floor(real).astype(np.int64), n_in - 1)
+    weight = np.minimum(np.maximum(real - first.astype(dtype), t(0)), t(1))
+    np.add.at(matrix, (dst, first), t(1) - weight)
+    np.add.at(matrix, (dst, first + (first < n_in - 1)), weight)  # the last pixel twice at the edge
+    return matrix
+
+
+def upsample_matrices(node: Node, shape: tuple, out: tuple, dtype) -> tuple[np.ndarray, np.ndarray]:
+    """The height and width matrices of an upsample from (..., H, W) to (..., Ho, Wo)."""
+    a = node.attrs
+    factor = a["factor"] if len(node.inputs) == 1 else None  # torch gets a size from `like`
+    return tuple(resample_matrix(n_in, n_out, a["mode"], a["align_corners"], factor, dtype)
+                 for n_in, n_out in zip(shape[-2:], out))
+
+
+def _upsample_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    a = node.attrs
+    out = inputs[1].shape[2:] if len(inputs) == 2 else (x.shape[2] * a["factor"], x.shape[3] * a["factor"])
+    rows, columns = upsample_matrices(node, x.shape, out, x.dtype)
+    # separable: y = rows @ x @ columns^T per channel and image; backward is the transpose
+    return np.matmul(rows, np.matmul(x, columns.T)), (rows, columns, [i.shape for i in inputs])
+
+
+def _upsample_backward(node: Node, dy, cache, weights):
+    rows, columns, shapes = cache
+    dx = np.matmul(rows.T, np.matmul(dy, columns))
+    return [dx, *(np.zeros(shape, dtype=dy.dtype) for shape in shapes[1:])], {}  # `like`: size only
+
+
 def _identity_forward(node: Node, inputs, weights, state):
     return inputs[0], None
 
@@ -905,6 +1008,11 @@ KERNELS: dict[str, Kernel] = {
     "adaptive_avgpool": Kernel(_adaptive_avgpool_forward, _adaptive_avgpool_backward),
     "adaptive_maxpool": Kernel(_adaptive_maxpool_forward, _adaptive_maxpool_backward),
     "gmp": Kernel(_gmp_forward, _gmp_backward),
+    "mul": Kernel(_mul_forward, _mul_backward),
+    "channels": Kernel(_channels_forward, _channels_backward),
+    "shuffle": Kernel(lambda node, inputs, weights, state: (_shuffle(inputs[0], node.attrs["groups"]), None),
+                      _shuffle_backward),
+    "upsample": Kernel(_upsample_forward, _upsample_backward),
 }
 
 

@@ -45,7 +45,8 @@ class TorchKernel:
     """How one op lowers to torch.
 
     module(node, input shapes) -> the constructor source of its nn.Module, or None when forward
-    computes it functionally; call(node, module, args, in_place) -> the forward expression;
+    computes it functionally (the kernel's module None, or returning None for that node);
+    call(node, module, args, in_place) -> the forward expression;
     fused -> for activations, the in-place functional form applied to a layer's own output.
     support -> for a layer torch.nn lacks, the source of the small nn.Module class that the
     generated file defines for it (and that `module` constructs), so the file still needs only torch.
@@ -168,6 +169,33 @@ _STOCHASTIC_DEPTH = '''class StochasticDepth(nn.Module):
 def _layerscale(node: Node, inputs) -> str:
     shape = (inputs[0][0], 1, 1) if len(inputs[0]) == 3 else (inputs[0][0],)
     return f"LayerScale({shape!r}, {node.attrs['init']!r})"
+def _mul_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    return " * ".join(args)  # a Cx1x1 gate broadcasts, as torchvision's SqueezeExcitation's scale * input
+
+
+def _channels_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    return f"{args[0]}[:, {node.attrs['start']}:{node.attrs['end']}]"
+
+
+def _shuffle_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    # torchvision's channel_shuffle: view as (N, groups, C/groups, ...), transpose 1 and 2, flatten
+    return f"{args[0]}.unflatten(1, ({node.attrs['groups']}, -1)).transpose(1, 2).flatten(1, 2)"
+
+
+def _upsample_module(node: Node, inputs) -> str | None:
+    a = node.attrs
+    if len(inputs) == 2:
+        return None  # to the `like` tensor's size: F.interpolate in forward
+    corners = f", align_corners={a['align_corners']}" if a["mode"] == "bilinear" else ""
+    return f"nn.Upsample(scale_factor={a['factor']}, mode={a['mode']!r}{corners})"
+
+
+def _upsample_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    a = node.attrs
+    if len(args) == 1:
+        return f"{module}({args[0]})"
+    corners = f", align_corners={a['align_corners']}" if a["mode"] == "bilinear" else ""
+    return f"F.interpolate({args[0]}, size={args[1]}.shape[2:], mode={a['mode']!r}{corners})"
 
 
 def _constant(text: str):
@@ -214,6 +242,10 @@ KERNELS: dict[str, TorchKernel] = {
     "adaptive_avgpool": TorchKernel(lambda node, inputs: f"nn.AdaptiveAvgPool2d({node.attrs['size']})"),
     "adaptive_maxpool": TorchKernel(lambda node, inputs: f"nn.AdaptiveMaxPool2d({node.attrs['size']})"),
     "gmp": TorchKernel(_constant("nn.AdaptiveMaxPool2d(1)")),
+    "mul": TorchKernel(None, _mul_call),
+    "channels": TorchKernel(None, _channels_call),
+    "shuffle": TorchKernel(None, _shuffle_call),
+    "upsample": TorchKernel(_upsample_module, _upsample_call),
 }
 
 #: Ops whose own output autograd does not need for backward: a value they make may be overwritten
@@ -411,6 +443,8 @@ class _Lowering:
             if kernel.module is None:
                 continue
             expression = kernel.module(node, [self.shapes[i] for i in node.inputs])
+            if expression is None:  # this use of the op is computed in forward (upsample to `like`)
+                continue
             if kernel.in_place_module and _overwritable(self.graph, self.readers, node.inputs[0]):
                 expression = expression[:-1] + (", " if expression[-2] != "(" else "") + "inplace=True)"
             local = node.name.rsplit(".", 1)[-1]

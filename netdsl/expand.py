@@ -562,8 +562,8 @@ class _Expander:
         op_name, preset = ALIASES.get(atom.name, (atom.name, {}))
         spec = OPS[op_name]
         if not spec.writable:
-            hint = {"add": "write add{ a | b }", "concat": "write cat{ a | b }",
-                    "input": "use @input to start a branch from the input"}[op_name]
+            hint = (f"write {spec.merge_word}{{ a | b }}" if spec.merge_word
+                    else "use @input to start a branch from the input")
             raise NetDSLNameError(f"{atom.name} is not written as a layer", atom.span, [hint])
         given: dict[str, tuple[object, Span]] = {key: (value, atom.span) for key, value in preset.items()}
 
@@ -614,7 +614,8 @@ class _Expander:
             else:
                 value = attr.default
             if attr.kind == "ref":
-                inputs.append(value)
+                if value is not None:  # an optional reference not given (upsample's like)
+                    inputs.append(value)
             else:
                 attrs[attr.name] = value
         try:

@@ -15,7 +15,7 @@ import dataclasses
 from .errors import NetDSLNameError
 from .ir import Graph, freeze_attrs
 from .network import Network
-from .ops import WEIGHT_OPS
+from .ops import OPS, WEIGHT_OPS
 
 
 def head_layer(network: Network):
@@ -25,7 +25,7 @@ def head_layer(network: Network):
     for node in reversed(graph.nodes):
         if node.op in WEIGHT_OPS:
             return node
-        if node.op in ("concat", "add") or len(readers[node.id]) > 1:
+        if OPS[node.op].merge_word or len(readers[node.id]) > 1:
             break
     raise NetDSLNameError(f"{network.name} has no single output layer to replace",
                           notes=["a head is the last fc or conv before the output"])

@@ -18,7 +18,8 @@ __all__ = ["NetDSLLexer"]
 OP_NAMES = ("conv", "deconv", "maxpool", "avgpool", "gap", "fc", "bn", "lrn", "dropout", "relu", "tanh",
             "sigmoid", "lrelu", "elu", "hardswish", "relu6", "hardsigmoid", "silu", "gelu", "gelu_tanh",
             "layerscale", "stochastic_depth", "softmax", "flatten", "crop", "pool", "id",
-            "dwconv", "adaptive_avgpool", "adaptive_maxpool", "gmp")
+            "dwconv", "adaptive_avgpool", "adaptive_maxpool", "gmp",
+            "channels", "shuffle", "upsample")
 CONSTANTS = ("true", "false", "none")
 _VALUE = r"(?:[0-9]+|[A-Za-z_][A-Za-z0-9_]*|\{[^{}\n]*\})"
 _NUMBER = r"(?:[0-9]+|\{[^{}\n]*\})"
@@ -46,7 +47,7 @@ class NetDSLLexer(RegexLexer):
             (r"\b(def|net)(\s+)([A-Za-z_][A-Za-z0-9_]*)",
              bygroups(Keyword.Declaration, Whitespace, Name.Function)),
             (words(("use", "input", "activation"), suffix=r"\b"), Keyword.Namespace),
-            (r"(cat|concat|add)(\{)", bygroups(Keyword, Punctuation)),
+            (r"(cat|concat|add|mul)(\{)", bygroups(Keyword, Punctuation)),
             (r"[0-9]+(?:x[0-9]+)+(?![A-Za-z0-9_])", Number.Integer),  # a shape: 3x224x224
             (SLIDE, Name.Builtin),
             (r"(@)((?:input|[A-Za-z_][A-Za-z0-9_]*)(?:\.[A-Za-z_][A-Za-z0-9_]*)*)",

@@ -221,7 +221,7 @@ def _check_nesting(source: Source, max_nesting: int) -> None:
 _TERMINAL_NAMES = {
     "NAME": "a name", "SLIDE": "a layer such as conv3-64", "INT": "an integer", "FLOAT": "a number",
     "SHAPE": "a shape such as 3x224x224", "STRING": 'a quoted path such as "vgg.net"',
-    "MERGE": "cat{ or add{", "$END": "end of input", "INPUT_KW": "'input'",
+    "MERGE": "cat{, add{ or mul{", "$END": "end of input", "INPUT_KW": "'input'",
 }
 
 
@@ -270,7 +270,7 @@ def _syntax_error(source: Source, error: UnexpectedInput, offset: int, end: int)
 
 _SLIDE_KINDS = ("conv", "deconv", "dwconv", "maxpool", "avgpool", "fc")
 _NON_SQUARE_KINDS = ("conv", "dwconv")  # conv1x7-192, dwconv1x7
-_MERGE_WORDS = ("cat", "add")
+_MERGE_WORDS = ("cat", "add", "mul")
 # The word that ends just before an error: a layer typed wrongly (cnov3-64, conv3x3-64, maxpol2/2,
 # Conv3-64) splits into a name and leftovers the grammar rejects one token later.
 _WORD_BEFORE = re.compile(r"([A-Za-z_][A-Za-z0-9_]*?)([0-9]+(?:x[0-9]+)*)?(-[A-Za-z0-9_]*)?(/[A-Za-z0-9_]*)?"
@@ -290,10 +290,11 @@ def _typo_hint(text: str, pos: int) -> str | None:
             close = suggest(word.group(1), _MERGE_WORDS)
             merge = f"did you mean {close}{{? " if close else ""
             return f"{merge}{word.group(1)}{{ is not a merge: the merges are cat{{ a | b }} " \
-                   f"(channels side by side) and add{{ a | b }} (elementwise sum)"
+                   f"(channels side by side), add{{ a | b }} (elementwise sum) and mul{{ a | b }} " \
+                   f"(elementwise product)"
         return None
     if re.search(r"\}\s*\(\s*[A-Za-z_0-9]*\s*$", before):
-        return "a merge takes no arguments: cat{ a | b } and add{ a | b } are written bare"
+        return "a merge takes no arguments: cat{ a | b }, add{ a | b } and mul{ a | b } are written bare"
     match = _WORD_BEFORE.search(before)
     if match is None or match.start() > 0 and before[match.start() - 1] not in " \t\n([{|-:*":
         return None

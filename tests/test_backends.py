@@ -3,6 +3,7 @@ conformance kit (netdsl.testing.check_backend), the kit bites, and the modules d
 netdsl/backend.py promises (weights in and out, freeze, writers, train/eval)."""
 import functools
 import importlib.metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -17,6 +18,8 @@ from netdsl.testing import SHIPPED_NETWORKS, BackendMismatch, check_backend
 #: alone costs JAX ~40 s of XLA compilation on 2 cores) and 100 programs, in both dtypes.
 LIGHT_NETWORKS = (("lenet5", None), ("resnet:resnet18", "3x64x64"), ("alexnet:alexnet", "3x67x67"))
 BACKENDS = ["numpy", "jax", "torch"]
+#: mul{}, channels, shuffle and upsample in one small network (tests/test_structure_ops.py runs it)
+STRUCTURE_OPS = str(Path(__file__).parent / "data" / "structure_ops.net")
 
 
 def _kernels(name: str):
@@ -45,7 +48,8 @@ def test_check_backend_passes(name):
     assert report.cases[:3] == [f"{spec} at {shape}" if shape else spec for spec, shape in LIGHT_NETWORKS]
     assert report.cases[3:] == [f"generated program {i}" for i in range(1, len(report.cases) - 2)]
     assert len(report.cases) >= 3 + 4  # some programs may not meet the preconditions
-    assert {"conv", "maxpool", "avgpool", "fc", "bn", "add", "gap", "concat", "lrn", "relu", "tanh"} <= report.ops
+    # the light networks' ops; which ops 8 generated programs draw changes with every op added
+    assert {"conv", "maxpool", "avgpool", "fc", "bn", "add", "gap", "lrn", "relu", "tanh"} <= report.ops
 
 
 #: The window ops of issue 12 on sizes that exercise them: kernels, strides and padding that
@@ -82,7 +86,8 @@ EVERYTHING = [(name, "float64") for name in ("numpy", "jax", "torch")] + [
 def test_check_backend_passes_everything(name, dtype):
     if name == "jax":
         pytest.importorskip("jax")
-    report = check_backend(name, networks=SHIPPED_NETWORKS, examples=40, dtype=dtype)
+    # 40 generated programs need not draw every op: the structure ops' network draws issue 12's
+    report = check_backend(name, networks=SHIPPED_NETWORKS + ((STRUCTURE_OPS, None),), examples=40, dtype=dtype)
     assert report.ops == set(OPS)
 
 

@@ -116,7 +116,7 @@ CASES = [
     ("typo_op_case", "conv3-8 - Relu", {}),
     ("typo_definition", "def block(c) = conv3-c\nbolck(8)", {}),
     ("typo_label", "s1: conv3-8 - add{ id | @s2 }", {}),
-    ("typo_merge_word", "conv3-8 - mul{ id | relu }", {}),
+    ("typo_merge_word", "conv3-8 - mull{ id | relu }", {}),
     ("typo_merge_arguments", "conv3-8 - cat{ id | relu }(groups=2)", {}),
     ("typo_net_name", "net stage = relu", {"net": "stag"}),
     # hostile text is shown, not obeyed: clipped and with control characters escaped

@@ -71,6 +71,18 @@ OP_CASES = [
     ("adaptive_maxpool_overlap", "adaptive_maxpool(3)", "2x5x7", False),
     ("adaptive_maxpool_upsample", "adaptive_maxpool(4)", "2x3x2", False),
     ("gmp", "gmp", "3x4x5", False),
+    ("mul_gate_first_and_three_branches",
+     "mul{ gap - conv1-3(act=none) | conv3-3(act=none) | id | gap - conv1-3(act=tanh) }", "3x4x5", False),
+    ("mul_equal_shapes_flat", "mul{ fc4(act=none) | fc4(act=tanh) | id }", "4", False),
+    ("channel_split_and_shuffle",
+     "cat{ channels(0, 2) | channels(2, 4) - conv3-2(act=tanh) } - shuffle(2) - conv1-4(act=none)", "4x3x4", False),
+    ("channels_flat", "channels(1, 4) - fc3(act=none)", "5", False),
+    ("shuffle_flat", "fc6(act=none) - shuffle(3)", "4", False),
+    ("upsample_nearest_3", "upsample(3) - conv3-2(act=none)", "2x3x4", False),
+    ("upsample_bilinear_align_corners", "upsample(2, mode=bilinear, align_corners=true)", "2x3x4", False),
+    ("upsample_like_bilinear", "x: conv3-2(act=none) - avgpool2/2(ceil) - upsample(like=@x, mode=bilinear) "
+     "- conv1-2(act=none)", "2x5x7", False),
+    ("upsample_like_nearest", "x: conv1-2(act=none) - avgpool3/3(ceil) - upsample(like=@x)", "2x7x5", False),
 ]
 
 

@@ -42,6 +42,10 @@ SAMPLES = {
     "adaptive_avgpool": ("input 3x8x8\nadaptive_avgpool(3)", "adaptive_avgpool1", (3, 3, 3), 0, 0, 8, True),
     "adaptive_maxpool": ("input 3x7x7\nadaptive_maxpool(2)", "adaptive_maxpool1", (3, 2, 2), 0, 0, 7, True),
     "gmp": ("input 3x8x8\ngmp", "gmp1", (3, 1, 1), 0, 0, 8, True),
+    "mul": ("input 4x8x8\nmul{ gap - conv1-4 - sigmoid | id }", "mul1", (4, 8, 8), 0, 0, 8, True),
+    "channels": ("input 6x8x8\nconv3-6 - channels(2, 5)", "channels1", (3, 8, 8), 0, 0, 3, False),
+    "shuffle": ("input 6x8x8\nconv3-6 - shuffle(3)", "shuffle1", (6, 8, 8), 0, 0, 3, True),
+    "upsample": ("input 3x4x4\nconv3-3/2 - upsample(2, mode=bilinear)", "upsample1", (3, 4, 4), 0, 0, 5, True),
 }
 
 

@@ -81,9 +81,9 @@ FRONT_END = [
     ("invalid_utf8", b"input 8\nfc8 - \xff\xfe\n", "case.net:2:7: error: not UTF-8 text (byte 0xff)"),
     ("typo_op", "input 3x8x8\nconv3-8 - cnov3-64", "note: did you mean conv3-64? (cnov3-64 is not a layer)"),
     ("typo_pool", "input 3x8x8\nmaxpol2/2", "note: did you mean maxpool2/2? (maxpol2/2 is not a layer)"),
-    ("mul_merge", "input 3x8x8\nconv3-8 - mul{ id | relu }", "note: mul{ is not a merge"),
+    ("sum_merge", "input 3x8x8\nconv3-8 - sum{ id | relu }", "note: sum{ is not a merge"),
     ("merge_arguments", "input 3x8x8\ncat{ id | relu }(groups=2)",
-     "note: a merge takes no arguments: cat{ a | b } and add{ a | b } are written bare"),
+     "note: a merge takes no arguments: cat{ a | b }, add{ a | b } and mul{ a | b } are written bare"),
     ("label_typo", "input 3x8x8\ns1: conv3-8 - add{ id | @s2 }", "note: did you mean @s1?"),
 ]
 

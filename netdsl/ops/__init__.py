@@ -14,12 +14,14 @@ from typing import Any, Mapping
 
 from .base import (DERIVED, IMPLICIT, REQUIRED, AttrSpec, Field, Op, Shape, ShapeProblem,
                    format_shape)
+from .channels import CHANNELS, SHUFFLE
 from .conv import conv_op, deconv_op, dwconv_op
 from .dense import FLATTEN, fc_op
 from .elementwise import ACTIVATION_OPS, SOFTMAX
 from .norm import DROPOUT, LAYERSCALE, LRN, RANDOM_IN_TRAINING, STOCHASTIC_DEPTH, bn_op
 from .pool import ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, AVGPOOL, GAP, GMP, MAXPOOL
-from .structure import ADD, CONCAT, CROP, INPUT
+from .structure import ADD, CONCAT, CROP, INPUT, MUL
+from .upsample import UPSAMPLE
 
 #: The element-wise activations, usable as layers, as `act=` and as a net's `activation`.
 ACTIVATIONS: tuple[str, ...] = tuple(op.name for op in ACTIVATION_OPS)
@@ -29,13 +31,15 @@ _RECORDS: tuple[Op, ...] = (
     bn_op(ACTIVATIONS), LRN, DROPOUT, LAYERSCALE, STOCHASTIC_DEPTH, *ACTIVATION_OPS, SOFTMAX, FLATTEN,
     CROP, CONCAT, ADD,
     dwconv_op(ACTIVATIONS), ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, GMP,
+    MUL, CHANNELS, SHUFFLE, UPSAMPLE,
 )
 
 OPS: Mapping[str, Op] = MappingProxyType({op.name: op for op in _RECORDS})
 if len(OPS) != len(_RECORDS):  # pragma: no cover - a record written twice
     raise ImportError("two op records share a name")
 
-#: Merge words as written before `{`: add{ a | b }, cat{ a | b } (concat{ is the long form of cat{).
+#: Merge words as written before `{`: add{ a | b }, cat{ a | b }, mul{ a | b } (concat{ is the long
+#: form of cat{).
 MERGE_WORDS: Mapping[str, str] = MappingProxyType(
     {**{op.merge_word: op.name for op in _RECORDS if op.merge_word}, "concat": "concat"})
 

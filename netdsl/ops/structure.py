@@ -1,4 +1,4 @@
-"""Ops that shape the graph: the input, crop, and the merges cat{} and add{}."""
+"""Ops that shape the graph: the input, crop, and the merges cat{}, add{} and mul{}."""
 from __future__ import annotations
 
 from .base import (AttrSpec, Op, ShapeProblem, Worked, dim, format_shape, image, int_attr,
@@ -173,3 +173,69 @@ def _merge(name: str, word: str, doc: str, shape_rule) -> Op:
 
 CONCAT = _merge("concat", "cat", "concatenate branches along channels", _concat_shape)
 ADD = _merge("add", "add", "sum branches element-wise", _add_shape)
+
+
+# -- mul{}: a broadcasting channel-wise product (squeeze-and-excitation gates) --------------------
+
+def is_gate(shape) -> bool:
+    """A CxHxW branch whose height and width are 1 at every size: it scales each channel of the
+    other branches (squeeze-and-excitation). A formula that is 1 only at some sizes is not one."""
+    return len(shape) == 3 and type(shape[1]) is int and type(shape[2]) is int and shape[1:] == (1, 1)
+
+
+def _mul_shape(node, inputs, warn):
+    full = next((shape for shape in inputs if not is_gate(shape)), inputs[0])
+    for i, shape in enumerate(inputs, 1):
+        if shape is full:
+            continue
+        if len(shape) != len(full) or shape[0] != full[0]:
+            raise _mul_differ(inputs, full, shape, i, "channels" if len(shape) == len(full) else "rank")
+        if is_gate(shape):
+            continue
+        if is_symbolic(shape + full):
+            for d, (a, b) in enumerate(zip(full[1:], shape[1:])):
+                require_equal(warn, a, b, lambda: _mul_differ(inputs, full, shape, i, "size"),
+                              f"mul{{}} branch {i} as {'tall' if d == 0 else 'wide'} as "
+                              f"branch {inputs.index(full) + 1}")
+        elif shape != full:
+            raise _mul_differ(inputs, full, shape, i, "size")
+    return full
+
+
+def _mul_differ(inputs, full, shape, i, what) -> ShapeProblem:
+    first = inputs.index(full) + 1
+    return ShapeProblem(
+        f"mul{{}} branches differ in {what}: branch {first} gives {format_shape(full)}, "
+        f"branch {i} gives {format_shape(shape)}",
+        notes=("mul multiplies channel by channel: branches of equal shape, or a Cx1x1 gate "
+               "(gap - ... - sigmoid) that scales every pixel of a CxHxW branch",))
+
+
+def _mul_generate(g, shape):
+    """Two or three branches: the input, a same-size conv, or a squeeze-and-excitation gate."""
+    c = shape[0]
+    image_input = len(shape) == 3
+    squeeze = g.draw(g.st.integers(1, max(1, c)))
+    gate = (f"gap - conv1-{squeeze} - relu - conv1-{c} - sigmoid" if image_input
+            else f"fc{squeeze} - relu - fc{c} - sigmoid")
+    same = f"conv{g.draw(g.st.sampled_from([1, 3]))}-{c}" if image_input else f"fc{c}"
+    branches = [g.draw(g.st.sampled_from(["id", gate, same, gate])) for _ in range(g.draw(g.st.integers(2, 3)))]
+    if image_input and all(branch == gate for branch in branches):
+        branches[g.draw(g.st.integers(0, len(branches) - 1))] = "id"  # gates alone give Cx1x1
+    return f"mul{{ {' | '.join(branches)} }}", shape
+
+
+def _mul_explain(node, inputs, out, fields, written):
+    gates = [str(i) for i, shape in enumerate(inputs, 1) if is_gate(shape) and shape != out]
+    how = (f"branch{'es' * (len(gates) > 1)} {', '.join(gates)} (Cx1x1) scale{'s' * (len(gates) == 1)} "
+           f"each channel at every pixel" if gates else "element by element")
+    return (Worked("channels", "", out[0], how), *_merge_explain(node, inputs, out, fields, written))
+
+
+MUL = Op(
+    "mul", "multiply branches element-wise, a Cx1x1 branch scaling each channel "
+    "(squeeze-and-excitation)", (), positional=(), notation=plain_notation("mul"),
+    derive=no_derived, shape=_mul_shape, weights=no_weights, macs=no_macs,
+    receptive_field=merge_field, counts_as_activation=True, merge_word="mul",
+    shape_only_inputs=frozenset(), writable=False, activation=False, takes_activation=False,
+    colour="#fff2a8", generate=_mul_generate, explain=_mul_explain)
