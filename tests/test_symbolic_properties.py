@@ -28,7 +28,10 @@ def symbolic(program):
     try:
         return netdsl.parse(program.text, input=f"{input_shape(program)[0]}xHxW")
     except NetDSLShapeError as error:
-        assert "tied together" in error.message, error.render()
+        # out of the solver's reach: sizes tied together, or a flattened size (a polynomial, H*W)
+        # that a rule must compare as a number
+        assert "tied together" in error.message or "formula in the input's sizes" in error.message, \
+            str(error)
         return None
 
 

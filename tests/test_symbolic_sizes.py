@@ -343,3 +343,10 @@ def test_window_ops_valid_sets_per_axis_equal_the_concrete_checker(tail):
             assert got == expected, (h, w)
     if tail:  # adaptive and global pooling end the size's reach: the output is the same at every size
         assert all(isinstance(d, int) for d in net.output_shape)
+
+
+def test_a_flattened_formula_size_where_a_number_is_needed_is_a_clear_error():
+    with pytest.raises(NetDSLShapeError, match=r"channels needs a whole number of channels or "
+                                               r"features, got H\*W"):
+        netdsl.parse("flatten - channels(0, 1)", input="1xHxW")
+    assert netdsl.parse("flatten - channels(0, 1)", input="1x3x3").output_shape == (1,)

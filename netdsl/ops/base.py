@@ -110,6 +110,17 @@ def dim(value):
     return value
 
 
+def counted(op: str, value) -> int:
+    """A channel or feature count a rule must compare as a number. A flattened tensor whose size
+    depends on the input's size names has a polynomial count (H*W), which no condition expresses."""
+    if not isinstance(value, int):
+        raise ShapeProblem(f"{op} needs a whole number of channels or features, got {value}: the "
+                           f"features of a flattened tensor are a formula in the input's sizes",
+                           notes=("check this net at a concrete size (--input 3x224x224), or put "
+                                  "gap before flatten so the features do not depend on the size",))
+    return value
+
+
 def is_symbolic(shape) -> bool:
     for d in shape:
         if type(d) is not int:

@@ -1,7 +1,7 @@
 """Channel ops for ShuffleNet-v2: a slice of the channels, and the channel shuffle."""
 from __future__ import annotations
 
-from .base import (Op, ShapeProblem, Worked, format_shape, int_attr, no_derived, no_macs,
+from .base import (Op, ShapeProblem, Worked, counted, format_shape, int_attr, no_derived, no_macs,
                    no_weights, same_field, unchanged_field)
 
 
@@ -16,7 +16,7 @@ def _channels_shape(node, inputs, warn):
         raise ShapeProblem(f"channels({a['start']}, {a['end']}) takes no channel: the end must be above "
                            f"the start", notes=("channels(start, end) takes channels start .. end-1, as "
                                                 "Python's x[:, start:end]",))
-    if a["end"] > shape[0]:
+    if a["end"] > counted("channels", shape[0]):
         raise ShapeProblem(f"channels({a['start']}, {a['end']}) runs past the input: "
                            f"{format_shape(shape)} has {shape[0]} channels",
                            notes=("channels(start, end) takes channels start .. end-1, as Python's "
@@ -62,7 +62,7 @@ def _shuffle_notation(a) -> str:
 def _shuffle_shape(node, inputs, warn):
     g = node.attrs["groups"]
     shape = inputs[0]
-    if shape[0] % g:
+    if counted("shuffle", shape[0]) % g:
         raise ShapeProblem(f"shuffle({g}) needs channels divisible by {g}, got {shape[0]}",
                            notes=("the channels are viewed as groups x (channels/groups) and transposed",))
     return shape

@@ -1,7 +1,7 @@
 """Ops that shape the graph: the input, crop, and the merges cat{}, add{} and mul{}."""
 from __future__ import annotations
 
-from .base import (AttrSpec, Op, ShapeProblem, Worked, dim, format_shape, image, int_attr,
+from .base import (AttrSpec, Op, ShapeProblem, Worked, counted, dim, format_shape, image, int_attr,
                    is_symbolic, merge_field, require_at_most, require_equal, require_even,
                    no_derived, no_macs, no_weights, plain_notation, same_field, same_shape, term,
                    unchanged_field)
@@ -185,6 +185,8 @@ def is_gate(shape) -> bool:
 
 def _mul_shape(node, inputs, warn):
     full = next((shape for shape in inputs if not is_gate(shape)), inputs[0])
+    for shape in inputs:
+        counted("mul{}", shape[0])
     for i, shape in enumerate(inputs, 1):
         if shape is full:
             continue
