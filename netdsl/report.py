@@ -187,7 +187,7 @@ def _symbolic_totals(network, stats, valid) -> list[str]:
 
 def size_lines(network) -> list[str]:
     """'valid sizes: H = 16k + 12, H >= 188' and the exactly fitting ones, per size name."""
-    out = []
+    out: list[str] = []
     shown: dict[tuple, str] = {}  # W described as H was: said once, for both names
     for name, sizes in network.valid_sizes.items():
         strict = network.strict_sizes[name]

@@ -599,7 +599,7 @@ class Constraint:
     (it binds only in the strict set); `reason` says which layer asked for it."""
     __slots__ = ("expr", "kind", "fit", "reason")
 
-    def __init__(self, expr: Size, kind: str, fit: bool = False, reason: str = ""):
+    def __init__(self, expr: Size, kind: str, fit: bool = False, reason: object = ""):
         if kind not in ("ge", "eq"):
             raise ValueError(kind)
         self.expr = expr if type(expr) is Size else Size.of(expr)
@@ -866,7 +866,8 @@ def _solve_one(name: str, constraints: list, impossible: bool, fit: list | None 
         lo, hi = narrow(r, (1 if r == 0 else 0), None, always)  # bounds on k, x = r + M*k >= 1
         record(r, lo, hi, first, last)
         if fit is not None:
-            record(r, *narrow(r, lo, hi, further), strict_first, strict_last)
+            strict_lo, strict_hi = narrow(r, lo, hi, further)
+            record(r, strict_lo, strict_hi, strict_first, strict_last)
     result = SizeSet(name, M, first, last) if not impossible else SizeSet(name, 1, [None], [None])
     if fit is None:
         return result

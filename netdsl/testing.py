@@ -19,6 +19,7 @@ Requires hypothesis (in the test extra).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Callable
 
 from hypothesis import strategies as st
 
@@ -74,6 +75,7 @@ def programs(draw, max_layers: int = 6, max_channels: int = 6, max_size: int = 9
     elements = []
     for position in range(draw(st.integers(1, max_layers))):
         op = OPS[first] if first and position == 0 else draw(st.sampled_from(GENERATED_OPS))
+        assert op.generate is not None  # GENERATED_OPS holds only ops with a generator
         found = op.generate(context, shape)
         if found is None:
             continue
@@ -457,9 +459,16 @@ def check_backend(backend, *, networks: tuple[tuple[str, str | None], ...] | Non
         if op.name in report.ops:
             continue
         try:  # the simplest program that starts with the op and meets the preconditions
-            program = find(programs(first=op.name), lambda p, op=op.name: op in p.ops and well_conditioned(p),
+            program = find(programs(first=op.name), _covers(op.name, well_conditioned),
                            settings=settings(options, max_examples=20))
         except NoSuchExample:
             continue  # the report's ops then lack it, for the caller to see
         compare(program)
     return report
+
+
+def _covers(op: str, well_conditioned: Callable[[Program], bool]) -> Callable[[Program], bool]:
+    """The condition `find` looks for: a program that uses `op` and runs well in the kit."""
+    def condition(program: Program) -> bool:
+        return op in program.ops and well_conditioned(program)
+    return condition

@@ -165,7 +165,7 @@ def _state(warn, constraint: Constraint) -> None:
     warn.condition(constraint)
 
 
-def fits(warn, unused, message: str) -> None:
+def fits(warn, unused, message: "str | Reason") -> None:
     """`unused` input rows must be 0 for the window to fit exactly (the slides' "doesn't fit")."""
     unused = dim(unused)
     if isinstance(unused, int):
