@@ -199,7 +199,7 @@ def test_pick_a_shipped_network(page):
     wait_for_params(page, 138_357_544)
     expect(page.locator(".cm-content")).to_contain_text("fc4096")
     page.locator("#shipped").select_option("resnet")
-    expect(page.locator("#net option")).to_have_count(10)
+    expect(page.locator("#net option")).to_have_count(15)
     page.locator("#net").select_option("resnet152")
     wait_for_params(page, 60_192_808)
 
