@@ -144,7 +144,7 @@ class Network:
 
     @cached_property
     def stats(self) -> NetworkStats:
-        return measure(self.graph, self.shapes)
+        return measure(self.graph, self.shapes, self.weight_specs)
 
     @property
     def params(self) -> int:

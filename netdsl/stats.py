@@ -14,7 +14,7 @@ from fractions import Fraction
 from .ir import Graph
 from .ops import OPS, Field, Shape
 from .ops.base import is_symbolic, whole_input_field
-from .weights import weight_specs
+from .weights import WeightSpec, weight_specs
 
 
 #: Receptive fields and effective strides beyond these are reported as the bound itself: no real
@@ -24,8 +24,12 @@ _MAX_DENOMINATOR = 10**6
 
 
 def _saturated(field: Field) -> Field:
+    # Integer comparisons on numerator and denominator: Fraction's own `>` costs ten times more,
+    # and this runs for every layer of every summary.
+    bound = MAX_FIELD.numerator
     return tuple(min(value, MAX_FIELD).limit_denominator(_MAX_DENOMINATOR)  # type: ignore[return-value]
-                 if value.denominator > _MAX_DENOMINATOR or value > MAX_FIELD else value
+                 if value.denominator > _MAX_DENOMINATOR or value.numerator > bound * value.denominator
+                 else value
                  for value in field)
 
 
@@ -56,11 +60,13 @@ class NetworkStats:
         return 4 * self.activations  # fp32
 
 
-def measure(graph: Graph, shapes: tuple[Shape, ...]) -> NetworkStats:
-    """Per-layer and total statistics for a shape-checked graph."""
+def measure(graph: Graph, shapes: tuple[Shape, ...],
+            specs: list[WeightSpec] | None = None) -> NetworkStats:
+    """Per-layer and total statistics for a shape-checked graph (`specs`: its weight_specs, if
+    the caller has them already)."""
     params: dict[str, int] = {}
     buffers: dict[str, int] = {}
-    for spec in weight_specs(graph, shapes):
+    for spec in weight_specs(graph, shapes) if specs is None else specs:
         table = params if spec.trainable else buffers
         table[spec.node] = table.get(spec.node, 0) + spec.size
     fields: list[Field] = []
