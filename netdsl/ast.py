@@ -29,7 +29,8 @@ class Var:
 
 @dataclass(frozen=True, slots=True)
 class BinOp:
-    op: str  # "+", "-", "*", "//", "%"
+    op: str  # "+", "-", "*", "//", "%"; in a choice's condition also "==", "!=", "<", "<=", ">",
+    # ">=", "and", "or"
     left: "Expr"
     right: "Expr"
     span: Span
@@ -50,7 +51,15 @@ class Call:
     span: Span
 
 
-Expr = Union[Num, Var, BinOp, Neg, Call]
+@dataclass(frozen=True, slots=True)
+class Not:
+    """`not s == 1` in a choice's condition."""
+
+    operand: "Expr"
+    span: Span
+
+
+Expr = Union[Num, Var, BinOp, Neg, Call, Not]
 
 
 # -- chains ---------------------------------------------------------------------------------------
@@ -119,7 +128,18 @@ class Labelled:
     span: Span
 
 
-Element = Union[Atom, Group, Merge, Repeat, Labelled]
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """`if s == 1 and in_channels == c then residual(c) else plain(c)`: one of two elements,
+    picked when the definition is called (no `else`: nothing, the input passes through)."""
+
+    condition: Expr
+    then: "Element"
+    otherwise: "Element | None"
+    span: Span
+
+
+Element = Union[Atom, Group, Merge, Repeat, Labelled, Choice]
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,18 +11,20 @@ op and count (conv1, conv2, maxpool1) or by their label, giving stable paths suc
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass, field
 from functools import wraps
 
 from . import ast
-from .errors import NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLSyntaxError, Span, suggest
+from .errors import (NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLShapeError, NetDSLSyntaxError,
+                     Span, suggest)
 from .ir import (Frame, Graph, LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope, Node,
                  freeze_attrs)
 from .limits import Limits
 from .modules import Module
 from .names import label_problem, suggested_label
-from .ops.base import AttributeProblem, MissingAttribute
+from .ops.base import AttributeProblem, MissingAttribute, ShapeChecks, ShapeProblem, format_shape
 from .ops import ACTIVATIONS, ALIASES, IDENTITY, IMPLICIT, OPS, REQUIRED, RESERVED, WEIGHT_OPS
 
 # -- values of expressions ------------------------------------------------------------------------
@@ -46,10 +48,19 @@ class Tensor:
 
 
 _MAX_MAGNITUDE = 2**62
+
+#: The name a definition's body reads its input's channel count by (docs/language.md, section 7):
+#: torch's own word for it, nn.Conv2d(in_channels, ...).
+IN_CHANNELS = "in_channels"
 _NON_SQUARE = re.compile(r"[0-9]+x[0-9]+")  # the kernel of conv1x7, written without channels
 
 
 # -- scopes ---------------------------------------------------------------------------------------
+
+
+def _numbered(kind: str, count: int) -> str:
+    """conv1, conv2; relu6_1, relu6_2 for a kind that ends in a digit (relu61 would read as relu 61)."""
+    return f"{kind}_{count}" if kind[-1].isdigit() else f"{kind}{count}"
 
 
 class _Scope:
@@ -73,10 +84,10 @@ class _Scope:
         """Reserve the next name for an element of this kind; returns the local name."""
         count = self.counters.get(kind, 0) + 1
         if label is None:
-            while f"{kind}{count}" in self.local_names:  # skip a name a label already took
+            while _numbered(kind, count) in self.local_names:  # skip a name a label already took
                 count += 1
         self.counters[kind] = count
-        local = label if label is not None else f"{kind}{count}"
+        local = label if label is not None else _numbered(kind, count)
         if local in self.local_names:
             first = self.local_names[local]
             notes = [f"first used at {first.location()}"] if first is not None else []
@@ -143,10 +154,17 @@ def net_activation(module: Module, net: ast.Net) -> str:
     return name
 
 
-def expand_net(module: Module, net: ast.Net, limits: Limits, default_name: str = "net") -> ExpandedNet:
-    """Expand one net of a module into its IR graph (an unnamed net is called `default_name`)."""
+def expand_net(module: Module, net: ast.Net, limits: Limits, default_name: str = "net",
+               input_shape: tuple | None = None) -> ExpandedNet:
+    """Expand one net of a module into its IR graph (an unnamed net is called `default_name`).
+
+    `input_shape` is the shape the net will be checked with (--input, or None for the one the file
+    declares): a definition that reads `in_channels` needs its input's channel count while the
+    net is expanded."""
     activation = net_activation(module, net)
-    expander = _Expander(module, limits)
+    setting = net.input or module.program.input
+    expander = _Expander(module, limits, input_shape if input_shape is not None
+                         else setting[0] if setting else None)
     _check_size(expander, net.body, limits)
     root = _Scope("", None)
     root.labels["input"] = 0
@@ -156,7 +174,6 @@ def expand_net(module: Module, net: ast.Net, limits: Limits, default_name: str =
     _assign_activations(expander.nodes, activation)
     nodes = tuple(Node(i, d.op, freeze_attrs(d.attrs), tuple(d.inputs), d.name, d.span, d.context)
                   for i, d in enumerate(expander.nodes))
-    setting = net.input or module.program.input
     return ExpandedNet(Graph(net.name or default_name, nodes), layout, activation,
                        setting[0] if setting else None, setting[1] if setting else None,
                        net.name is not None)
@@ -235,13 +252,22 @@ class _Sizer:
         if isinstance(element, ast.Merge):
             sizes = [self.chain(branch, env) for branch in element.branches]
             return 1 + sum(n for n, _ in sizes), 1 + sum(s for _, s in sizes)
+        if isinstance(element, ast.Choice):
+            chosen = self.value(element.condition, env)
+            if not isinstance(chosen, bool):  # in_channels (unknown here), or a mistake
+                raise _Unsized
+            branch = element.then if chosen else element.otherwise
+            if branch is None:
+                return 0, 1
+            n, s = self.element(branch, env)
+            return n, s + 1
         raise _Unsized
 
     def call(self, atom: ast.Atom, env: dict) -> tuple[int, int]:
         if atom.name in self.calls or len(self.calls) >= self.expander.limits.max_call_depth:
             raise _Unsized
         try:
-            bound = self.expander.bind_call(self.expander.defs[atom.name], atom, env, (), None)
+            bound = self.expander.bind_call(self.expander.defs[atom.name], atom, env, (), None, None)
         except NetDSLError:
             raise _Unsized from None
         key = (atom.name, tuple((k, v) for k, v in bound.items() if not isinstance(v, Symbol)))
@@ -289,17 +315,20 @@ def _context_notes(context: tuple[Frame, ...]) -> list[str]:
 
 
 class _Expander:
-    def __init__(self, module: Module, limits: Limits):
+    def __init__(self, module: Module, limits: Limits, input_shape: tuple | None = None):
         self.defs = module.defs
         self.limits = limits
+        self.input_shape = input_shape
         self.nodes: list[_Draft] = []
+        self.shapes: list[tuple] = []  # of nodes[:len(shapes)], found only as in_channels needs them
+        self.reads_channels: dict[str, bool] = {}  # definition name -> whether its body reads in_channels
         self.steps = 0
         self.calls: list[str] = []  # the definitions being expanded, outermost first
         self.depth = 0  # elements being expanded inside each other (see _depth_bounded)
         # (id(atom), id(env)) -> the checked result: see resolve_op and call. The ids are those of
         # the module's AST nodes and of environments this expander keeps, alive while it is.
         self.resolved_ops: dict[tuple[int, int], tuple[str, dict, tuple]] = {}
-        self.bound_calls: dict[tuple[int, int], tuple[dict, str]] = {}
+        self.bound_calls: dict[tuple[int, int, int | None], tuple[dict, str]] = {}
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -384,6 +413,12 @@ class _Expander:
             return current
         if isinstance(element, ast.Merge):
             return self.merge(element, current, scope, env, context, depth, out, label)
+        if isinstance(element, ast.Choice):
+            chosen = element.then if self.condition(element.condition, env, context) else element.otherwise
+            if chosen is None:  # `if ... then x` without else: the input passes through
+                out.append(LayoutIdentity(label))
+                return current
+            return self.element(chosen, current, scope, env, context, depth, out, label)
         raise TypeError(f"unexpected AST node {element!r}")  # pragma: no cover
 
     def scoped(self, element, label: str, current: int, scope: _Scope, env: dict, context: tuple,
@@ -474,11 +509,12 @@ class _Expander:
         if len(self.calls) >= self.limits.max_call_depth:
             raise NetDSLLimitError(f"definition calls nested more than {self.limits.max_call_depth} deep",
                                    atom.span, _context_notes(context))
-        key = (id(atom), id(env))
+        channels = self.input_channels(current, atom, context) if self.reads_in_channels(definition) else None
+        key = (id(atom), id(env), channels)
         called = self.bound_calls.get(key)
         if called is None:
-            bound = self.bind_call(definition, atom, env, context, scope)
-            shown = ", ".join(_show(value) for value in bound.values())
+            bound = self.bind_call(definition, atom, env, context, scope, channels)
+            shown = ", ".join(_show(bound[param.name]) for param in definition.params)
             # The same call in the same environment binds alike; keeping its `bound` (which also
             # keeps it alive, so its id is not reused) makes the calls inside share their entries
             # in `bound_calls` and `resolved_ops` too.
@@ -496,7 +532,9 @@ class _Expander:
         return current
 
     def bind_call(self, definition: ast.Def, atom: ast.Atom, env: dict, context: tuple,
-                  scope: "_Scope | None") -> dict:
+                  scope: "_Scope | None", channels: int | None) -> dict:
+        """The body's environment: each parameter's value, and `in_channels` (the channel count of
+        the call's input) when the body reads it and no parameter has that name."""
         params = definition.params
         values: dict[str, object] = {}
         spans: dict[str, Span] = {}
@@ -526,13 +564,53 @@ class _Expander:
             if param.name in values:
                 bound[param.name] = values[param.name]
             elif param.default is not None:
-                bound[param.name] = self.evaluate(param.default, bound, context)
+                scope_of_default = bound if channels is None else {IN_CHANNELS: channels, **bound}
+                bound[param.name] = self.evaluate(param.default, scope_of_default, context)
             else:
                 raise NetDSLNameError(f"{atom.name} needs a value for {param.name}", atom.span,
                                       [*_context_notes(context),
                                        f"{atom.name} is defined at {definition.span.location()}"])
+        if channels is not None:
+            bound[IN_CHANNELS] = channels
         return bound
 
+    def reads_in_channels(self, definition: ast.Def) -> bool:
+        """Whether the body (or a parameter's default) reads `in_channels` as its own: the calls
+        inside it read their own inputs' counts when they bind."""
+        known = self.reads_channels.get(definition.name)
+        if known is None:
+            known = (all(param.name != IN_CHANNELS for param in definition.params)
+                     and _reads_name(definition, IN_CHANNELS))
+            self.reads_channels[definition.name] = known
+        return known
+
+    def input_channels(self, node: int, atom: ast.Atom, context: tuple) -> int:
+        """The channel count of node `node`'s tensor (the features of a vector, of each token of a
+        token tensor), from the op records' shape rules run on the nodes built so far."""
+        if self.input_shape is None:
+            raise NetDSLShapeError(f"{atom.name} reads in_channels, which needs the net's input shape",
+                                   atom.span, [*_context_notes(context),
+                                               "add `input 3x224x224` to the file or the net, or pass --input"])
+        while len(self.shapes) <= node:
+            i = len(self.shapes)
+            draft = self.nodes[i]
+            inputs = [self.shapes[j] for j in draft.inputs] or [tuple(self.input_shape)]
+            built = Node(i, draft.op, freeze_attrs(draft.attrs), tuple(draft.inputs), draft.name,
+                         draft.span, draft.context)
+            try:
+                shape = OPS[draft.op].shape(built, inputs, ShapeChecks())
+            except ShapeProblem as problem:
+                raise NetDSLShapeError(problem.message, draft.span,
+                                       [*problem.notes, *_context_notes(draft.context)]) from None
+            self.shapes.append(tuple(shape))
+        shape = self.shapes[node]
+        channels = shape[-1] if len(shape) == 2 else shape[0]
+        if not isinstance(channels, int):
+            raise NetDSLShapeError(
+                f"{atom.name} reads in_channels, but its input ({format_shape(shape)}) has a channel "
+                f"count that is a formula in the input's size", atom.span,
+                [*_context_notes(context), "give the input size as numbers (--input 3x224x224)"])
+        return channels
     def argument_value(self, arg: ast.Arg, env: dict, context: tuple, scope: "_Scope | None"):
         if isinstance(arg.value, ast.Ref):  # resolved where the call is written
             if scope is None:  # sizing a call before expanding it: which tensor does not matter
@@ -663,7 +741,8 @@ class _Expander:
                                   f"got {_show(value)}", span)
         if isinstance(value, Symbol):
             raise NetDSLNameError(f"unknown name {value.name}", value.span,
-                                  [f"{op} {attr.name} takes a number"])
+                                  [f"{IN_CHANNELS} is a definition's input channel count: read it inside a def"
+                                   if value.name == IN_CHANNELS else f"{op} {attr.name} takes a number"])
         if attr.kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise NetDSLNameError(f"{op} {attr.name} must be a whole number, got {_show(value)}",
@@ -702,7 +781,7 @@ class _Expander:
                 values.append(env[node.name] if node.name in env else Symbol(node.name, node.span))
             elif not operands_done:
                 stack.append((node, True))
-                if isinstance(node, ast.Neg):
+                if isinstance(node, (ast.Neg, ast.Not)):
                     stack.append((node.operand, False))
                 elif isinstance(node, ast.Call):
                     stack.extend((arg, False) for arg in reversed(node.args))
@@ -711,17 +790,41 @@ class _Expander:
                     stack.append((node.left, False))
             elif isinstance(node, ast.Neg):
                 values.append(-self.number(values.pop(), node.operand, context))
+            elif isinstance(node, ast.Not):
+                values.append(not self.truth(values.pop(), node.operand, context))
             elif isinstance(node, ast.Call):
                 args = [self.number(v, a, context) for v, a in zip(values[-len(node.args):], node.args)]
                 del values[-len(node.args):]
                 values.append(self.function_call(node, args, context))
+            elif node.op in _LOGIC:
+                right = self.truth(values.pop(), node.right, context)
+                left = self.truth(values.pop(), node.left, context)
+                values.append(left and right if node.op == "and" else left or right)
             else:
                 right = self.number(values.pop(), node.right, context)
                 left = self.number(values.pop(), node.left, context)
                 values.append(self.arithmetic(node, left, right, context))
         return values[0]
 
+    def condition(self, expr: ast.Expr, env: dict, context: tuple) -> bool:
+        """A choice's condition: true or false, nothing else."""
+        return self.truth(self.evaluate(expr, env, context), expr, context)
+
+    def truth(self, value, expr: ast.Expr, context: tuple) -> bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, Symbol) and value.name in ("true", "false"):
+            return value.name == "true"
+        if isinstance(value, Symbol):
+            notes = ([f"{IN_CHANNELS} is a definition's input channel count: read it inside a def"]
+                     if value.name == IN_CHANNELS else [])
+            raise NetDSLNameError(f"unknown name {value.name}", value.span, [*_context_notes(context), *notes])
+        raise NetDSLNameError(f"a condition must be true or false, got {_show(value)}", expr.span,
+                              [*_context_notes(context), "compare it, as in s == 1 or n != 0"])
+
     def arithmetic(self, expr: ast.BinOp, left, right, context: tuple):
+        if expr.op in _COMPARISONS:
+            return _COMPARISONS[expr.op](left, right)
         if expr.op in ("//", "%"):
             if right == 0:
                 raise NetDSLNameError("division by zero", expr.span, _context_notes(context))
@@ -770,9 +873,54 @@ class _Expander:
                                   f"(@{value.label}), not a number", expr.span,
                                   [*_context_notes(context), "use it as @name: a branch start or like=@name"])
         if isinstance(value, Symbol):
-            raise NetDSLNameError(f"unknown name {value.name}", value.span,
-                                  [*_context_notes(context), "only definition parameters can be used in arithmetic"])
+            notes = ([f"{IN_CHANNELS} is a definition's input channel count: read it inside a def"]
+                     if value.name == IN_CHANNELS else ["only definition parameters can be used in arithmetic"])
+            raise NetDSLNameError(f"unknown name {value.name}", value.span, [*_context_notes(context), *notes])
+        if isinstance(value, bool):
+            raise NetDSLNameError("a condition is not a number", expr.span, _context_notes(context))
         return value  # parameters are numbers or symbols: nothing else reaches arithmetic
+
+
+_COMPARISONS = {"==": operator.eq, "!=": operator.ne, "<": operator.lt, "<=": operator.le,
+                ">": operator.gt, ">=": operator.ge}
+_LOGIC = ("and", "or")
+
+
+def _reads_name(definition: ast.Def, name: str) -> bool:
+    """Whether `name` appears as a variable anywhere in the definition (its body, its parameters'
+    defaults), calls to other definitions not followed."""
+    pending: list = [definition.body, *(param.default for param in definition.params
+                                        if param.default is not None)]
+    while pending:
+        node = pending.pop()
+        if isinstance(node, ast.Var):
+            if node.name == name:
+                return True
+        elif isinstance(node, ast.Chain):
+            pending.extend(node.items)
+        elif isinstance(node, ast.Atom):
+            if node.slide is not None:
+                slide = node.slide
+                pending.extend(e for e in (slide.kernel, slide.channels, slide.stride, slide.kernel_h,
+                                           slide.kernel_w) if e is not None)
+            pending.extend(arg.value for arg in node.args if not isinstance(arg.value, ast.Ref))
+        elif isinstance(node, ast.Group):
+            pending.append(node.body)
+        elif isinstance(node, ast.Merge):
+            pending.extend(node.branches)
+        elif isinstance(node, ast.Repeat):
+            pending.extend((node.body, node.count))
+        elif isinstance(node, ast.Labelled):
+            pending.append(node.body)
+        elif isinstance(node, ast.Choice):
+            pending.extend(n for n in (node.condition, node.then, node.otherwise) if n is not None)
+        elif isinstance(node, ast.BinOp):
+            pending.extend((node.left, node.right))
+        elif isinstance(node, (ast.Neg, ast.Not)):
+            pending.append(node.operand)
+        elif isinstance(node, ast.Call):
+            pending.extend(node.args)
+    return False
 
 
 def _ceil(x) -> int:

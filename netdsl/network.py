@@ -294,8 +294,10 @@ def _checked_input(shape, span, limits: Limits):
 
 
 def _build(module: Module, decl: ast.Net, input, path: str, limits: Limits, strict: bool) -> Network:
-    expanded = expand_net(module, decl, limits, default_name=_default_name(path))
     shape = _coerce_input(input)
+    if shape is not None:  # checked first: definitions that read in_channels expand with it
+        shape = _checked_input(shape, None, limits)
+    expanded = expand_net(module, decl, limits, default_name=_default_name(path), input_shape=shape)
     span = expanded.input_span
     if shape is None:
         shape = expanded.input_shape

@@ -222,6 +222,7 @@ _TERMINAL_NAMES = {
     "NAME": "a name", "SLIDE": "a layer such as conv3-64", "INT": "an integer", "FLOAT": "a number",
     "SHAPE": "a shape such as 3x224x224", "STRING": 'a quoted path such as "vgg.net"',
     "MERGE": "cat{, add{ or mul{", "$END": "end of input", "INPUT_KW": "'input'",
+    "COMPARE": "a comparison (==, !=, <, <=, >, >=)",
 }
 
 
@@ -409,6 +410,14 @@ class _ToAst:
 
     add_expr, sub_expr, mul_expr = _binop("+"), _binop("-"), _binop("*")
     floordiv_expr, mod_expr = _binop("//"), _binop("%")
+    and_cond, or_cond = _binop("and"), _binop("or")
+
+    def comparison(self, meta, children):
+        left, operator, right = children
+        return ast.BinOp(str(operator), left, right, self._span(meta))
+
+    def not_cond(self, meta, children):
+        return ast.Not(children[0], self._span(meta))
 
     def neg_expr(self, meta, children):
         return ast.Neg(children[0], self._span(meta))
@@ -487,6 +496,10 @@ class _ToAst:
     def merge(self, meta, children):
         kind = MERGE_WORDS[str(children[0])[:-1]]
         return ast.Merge(kind, tuple(children[1:]), self._span(meta))
+
+    def choice(self, meta, children):
+        condition, then, otherwise = children
+        return ast.Choice(condition, then, otherwise, self._span(meta))
 
     def labelled(self, meta, children):
         return ast.Labelled(str(children[0]), children[1], self._span(meta))

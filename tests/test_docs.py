@@ -48,3 +48,16 @@ def test_doc_window_ops_example_takes_any_size():
     assert net.output_shape == (10,)
     assert net.valid_sizes["H"].describe() == "H >= 1" and net.valid_sizes["W"].describe() == "W >= 1"
     assert netdsl.parse("conv1x7-192", input="3x17x17").output_shape == (192, 17, 17)
+
+
+def test_the_choice_example_does_what_the_text_says():
+    import netdsl
+    section = DOC[DOC.index("### A block's input width"):]
+    lines = section.split("\n")
+    start = next(i for i, line in enumerate(lines) if line.startswith("    def cbr"))
+    end = next(i for i in range(start, len(lines)) if not lines[i].startswith("    "))
+    net = netdsl.parse("\n".join(line[4:] for line in lines[start:end]))
+    assert [node.name for node in net.graph.nodes if node.op == "add"] == ["block3.add1", "block4.add1"]
+    first = next(node for node in net.graph.nodes if node.name.startswith("block2.inverted1.cbr1.conv1"))
+    assert net.shapes[first.id][0] == 16 * 6 and "(its input has 16 channels)" in section
+    assert "block3.add1.b1.inverted1.cbr1.conv1" in {node.name for node in net.graph.nodes}

@@ -341,3 +341,93 @@ net unet = s1: convs(64) - s2: down(128) - s3: down(256) - s4: down(512) - down(
     assert [n.inputs for n in shipped.graph.nodes] == [n.inputs for n in labelled.graph.nodes]
     assert shipped.shapes == labelled.shapes and shipped.params == labelled.params == 31_030_658
     assert "up1.u" in [n.name for n in shipped.graph.nodes]  # the call's own label, in its scope
+
+
+# -- choosing a block's form, and reading the input's channel count (docs/language.md, section 7) --
+
+INVERTED_RESIDUAL = """
+input 3x32x32
+activation none
+def cbr(k, c, s=1, g=1) = conv(k=k, c=c, stride=s, groups=g, bias=false) - bn - relu6
+def inverted(o, s, e) = (if e != 1 then cbr(1, in_channels * e))
+    - cbr(3, in_channels * e, s, in_channels * e) - conv1-o(bias=false) - bn
+def block(o, s, e=6) = if s == 1 and in_channels == o then add{ inverted(o, s, e) | id }
+    else inverted(o, s, e)
+"""
+
+
+def test_a_block_reads_its_input_channels_and_picks_its_residual_form():
+    net = netdsl.parse(INVERTED_RESIDUAL + "net a = cbr(3, 32, 2) - block(16, 1, 1) - block(24, 2)"
+                       " - block(24, 1)*2 - block(32, 1)")
+    names = [node.name for node in net.graph.nodes]
+    # e == 1: no expansion conv; the first 24-wide block halves the size: no residual
+    assert "block1.inverted1.cbr1.conv1" in names and "block1.inverted1.cbr2.conv1" not in names
+    assert not any(name.startswith("block2.add") for name in names)
+    # the two repeated 24 -> 24 blocks are residual; the 24 -> 32 one is not
+    assert sum(node.op == "add" for node in net.graph.nodes) == 2
+    assert [n.name for n in net.graph.nodes if n.op == "add"] == ["block3.add1", "block4.add1"]
+    assert not any(name.startswith("block5.add") for name in names)
+    # the expansion convs are in_channels * 6 wide: 16 * 6, then 24 * 6 in each repeat
+    expansion = {node.name: net.shapes[node.id][0] for node in net.graph.nodes
+                 if node.name.endswith("inverted1.cbr1.conv1")}
+    assert expansion == {"block1.inverted1.cbr1.conv1": 32, "block2.inverted1.cbr1.conv1": 96,
+                         "block3.add1.b1.inverted1.cbr1.conv1": 144,
+                         "block4.add1.b1.inverted1.cbr1.conv1": 144,
+                         "block5.inverted1.cbr1.conv1": 144}
+    # the same as writing each block's input width out by hand
+    explicit = netdsl.parse("""
+input 3x32x32
+activation none
+def cbr(k, c, s=1, g=1) = conv(k=k, c=c, stride=s, groups=g, bias=false) - bn - relu6
+def proj(o) = conv1-o(bias=false) - bn
+net a = cbr(3, 32, 2) - cbr(3, 32, 1, 32) - proj(16) - cbr(1, 96) - cbr(3, 96, 2, 96) - proj(24)
+    - add{ cbr(1, 144) - cbr(3, 144, 1, 144) - proj(24) | id }*2
+    - cbr(1, 144) - cbr(3, 144, 1, 144) - proj(32)""")
+    assert (net.params, net.macs, net.output_shape) == (explicit.params, explicit.macs, explicit.output_shape)
+
+
+def test_in_channels_follows_the_input_given_on_the_command_line_and_a_parameter_shadows_it():
+    text = "def widen(k=2) = conv1-{in_channels * k}\nnet a input 3x8x8 = widen - widen(3)"
+    assert netdsl.parse(text).output_shape == (18, 8, 8)
+    assert netdsl.parse(text, input="5x8x8").output_shape == (30, 8, 8)
+    assert netdsl.parse(text, input="1xHxW").output_shape[0] == 6
+    shadowed = "def widen(in_channels) = conv1-{in_channels * 2}\nnet a input 3x8x8 = widen(7)"
+    assert netdsl.parse(shadowed).output_shape == (14, 8, 8)
+    # a default may read it; a vector's count is its features, a token-free net's fc reads it too
+    assert netdsl.parse("def half(c=in_channels // 2) = fc{c}\nnet a input 64 = half - half").output_shape == (16,)
+
+
+def test_a_choice_without_else_passes_its_input_and_a_flag_parameter_is_a_condition():
+    text = ("def maybe(on=true) = if on then relu\n"
+            "net a input 3x4x4 = conv3-8 - maybe - maybe(false) - maybe(on=true)")
+    net = netdsl.parse(text)
+    assert [node.op for node in net.graph.nodes] == ["input", "conv", "relu", "relu"]
+    nested = netdsl.parse("def pick(n) = if n > 2 then if n > 4 then tanh else sigmoid else relu\n"
+                          "net a input 4 = pick(5) - pick(3) - pick(1)")
+    assert [node.op for node in nested.graph.nodes][1:] == ["tanh", "sigmoid", "relu"]
+    logic = netdsl.parse("def f(a, b) = if a == 1 or not b >= 2 and a != 3 then relu else tanh\n"
+                         "net n input 4 = f(1, 5) - f(2, 1) - f(3, 1) - f(2, 5)")
+    assert [node.op for node in logic.graph.nodes][1:] == ["relu", "relu", "tanh", "tanh"]
+
+
+@pytest.mark.parametrize("text,message,column", [
+    ("def b(c) = if c then relu\nnet a = b(3)", "a condition must be true or false, got 3", 15),
+    ("net a = conv1-{in_channels}", "unknown name in_channels", 16),
+    ("def b = fc{in_channels}\nnet a = flatten - b", "b reads in_channels, but its input", 19),
+    ("def b(c) = if c = 1 then relu\nnet a = b(1)", "unexpected '='", 17),
+    ("def b(c) = if c == 1 relu\nnet a = b(1)", "unexpected 'relu'", 22),
+])
+def test_choice_and_in_channels_mistakes_name_the_place(text, message, column):
+    with pytest.raises(netdsl.NetDSLError, match=re.escape(message)) as raised:
+        netdsl.parse(text, input="3xHxW")
+    assert raised.value.span.column == column, raised.value.span.location()
+
+
+def test_in_channels_without_an_input_shape_says_how_to_give_one():
+    with pytest.raises(netdsl.NetDSLError, match="needs the net's input shape"):
+        netdsl.parse("def b = conv1-{in_channels}\nnet a = b")
+
+
+def test_keywords_of_choices_stay_usable_inside_longer_names():
+    net = netdsl.parse("def iffy(thenx, notes=2) = conv1-{thenx * notes}\nnet a input 3x4x4 = iffy(4)")
+    assert net.output_shape == (8, 4, 4)

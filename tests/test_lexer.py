@@ -66,6 +66,15 @@ def test_non_square_depthwise_and_adaptive_layers():
         (Name.Builtin, "gmp")]
 
 
+def test_a_choice_colours_its_keywords_comparisons_and_logic_words():
+    assert [(kind, value) for kind, value in tokens("if s == 1 and not c >= 2 then relu else tanh")
+            if kind is not Name] == [
+        (Keyword, "if"), (Operator, "=="), (Number.Integer, "1"), (Operator.Word, "and"),
+        (Operator.Word, "not"), (Operator, ">="), (Number.Integer, "2"), (Keyword, "then"),
+        (Name.Builtin, "relu"), (Keyword, "else"), (Name.Builtin, "tanh")]
+    assert tokens("iffy") == [(Name, "iffy")]
+
+
 def test_floats_and_operators():
     assert tokens("dropout(0.5) - lrn(alpha=1e-4) - fc{n//2 % 3}") == [
         (Name.Builtin, "dropout"), (Punctuation, "("), (Number.Float, "0.5"), (Punctuation, ")"),

@@ -408,3 +408,17 @@ def test_without_pygls_the_command_says_what_to_install():
     done = subprocess.run([sys.executable, "-P", "-c", script], capture_output=True, text=True)
     assert (done.returncode, done.stdout, done.stderr) == (
         1, "", "error: netdsl lsp needs pygls: pip install 'netdsl[lsp]'\n")
+
+
+def test_go_to_definition_and_rename_reach_into_both_forms_of_a_choice():
+    """The walk over a statement's elements enters `if ... then ... else ...` (no server needed)."""
+    from netdsl import lsp as netdsl_lsp
+    text = ("def plain(c) = conv3-c\ndef block(c) = if in_channels == c then add{ plain(c) | id } "
+            "else plain(c)\nnet a input 3x8x8 = block(8) - block(8)\n")
+    analysis = netdsl_lsp.analyse(text, "choice.net")
+    assert netdsl_lsp.diagnostics(analysis) == []
+    for call in (text.index("plain(c) | id"), text.index("else plain") + 5):
+        location = netdsl_lsp.definition_at(analysis, call + 1)
+        assert location is not None and location.range.start.line == 0, call
+    name, spans = netdsl_lsp.rename_spans(analysis, text.index("plain"))
+    assert name == "plain" and len(spans) == 3

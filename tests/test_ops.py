@@ -26,7 +26,7 @@ SAMPLES = {
     "lrelu": ("input 3x8x8\nlrelu", "lrelu1", (3, 8, 8), 0, 0, 1, False),
     "elu": ("input 3x8x8\nelu", "elu1", (3, 8, 8), 0, 0, 1, False),
     "hardswish": ("input 3x8x8\nhardswish", "hardswish1", (3, 8, 8), 0, 0, 1, False),
-    "relu6": ("input 3x8x8\nrelu6", "relu61", (3, 8, 8), 0, 0, 1, False),
+    "relu6": ("input 3x8x8\nrelu6", "relu6_1", (3, 8, 8), 0, 0, 1, False),
     "hardsigmoid": ("input 3x8x8\nhardsigmoid", "hardsigmoid1", (3, 8, 8), 0, 0, 1, False),
     "silu": ("input 3x8x8\nsilu", "silu1", (3, 8, 8), 0, 0, 1, False),
     "gelu": ("input 3x8x8\ngelu", "gelu1", (3, 8, 8), 0, 0, 1, False),

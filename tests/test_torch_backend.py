@@ -111,7 +111,7 @@ def test_the_modern_activations_lower_to_the_modules_torchvision_uses():
                        "conv3-4(act=hardsigmoid) - conv3-4(act=gelu_tanh)", input="3x8x8")
     model = net.compile("torch")
     nn = torch.nn
-    assert type(model.relu61) is nn.ReLU6 and model.relu61.inplace  # reads a conv's fresh output
+    assert type(model.relu6_1) is nn.ReLU6 and model.relu6_1.inplace  # reads a conv's fresh output
     assert type(model.hardsigmoid1) is nn.Hardsigmoid and not model.hardsigmoid1.inplace
     assert type(model.silu1) is nn.SiLU and not model.silu1.inplace
     assert type(model.gelu1) is nn.GELU and model.gelu1.approximate == "none"

@@ -100,6 +100,18 @@ test("non-square, depthwise and adaptive layers", async () => {
   ]);
 });
 
+test("a choice: if, then, else, comparisons and logic words", async () => {
+  assert.deepEqual(await tokenize("if s == 1 and not in_channels != c then relu else tanh"), [
+    ["if", "keyword.control.conditional.netdsl"], ["s", "variable.other.netdsl"],
+    ["==", "keyword.operator.netdsl"], ["1", "constant.numeric.integer.netdsl"],
+    ["and", "keyword.operator.logical.netdsl"], ["not", "keyword.operator.logical.netdsl"],
+    ["in_channels", "variable.other.netdsl"], ["!=", "keyword.operator.netdsl"],
+    ["c", "variable.other.netdsl"], ["then", "keyword.control.conditional.netdsl"],
+    ["relu", "support.function.op.netdsl"], ["else", "keyword.control.conditional.netdsl"],
+    ["tanh", "support.function.op.netdsl"],
+  ]);
+});
+
 const samples = [
   ...fs.readdirSync(path.join(root, "networks")).map((f) => path.join(root, "networks", f)),
   ...fs.readdirSync(path.join(root, "examples")).map((f) => path.join(root, "examples", f)),
