@@ -1,7 +1,10 @@
 """NumPy backend vs torch on the CPU: forward and forward+backward, float32, same thread count.
 
-    python benchmarks/numpy_vs_torch.py                    # VGG-16 and ResNet-50, batch 8, 224x224
-    python benchmarks/numpy_vs_torch.py --nets resnet50 --batch 2 --repeat 1
+The torch side is torchvision's own model, so this runs in the torchvision environment
+(.ci/torchvision-env prints its path), with netdsl from this checkout:
+
+    PYTHONPATH=. $(bash .ci/torchvision-env)/bin/python benchmarks/numpy_vs_torch.py   # VGG-16, ResNet-50
+    PYTHONPATH=. $(bash .ci/torchvision-env)/bin/python benchmarks/numpy_vs_torch.py --nets mobilenet_v2 --batch 2
 
 Both sides run in this one process on the same input; each time is the median of --repeat runs
 after one warm-up, interleaved with the other side's. Targets (issue 3): forward <= 2x torch, forward+backward <= 3x torch.
@@ -31,11 +34,14 @@ def main() -> None:
     import netdsl
     sys.path.insert(0, str(Path(__file__).parent))
     import timing
-    from reference_models import REFERENCES
+    import torchvision
+    from load_summary import checkout_subpackages
+    checkout_subpackages()
 
     torch.set_num_threads(args.threads)
     print(f"batch {args.batch}, {args.size}x{args.size}, float32, {args.threads} threads, "
-          f"torch {torch.__version__}, numpy {np.__version__}; median of {args.repeat}")
+          f"torch {torch.__version__}, torchvision {torchvision.__version__}, numpy {np.__version__}; "
+          f"median of {args.repeat}")
     print(f"{'network':10} {'pass':17} {'numpy s':>9} {'torch s':>9} {'ratio':>7} {'target':>7}")
 
     def paired(first, second) -> tuple[float, float]:
@@ -45,7 +51,7 @@ def main() -> None:
         net = netdsl.load(name, input=f"3x{args.size}x{args.size}")
         module = net.compile("numpy", dtype="float32", seed=0).train()
         x = np.random.default_rng(0).standard_normal((args.batch, *net.input_shape)).astype(np.float32)
-        reference = REFERENCES[name]().train()  # torchvision's architecture, written out
+        reference = torchvision.models.get_model(name, weights=None).train()
         xt = torch.from_numpy(x)
 
         def numpy_forward():

@@ -78,6 +78,26 @@ def _shipped_catalogue() -> list:
     return _CATALOGUE
 
 
+def torchvision_resnet18_state(seed: int = 0) -> dict:
+    """A state_dict laid out as torchvision's resnet18 (names, shapes, dtypes and order recorded in
+    tests/data/torchvision_resnet18.json; test_torchvision_oracle.py checks the record against
+    torchvision itself), filled with seeded random values: import tests that need no torchvision."""
+    import json
+
+    import torch
+    record = json.loads((ROOT / "tests" / "data" / "torchvision_resnet18.json").read_text())
+    generator = torch.Generator().manual_seed(seed)
+    state = {}
+    for name, shape, dtype in record["state_dict"]:
+        if dtype == "int64":
+            state[name] = torch.tensor(0)
+        elif name.endswith("running_var"):
+            state[name] = torch.rand(shape, generator=generator) + 0.5
+        else:
+            state[name] = torch.rand(shape, generator=generator) - 0.5
+    return state
+
+
 def structure(net) -> frozenset:
     """What a net is made of, blind to how often each part repeats: every kind of node (op,
     attributes, input and output shapes) and every kind of edge between two kinds of node."""

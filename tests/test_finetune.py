@@ -1,43 +1,32 @@
 """Weights from torchvision (by position), fine-tuning with a new head and frozen layers."""
-import importlib.util
-
 import numpy as np
 import pytest
 
 import netdsl
-from conftest import ROOT
+from conftest import torchvision_resnet18_state
 
 torch = pytest.importorskip("torch")
 
-_spec = importlib.util.spec_from_file_location("reference_models", ROOT / "benchmarks" / "reference_models.py")
-references = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(references)
+# That torchvision's own models, imported, give torchvision's outputs is checked for every model of
+# docs/zoo.md in the torchvision environment (tests/test_zoo_torchvision.py); here, without
+# torchvision, the import is exercised on a state_dict laid out as torchvision's resnet18.
 
 
-@pytest.mark.parametrize("arch", ["resnet18", "resnet50", "resnet152", "resnext50_32x4d", "vgg16_bn",
-                                  "vgg19_bn", "vgg11", "alexnet", "googlenet"])
-def test_torchvision_state_dict_gives_the_same_function(arch):
-    torch.manual_seed(0)
-    reference = references.REFERENCES[arch]().eval()
-    with torch.no_grad():  # non-trivial running statistics, so batch norm is really mapped
-        for module in reference.modules():
-            if isinstance(module, torch.nn.BatchNorm2d):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)  # not the default 1 and 0: a swap would show
-                module.bias.uniform_(-0.5, 0.5)
-    net, weights = netdsl.import_torchvision(reference.state_dict(), arch)
-    assert net.name == references.NETWORKS[arch].split(":")[-1]
+def test_a_torchvision_layout_imports_and_runs():
+    net, weights = netdsl.import_torchvision(torchvision_resnet18_state(), "resnet18")
+    assert net.name == "resnet18" and len(weights) == len(net.weight_specs)
+    state = torchvision_resnet18_state()
+    floats = [name for name, value in state.items() if value.is_floating_point()]
+    # by position: torchvision's k-th float tensor is netdsl's k-th weight
+    assert [np.array_equal(weights[spec.name], state[name].numpy())
+            for spec, name in zip(net.weight_specs, floats)] == [True] * len(floats)
     model = net.compile("torch", weights=weights).eval()
-    x = torch.randn(2, 3, 224, 224)
-    with torch.no_grad():
-        assert torch.allclose(model(x), reference(x), rtol=1e-4, atol=1e-5)
+    assert model(torch.zeros(1, 3, 64, 64)).shape == (1, 1000)
 
 
 def test_torchvision_file_is_read_without_unpickling(tmp_path):
-    reference = references.REFERENCES["resnet18"]()
     path = tmp_path / "resnet18.pth"
-    torch.save({"state_dict": reference.state_dict(), "epoch": 3}, path)
+    torch.save({"state_dict": torchvision_resnet18_state(), "epoch": 3}, path)
     net, weights = netdsl.import_torchvision(path, "resnet18")
     assert len(weights) == len(net.weight_specs)
     evil = tmp_path / "evil.pth"
@@ -47,7 +36,7 @@ def test_torchvision_file_is_read_without_unpickling(tmp_path):
 
 
 def test_torchvision_mismatch_names_the_first_tensor():
-    state = references.REFERENCES["resnet18"]().state_dict()
+    state = torchvision_resnet18_state()
     with pytest.raises(netdsl.NetDSLWeightsError) as caught:
         netdsl.import_torchvision(state, "resnet50")
     assert caught.value.message == ("the state_dict: tensor 5 (layer1.0.conv1.weight, 64x64x3x3) does not "

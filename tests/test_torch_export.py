@@ -88,12 +88,9 @@ def test_compile_saves_and_loads_weights(tmp_path, capsys):
 
 
 def test_compile_imports_torchvision_and_fine_tunes(tmp_path, capsys):
-    spec = importlib.util.spec_from_file_location(
-        "reference_models", NETWORKS.parent / "benchmarks" / "reference_models.py")
-    references = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(references)
+    from conftest import torchvision_resnet18_state
     pth = tmp_path / "resnet18.pth"
-    torch.save(references.REFERENCES["resnet18"]().state_dict(), pth)
+    torch.save(torchvision_resnet18_state(), pth)
     saved = tmp_path / "ft.safetensors"
     status = main(["compile", "resnet:resnet18", "--torchvision", str(pth), "--head", "10",
                    "--freeze", "basic_stage2", "--save-weights", str(saved)])

@@ -135,3 +135,14 @@ def test_channel_split_and_shuffle_are_shufflenet_v2s_block(stride):
         inp = half
     net = netdsl.parse("activation none\n" + text, input=f"{inp}x14x14")
     _same_function(net, InvertedResidual(inp, c, stride), (inp, 14, 14))
+
+
+def test_the_recorded_resnet18_layout_is_torchvisions():
+    """tests/data/torchvision_resnet18.json stands in for torchvision where it is missing (the
+    default tier's import tests): it must be torchvision's state_dict layout, in order."""
+    import json
+    from pathlib import Path
+    record = json.loads((Path(__file__).parent / "data" / "torchvision_resnet18.json").read_text())
+    state = torchvision.models.resnet18(weights=None).state_dict()
+    assert record["state_dict"] == [[name, list(value.shape), str(value.dtype).removeprefix("torch.")]
+                                    for name, value in state.items()]
