@@ -355,6 +355,7 @@ KERNELS: dict[str, JaxKernel] = {
     "flatten": _flatten, "crop": _crop, "concat": _concat, "add": _add,
     "dwconv": _conv, "adaptive_avgpool": _adaptive_pool, "adaptive_maxpool": _adaptive_pool, "gmp": _gmp,
     "mul": _mul, "channels": _channels, "shuffle": _shuffle, "upsample": _upsample,
+    "aux": lambda node, inputs, context: inputs[0],
 }
 
 
@@ -409,12 +410,12 @@ class JaxModule:
 
     def _forward_function(self, weights, x, key, training):
         values, updates = self._evaluate(weights, x, key, training)
-        return values[-1], updates
+        return (values[-1], *(values[node.id] for node in self.graph.aux_outputs)), updates
 
     def _gradient_function(self, trainable, others, x, dy, key, training):
         def forward(trainable, x):
             values, updates = self._evaluate({**others, **trainable}, x, key, training)
-            return values[-1], updates
+            return (values[-1], *(values[node.id] for node in self.graph.aux_outputs)), updates
         _, pullback, updates = jax.vjp(forward, trainable, x, has_aux=True)
         d_trainable, dx = pullback(dy)
         return dx, d_trainable, updates
@@ -437,13 +438,16 @@ class JaxModule:
         return key
 
     def __call__(self, x):
-        y, updates = self._forward(self._weights, self._input(x), self._next_key(), self._mode())
+        """The output; in training mode, a net with auxiliary outputs (aux{ }) gives the tuple
+        (output, aux1, ...). (The heads are computed in eval mode too: `training` is traced.)"""
+        outputs, updates = self._forward(self._weights, self._input(x), self._next_key(), self._mode())
         self._weights.update(updates)
-        return y
+        return outputs if self.training and len(outputs) > 1 else outputs[0]
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray):
         """The forward pass, NumPy in and NumPy out."""
-        return np.asarray(self(x))
+        y = self(x)
+        return tuple(np.asarray(v) for v in y) if isinstance(y, tuple) else np.asarray(y)
 
     def trace(self, x) -> list[np.ndarray]:
         """Every node's output for input x (batch first), in node order, computed op by op without
@@ -453,15 +457,31 @@ class JaxModule:
         self._weights.update(updates)
         return [np.asarray(v) for v in values]
 
-    def gradients(self, x: np.ndarray, dy: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-        """(d sum(y*dy)/dx, {trainable name: gradient}) for one forward and backward pass."""
+    def gradients(self, x: np.ndarray, dy) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """(d sum(y*dy)/dx, {trainable name: gradient}) for one forward and backward pass. With
+        auxiliary outputs, `dy` may be a tuple (d output, d aux1, ...); one array leaves the
+        heads out."""
         names = set(self.trainable())
         trainable = {name: value for name, value in self._weights.items() if name in names}
         others = {name: value for name, value in self._weights.items() if name not in names}
+        aux = self.graph.aux_outputs
+        if isinstance(dy, (tuple, list)):
+            if len(dy) != 1 + len(aux):
+                raise ValueError(f"gradients takes {1 + len(aux)} output gradients, got {len(dy)}")
+            cotangent = tuple(jnp.asarray(d, dtype=self.dtype) for d in dy)
+        else:
+            batch = jnp.shape(dy)[0]
+            cotangent = (jnp.asarray(dy, dtype=self.dtype),
+                         *(jnp.zeros((batch, *self.network.shapes[node.id]), self.dtype) for node in aux))
         dx, grads, updates = self._gradients(
-            trainable, others, self._input(x), jnp.asarray(dy, dtype=self.dtype), self._next_key(), self._mode())
+            trainable, others, self._input(x), cotangent, self._next_key(), self._mode())
         self._weights.update(updates)
-        return np.asarray(dx), {name: np.asarray(grads[name]) for name in self.trainable()}
+        # in eval mode an auxiliary head is not part of the net's function: no gradients, as the
+        # NumPy reference and torch (which do not run it) give none
+        heads = set() if self.training or not aux else {
+            spec.name for spec in self.network.weight_specs
+            if self.graph.node(spec.node).id not in self.graph.inference_nodes()}
+        return np.asarray(dx), {name: np.asarray(grads[name]) for name in self.trainable() if name not in heads}
 
     def train(self, mode: bool = True) -> "JaxModule":
         self.training = mode

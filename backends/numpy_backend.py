@@ -1013,6 +1013,9 @@ KERNELS: dict[str, Kernel] = {
     "shuffle": Kernel(lambda node, inputs, weights, state: (_shuffle(inputs[0], node.attrs["groups"]), None),
                       _shuffle_backward),
     "upsample": Kernel(_upsample_forward, _upsample_backward),
+    # an auxiliary output's marker: its value is its head's result, and its gradient flows back
+    "aux": Kernel(lambda node, inputs, weights, state: (inputs[0], None),
+                  lambda node, dy, cache, weights: ([dy], {})),
 }
 
 
@@ -1106,6 +1109,8 @@ class NumpyModule:
             self._by_node[self.graph.node(spec.node).id][spec.suffix] = spec.name
         self._caches: list | None = None
         self.workspace = Workspace()
+        self._aux = network.graph.aux_outputs
+        self._inference = network.graph.inference_nodes() if self._aux else None
 
     def train(self, mode: bool = True) -> "NumpyModule":
         self.training = mode
@@ -1152,8 +1157,13 @@ class NumpyModule:
     def _node_weights(self, node_id: int) -> dict[str, np.ndarray]:
         return {suffix: self.weights[name] for suffix, name in self._by_node[node_id].items()}
 
-    def forward(self, x: np.ndarray) -> np.ndarray:
-        return self._run(x, keep=False)[-1]
+    def forward(self, x: np.ndarray):
+        """The output; in training mode, a net with auxiliary outputs (aux{ }) gives the tuple
+        (output, aux1, aux2, ...), as torchvision's GoogLeNet and Inception-v3 do."""
+        values = self._run(x, keep=False)
+        if self.training and self._aux:
+            return (values[-1], *(values[node.id] for node in self._aux))
+        return values[-1]
 
     __call__ = forward
 
@@ -1187,16 +1197,27 @@ class NumpyModule:
             return run
 
         # the caches keep what backward needs; values no later node reads are dropped
-        values = interpret(self.graph, kernel, np.ascontiguousarray(np.swapaxes(x, 0, 1)), keep=keep)
+        values = interpret(self.graph, kernel, np.ascontiguousarray(np.swapaxes(x, 0, 1)), keep=keep,
+                           only=None if self.training or keep else self._inference)
         self._caches = caches
         return [None if v is None else np.swapaxes(v, 0, 1) for v in values]
 
-    def backward(self, dy: np.ndarray) -> np.ndarray:
-        """Gradient of sum(output * dy) with respect to the input of the last forward; fills grads."""
+    def backward(self, dy) -> np.ndarray:
+        """Gradient of sum(output * dy) with respect to the input of the last forward; fills grads.
+        After a training forward of a net with auxiliary outputs, `dy` may be a tuple (d output,
+        d aux1, ...), the gradient of sum(output * dy[0]) + sum(aux1 * dy[1]) + ...; a single
+        array leaves the heads out."""
         if self._caches is None:
             raise RuntimeError("backward() needs a forward pass first")
-        dy = np.asarray(dy, dtype=self.dtype)
         grads_in: list[np.ndarray | None] = [None] * len(self.graph.nodes)
+        if isinstance(dy, (tuple, list)):
+            if len(dy) != 1 + len(self._aux) or not self._aux:
+                raise ValueError(f"backward takes {1 + len(self._aux)} gradients (the output's and "
+                                 f"one per auxiliary output), got {len(dy)}")
+            for node, d in zip(self._aux, dy[1:]):
+                grads_in[node.id] = np.swapaxes(np.asarray(d, dtype=self.dtype), 0, 1)
+            dy = dy[0]
+        dy = np.asarray(dy, dtype=self.dtype)
         grads_in[-1] = np.swapaxes(dy, 0, 1)
         trainable = set(self.trainable())
         self.grads = {}

@@ -95,17 +95,26 @@ class TorchModule:
 
     network: Any
 
-    def run(self, x: np.ndarray) -> np.ndarray:
+    def run(self, x: np.ndarray):
+        """The forward pass, NumPy in and out (a tuple with auxiliary outputs in training mode)."""
         with torch.no_grad():
             y = self(self._as_input(x))
-        return _as_numpy(y)
+        return tuple(_as_numpy(v) for v in y) if isinstance(y, tuple) else _as_numpy(y)
 
-    def gradients(self, x: np.ndarray, dy: np.ndarray):
+    def gradients(self, x: np.ndarray, dy):
+        """(d sum(y*dy)/dx, {name: gradient}); with auxiliary outputs in training mode `dy` may be
+        a tuple (d output, d aux1, ...), and one array leaves the heads out."""
         xt = self._as_input(x).requires_grad_(True)
         for p in self.parameters():
             p.grad = None
         y = self(xt)
-        y.backward(self._as_input(dy))
+        if isinstance(dy, (tuple, list)):
+            outputs = y if isinstance(y, tuple) else (y,)
+            if len(dy) != len(outputs):
+                raise ValueError(f"gradients takes {len(outputs)} output gradients, got {len(dy)}")
+            torch.autograd.backward(list(outputs), [self._as_input(d) for d in dy])
+        else:
+            (y[0] if isinstance(y, tuple) else y).backward(self._as_input(dy))
         grads = {name: _as_numpy(p.grad) for name, p in self.named_parameters()
                  if p.requires_grad and p.grad is not None}
         dx = _as_numpy(xt.grad) if xt.grad is not None else np.zeros_like(np.asarray(x))

@@ -34,7 +34,7 @@ import math
 import re
 from dataclasses import dataclass, field
 
-from netdsl.ir import Graph, LayoutChain, LayoutMerge, LayoutOp, LayoutScope, Node
+from netdsl.ir import Graph, LayoutAux, LayoutChain, LayoutMerge, LayoutOp, LayoutScope, Node
 from netdsl.ops import OPS, format_shape
 
 # -- one torch kernel per op: the module it builds and how forward applies it ---------------------
@@ -246,6 +246,7 @@ KERNELS: dict[str, TorchKernel] = {
     "channels": TorchKernel(None, _channels_call),
     "shuffle": TorchKernel(None, _shuffle_call),
     "upsample": TorchKernel(_upsample_module, _upsample_call),
+    "aux": TorchKernel(None, lambda node, module, args, in_place, inputs: args[0]),
 }
 
 #: Ops whose own output autograd does not need for backward: a value they make may be overwritten
@@ -298,7 +299,7 @@ class _Block:
 
     local: str  # the attribute name in its parent ("" for the root)
     path: str  # the full scope path ("" for the root)
-    kind: str  # "net", "call", "group", "merge" or "branch"
+    kind: str  # "net", "call", "group", "merge", "branch" or "aux"
     title: str  # bottleneck(256), p3, add, ...
     entry: int  # the node whose value the block starts from
     result: int  # the node whose value the block gives
@@ -340,6 +341,13 @@ def _fill(graph: Graph, block: _Block, chain: LayoutChain) -> None:
             merge.items.append(item.node)
             merge.nodes.add(item.node)
             _add_child(block, merge)
+        elif isinstance(item, LayoutAux):  # a head whose result the net returns in training
+            node = graph[item.node]
+            head = _Block(node.name.rsplit(".", 1)[-1], node.name, "aux", node.name, item.input, item.node)
+            _fill(graph, head, item.head)
+            head.items.append(item.node)
+            head.nodes.add(item.node)
+            _add_child(block, head)
 
 
 def chain_entry(merge: LayoutMerge) -> int:
@@ -411,6 +419,8 @@ class _Lowering:
             return owner + class_name(block.title), ""
         if block.kind == "branch":
             return owner + "Branch" + block.local[1:], ""
+        if block.kind == "aux":
+            return "AuxiliaryHead", ""
         return class_name(self.network.name), ""
 
     def _comment(self, node: Node) -> str:
@@ -425,7 +435,7 @@ class _Lowering:
         """The class's first lines: what it is, and the .net line its layers come from."""
         what = {"net": f"net {quoted(self.network.name, 60)}", "call": quoted(block.title, 70),
                 "group": f"group {block.local}", "merge": f"{block.title}{{}} merge",
-                "branch": block.title}[block.kind]
+                "branch": block.title, "aux": f"{block.title}: an auxiliary output (returned in training)"}[block.kind]
         lines = [f"    # {what}"]
         first = next((item for item in block.items if not isinstance(item, _Block)), None)
         if first is not None and block.kind in ("call", "group") and self.graph[first].span is not None:
@@ -476,9 +486,14 @@ class _Lowering:
                 for node_id, target in zip(item.outputs, targets):
                     names[node_id] = target
                 shown = format_shape(self.shapes[item.result])
-                lines.append(f"        {', '.join(targets)} = self.{item.local}({args})  # {shown}")
+                # an auxiliary head runs only in training, as torchvision's do
+                when = " if self.training else None" if item.kind == "aux" else ""
+                lines.append(f"        {', '.join(targets)} = self.{item.local}({args}){when}  # {shown}")
                 continue
             node = self.graph[item]
+            if node.op == "aux":  # the head's result itself: nothing to compute
+                names[node.id] = names[node.inputs[0]]
+                continue
             kernel = KERNELS[node.op]
             local = node.name.rsplit(".", 1)[-1]
             args = [names[i] for i in node.inputs]
@@ -495,6 +510,10 @@ class _Lowering:
             names[node.id] = variable
             lines.append(f"        {variable} = {expression}  # {format_shape(self.shapes[node.id])}")
         returned = [names[i] for i in block.outputs]
+        aux = [names[node.id] for node in self.graph.aux_outputs] if block.kind == "net" else []
+        if aux:  # as torchvision's GoogLeNet and Inception-v3: the heads only while training
+            lines.append("        if self.training:")
+            lines.append(f"            return {', '.join(returned + aux)}")
         lines.append(f"        return {', '.join(returned)}")
         return lines
 

@@ -139,7 +139,16 @@ class Choice:
     span: Span
 
 
-Element = Union[Atom, Group, Merge, Repeat, Labelled, Choice]
+@dataclass(frozen=True, slots=True)
+class AuxOutput:
+    """`aux{ avgpool5/3 - conv1-128 - ... - fc1000 }`: a head on the current tensor whose result is
+    an auxiliary output (returned in training mode); the chain goes on from the same tensor."""
+
+    body: "Chain"
+    span: Span
+
+
+Element = Union[Atom, Group, Merge, Repeat, Labelled, Choice, AuxOutput]
 
 
 @dataclass(frozen=True, slots=True)

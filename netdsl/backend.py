@@ -156,17 +156,22 @@ def last_use(graph: Graph) -> list[int]:
 Kernel = Callable[[Node, Sequence[Any]], Any]
 
 
-def interpret(graph: Graph, kernel: Callable[[Node], Kernel], x: Any, keep: bool = False) -> list[Any]:
+def interpret(graph: Graph, kernel: Callable[[Node], Kernel], x: Any, keep: bool = False,
+              only: frozenset[int] | None = None) -> list[Any]:
     """Evaluate `graph` on input `x`: kernel(node)(node, inputs) for each node in order, then the
     fused activation's kernel on the result. Values no later node reads are dropped as soon as
-    possible unless `keep` (then every node's output is returned, for checking shapes).
+    possible unless `keep` (then every node's output is returned, for checking shapes). With
+    `only`, the nodes outside it are not run (eval mode leaves out the auxiliary heads:
+    `graph.inference_nodes()`).
 
-    Returns the list of node values (None where dropped); the output is the last.
+    Returns the list of node values (None where dropped or not run); the output is the last.
     """
     values: list[Any] = [None] * len(graph.nodes)
     values[0] = x
     last = last_use(graph)
     for node in graph.nodes[1:]:
+        if only is not None and node.id not in only:
+            continue
         y = kernel(node)(node, [values[i] for i in node.inputs])
         act = fused_activation(node)
         if act is not None:

@@ -21,7 +21,7 @@ from typing import Iterable
 import graphviz
 
 from .errors import NetDSLError, NetDSLLimitError
-from .ir import LayoutChain, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor, node_ids
+from .ir import LayoutAux, LayoutChain, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor, node_ids
 from .ops import OPS
 from .report import notation
 from .shapes import format_shape
@@ -108,6 +108,18 @@ class _Drawing(LayoutVisitor):
         for b, branch in enumerate(item.branches, 1):
             self.visit(branch, graph, depth, f"{name}.b{b}.")
         self.op_node(graph, item.node)
+
+    def visit_aux(self, item: LayoutAux, graph: graphviz.Digraph, depth: int, prefix: str) -> None:
+        """The head in a dashed cluster ending in an oval: an output, as the input is an oval."""
+        name = self.graph_ir[item.node].name
+        with graph.subgraph(name=f"cluster_{name}") as cluster:
+            cluster.attr(label=_text(f"{name}: auxiliary output (training)"), style="rounded,dashed",
+                         color="#6b6b6b", fontcolor="#404040")
+            self.visit(item.head, cluster, depth + 1, name + ".")
+            layer = self.layers[item.node]
+            cluster.node(f"n{item.node}", _label(name, format_shape(layer.shape)), shape="oval",
+                         fillcolor=OPS["aux"].colour, id=f"ir{item.node}")
+        self.owner[item.node] = f"n{item.node}"
 
     def edges(self, graph: graphviz.Digraph) -> None:
         drawn: set[tuple[str, str]] = set()
@@ -237,6 +249,10 @@ class _BoxCount(LayoutVisitor):
     def visit_merge(self, item: LayoutMerge, level: int) -> None:
         self.boxes += 1
         super().visit_merge(item, level)
+
+    def visit_aux(self, item: LayoutAux, level: int) -> None:
+        self.boxes += 1
+        super().visit_aux(item, level)
 
 
 def _count_boxes(layout: LayoutChain, depth: int | None, budget: int,

@@ -19,7 +19,7 @@ from functools import wraps
 from . import ast
 from .errors import (NetDSLError, NetDSLLimitError, NetDSLNameError, NetDSLShapeError, NetDSLSyntaxError,
                      Span, suggest)
-from .ir import (Frame, Graph, LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope, Node,
+from .ir import (Frame, Graph, LayoutAux, LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope, Node,
                  freeze_attrs)
 from .limits import Limits
 from .modules import Module
@@ -171,6 +171,10 @@ def expand_net(module: Module, net: ast.Net, limits: Limits, default_name: str =
     root.local_names["input"] = None
     expander.nodes.append(_Draft("input", {}, [], "input", net.span, ()))
     _, layout = expander.chain(net.body, 0, root, {}, (), 0)
+    if expander.nodes[-1].op == "aux":
+        raise NetDSLNameError("a net cannot end with aux{ }: its last layer is its output",
+                              expander.nodes[-1].span, ["put aux{ ... } where the head branches off, "
+                                                        "and go on with the main chain after it"])
     _assign_activations(expander.nodes, activation)
     nodes = tuple(Node(i, d.op, freeze_attrs(d.attrs), tuple(d.inputs), d.name, d.span, d.context)
                   for i, d in enumerate(expander.nodes))
@@ -252,6 +256,9 @@ class _Sizer:
         if isinstance(element, ast.Merge):
             sizes = [self.chain(branch, env) for branch in element.branches]
             return 1 + sum(n for n, _ in sizes), 1 + sum(s for _, s in sizes)
+        if isinstance(element, ast.AuxOutput):
+            n, s = self.chain(element.body, env)
+            return n + 1, s + 1
         if isinstance(element, ast.Choice):
             chosen = self.value(element.condition, env)
             if not isinstance(chosen, bool):  # in_channels (unknown here), or a mistake
@@ -419,6 +426,8 @@ class _Expander:
                 out.append(LayoutIdentity(label))
                 return current
             return self.element(chosen, current, scope, env, context, depth, out, label)
+        if isinstance(element, ast.AuxOutput):
+            return self.aux_output(element, current, scope, env, context, depth, out, label)
         raise TypeError(f"unexpected AST node {element!r}")  # pragma: no cover
 
     def scoped(self, element, label: str, current: int, scope: _Scope, env: dict, context: tuple,
@@ -462,6 +471,24 @@ class _Expander:
         node = self.add_node(_Draft(element.kind, {}, outputs, scope.full(local), element.span, context))
         out.append(LayoutMerge(node, label, tuple(branches), current))
         return node
+
+    def aux_output(self, element: ast.AuxOutput, current: int, scope: _Scope, env: dict, context: tuple,
+                   depth: int, out: list, label: str | None) -> int:
+        """`aux{ head }`: the head's result becomes an auxiliary output; the chain goes on from
+        `current`. Only in a net's own chain, where the net's forward can return it."""
+        if depth or context:
+            raise NetDSLNameError("aux{ } belongs in a net's own chain, not inside a definition, a "
+                                  "repeat, a merge or a labelled group", element.span,
+                                  [*_context_notes(context),
+                                   "the net returns its auxiliary outputs itself; write the head as a "
+                                   "definition and call it inside aux{ }"])
+        local = scope.claim("aux", label, element.span)
+        inner = _Scope(scope.full(local), scope)
+        scope.children[local] = inner
+        output, head = self.chain(element.body, current, inner, env, context, depth + 1)
+        node = self.add_node(_Draft("aux", {}, [output], scope.full(local), element.span, context))
+        out.append(LayoutAux(node, label, head, current))
+        return current
 
     def resolve_ref(self, ref: ast.Ref, scope: _Scope, context: tuple, env: dict | None = None) -> int:
         bound = env.get(ref.label) if env else None
@@ -914,6 +941,8 @@ def _reads_name(definition: ast.Def, name: str) -> bool:
             pending.append(node.body)
         elif isinstance(node, ast.Choice):
             pending.extend(n for n in (node.condition, node.then, node.otherwise) if n is not None)
+        elif isinstance(node, ast.AuxOutput):
+            pending.append(node.body)
         elif isinstance(node, ast.BinOp):
             pending.extend((node.left, node.right))
         elif isinstance(node, (ast.Neg, ast.Not)):
@@ -1002,6 +1031,9 @@ def _assign_activations(nodes: list[_Draft], activation: str) -> None:
     # reaches_output[i]: node i's value reaches the output through non-weight ops only.
     reaches_output = [False] * len(nodes)
     reaches_output[-1] = True
+    for node in nodes:
+        if node.op == "aux":  # an auxiliary head's last layers are output layers too
+            reaches_output[node.inputs[0]] = True
     for i in range(len(nodes) - 1, -1, -1):
         if reaches_output[i] and nodes[i].op not in WEIGHT_OPS:
             shape_only = OPS[nodes[i].op].shape_only_inputs

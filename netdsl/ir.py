@@ -48,6 +48,19 @@ class Graph:
     def output(self) -> Node:
         return self.nodes[-1]
 
+    @property
+    def aux_outputs(self) -> tuple[Node, ...]:
+        """The `aux` nodes, in order: each marks its input as an auxiliary output."""
+        return tuple(node for node in self.nodes if node.op == "aux")
+
+    def inference_nodes(self) -> frozenset[int]:
+        """The ids of the nodes the output needs (in eval mode, an auxiliary head is not run)."""
+        needed = {len(self.nodes) - 1}
+        for node in reversed(self.nodes):
+            if node.id in needed:
+                needed.update(node.inputs)
+        return frozenset(needed)
+
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)
 
@@ -157,7 +170,18 @@ class LayoutMerge:
     input: int  # the node whose value the branches start from (unless one starts from a label)
 
 
-LayoutItem = Union[LayoutOp, LayoutIdentity, LayoutScope, LayoutMerge]
+@dataclass(frozen=True, slots=True)
+class LayoutAux:
+    """`aux{ head }`: the head starts from `input`, its result feeds the `aux` node `node`; the
+    chain goes on from `input`."""
+
+    node: int
+    label: str | None
+    head: LayoutChain
+    input: int
+
+
+LayoutItem = Union[LayoutOp, LayoutIdentity, LayoutScope, LayoutMerge, LayoutAux]
 
 
 class LayoutVisitor:
@@ -167,7 +191,7 @@ class LayoutVisitor:
     what it needs and calls the default (or `visit_items`) to descend."""
 
     _METHODS = {LayoutOp: "visit_op", LayoutIdentity: "visit_identity", LayoutScope: "visit_scope",
-                LayoutMerge: "visit_merge", LayoutChain: "visit_chain"}
+                LayoutMerge: "visit_merge", LayoutChain: "visit_chain", LayoutAux: "visit_aux"}
 
     def visit(self, item, *args):
         return getattr(self, self._METHODS[type(item)])(item, *args)
@@ -192,6 +216,9 @@ class LayoutVisitor:
         for branch in item.branches:
             self.visit(branch, *args)
 
+    def visit_aux(self, item: LayoutAux, *args):
+        return self.visit(item.head, *args)
+
 
 class _NodeIds(LayoutVisitor):
     def __init__(self):
@@ -202,6 +229,10 @@ class _NodeIds(LayoutVisitor):
 
     def visit_merge(self, item: LayoutMerge, *args):
         super().visit_merge(item)
+        self.ids.append(item.node)
+
+    def visit_aux(self, item: LayoutAux, *args):
+        super().visit_aux(item)
         self.ids.append(item.node)
 
 

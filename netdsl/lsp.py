@@ -108,6 +108,8 @@ def _element(element):
             yield from _elements(branch)
     elif isinstance(element, (ast.Repeat, ast.Labelled)):
         yield from _element(element.body)
+    elif isinstance(element, ast.AuxOutput):
+        yield from _elements(element.body)
     elif isinstance(element, ast.Choice):
         yield from _element(element.then)
         if element.otherwise is not None:

@@ -222,7 +222,7 @@ _TERMINAL_NAMES = {
     "NAME": "a name", "SLIDE": "a layer such as conv3-64", "INT": "an integer", "FLOAT": "a number",
     "SHAPE": "a shape such as 3x224x224", "STRING": 'a quoted path such as "vgg.net"',
     "MERGE": "cat{, add{ or mul{", "$END": "end of input", "INPUT_KW": "'input'",
-    "COMPARE": "a comparison (==, !=, <, <=, >, >=)",
+    "COMPARE": "a comparison (==, !=, <, <=, >, >=)", "AUX": "aux{",
 }
 
 
@@ -496,6 +496,9 @@ class _ToAst:
     def merge(self, meta, children):
         kind = MERGE_WORDS[str(children[0])[:-1]]
         return ast.Merge(kind, tuple(children[1:]), self._span(meta))
+
+    def aux_output(self, meta, children):
+        return ast.AuxOutput(children[1], self._span(meta))
 
     def choice(self, meta, children):
         condition, then, otherwise = children

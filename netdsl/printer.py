@@ -6,7 +6,8 @@ output parses back to the same IR (names included) and printing that again gives
 """
 from __future__ import annotations
 
-from .ir import Graph, LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor, Node
+from .ir import (Graph, LayoutAux, LayoutChain, LayoutIdentity, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor,
+                 Node)
 from .ops import OPS
 from .ops.base import stated_attrs
 from .shapes import format_shape
@@ -89,6 +90,10 @@ class _Lines(LayoutVisitor):
             lines.extend(_chain(self.graph, branch, depth + 1))
         lines.append(_INDENT * depth + "}")
         return lines
+
+
+    def visit_aux(self, item: LayoutAux, depth: int) -> list[str]:
+        return [_labelled(item.label, "aux{"), *_chain(self.graph, item.head, depth + 1), _INDENT * depth + "}"]
 
 
 def _item(graph: Graph, item, depth: int) -> list[str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from fractions import Fraction
 
-from .ir import Graph, LayoutChain, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor, node_ids
+from .ir import Graph, LayoutAux, LayoutChain, LayoutMerge, LayoutOp, LayoutScope, LayoutVisitor, node_ids
 from .ops import slide_notation
 from .shapes import format_shape
 
@@ -57,6 +57,15 @@ class _Rows(LayoutVisitor):
             self.visit(branch, f"{name}.b{i}.", depth)
         self.rows.append(Row("layer", name, depth, (item.node,)))
         self.ids.append(item.node)
+
+    def visit_aux(self, item: LayoutAux, prefix: str, depth: int):
+        """One group row for the auxiliary head (its `aux` node is only a marker)."""
+        path = self.graph[item.node].name
+        at, first = len(self.rows), len(self.ids)
+        self.rows.append(Row("group", path, depth, ()))
+        self.visit(item.head, path + ".", depth + 1)
+        self.ids.append(item.node)
+        self.rows[at] = Row("group", path, depth, tuple(self.ids[first:]))
 
 
 def notation(node) -> str:
@@ -161,10 +170,14 @@ def summary_text(network, depth: int | None = None, width: int | None = None,
     if network.symbolic:
         out.extend(_symbolic_totals(network, stats, valid))
         return "\n".join(out) + "\n"
-    out.append(f"params       {stats.params:>17,}")
+    out.append(f"params       {stats.params:>17,}" + (
+        f"   ({stats.aux_params:,} in the auxiliary heads)" if stats.aux_params else ""))
     if stats.buffers:
         out.append(f"buffers      {stats.buffers:>17,}   (BN running statistics, fixed weights)")
     out.append(f"MACs         {stats.macs:>17,}   ({_human(stats.macs)}MAC, {_human(2 * stats.macs)}FLOP)")
+    if stats.aux_macs:
+        out.append(f"             {'':>17}   (in eval mode; the auxiliary heads add {stats.aux_macs:,} "
+                   f"in training)")
     out.append(f"activations  {stats.activations:>17,}   ({stats.activation_bytes / 1e6:.1f} MB in "
                f"float32, one input, forward)")
     return "\n".join(out) + "\n"
@@ -246,6 +259,8 @@ def summary_dict(network, groups: bool = True) -> dict:
         "output": shape(network.output_shape), "params": count(stats.params),
         "buffers": count(stats.buffers), "macs": count(stats.macs),
         "activations": count(stats.activations), "activation_bytes": count(stats.activation_bytes),
+        **({"aux_params": count(stats.aux_params), "aux_macs": count(stats.aux_macs)}
+           if network.graph.aux_outputs else {}),
         "layers": layers, "groups": group_rows,
         "warnings": [w.render() for w in network.warnings],
     }

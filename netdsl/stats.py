@@ -52,8 +52,10 @@ class NetworkStats:
     layers: tuple[LayerStats, ...]
     params: int
     buffers: int
-    macs: int
+    macs: int  # of the eval forward: auxiliary heads (aux{ }) run in training only
     activations: int
+    aux_params: int = 0  # of the auxiliary heads, included in params
+    aux_macs: int = 0  # of the auxiliary heads, not in macs
 
     @property
     def activation_bytes(self) -> int:
@@ -88,5 +90,12 @@ def measure(graph: Graph, shapes: tuple[Shape, ...],
             node.name, node.op, shape, params.get(node.name, 0), buffers.get(node.name, 0),
             op.macs(node, inputs, shape), math.prod(shape) if op.counts_as_activation else 0,
             field[0], field[1]))  # with size names, MACs and activations are polynomials in them
+    if not any(node.op == "aux" for node in graph.nodes):
+        return NetworkStats(tuple(layers), sum(l.params for l in layers), sum(l.buffers for l in layers),
+                            sum(l.macs for l in layers), sum(l.activations for l in layers))
+    inference = graph.inference_nodes()
+    heads = [layer for node, layer in zip(graph.nodes, layers) if node.id not in inference]
     return NetworkStats(tuple(layers), sum(l.params for l in layers), sum(l.buffers for l in layers),
-                        sum(l.macs for l in layers), sum(l.activations for l in layers))
+                        sum(l.macs for l in layers) - sum(l.macs for l in heads),
+                        sum(l.activations for l in layers), sum(l.params for l in heads),
+                        sum(l.macs for l in heads))

@@ -82,6 +82,10 @@ def programs(draw, max_layers: int = 6, max_channels: int = 6, max_size: int = 9
         text, shape = found
         elements.append(text)
         ops.add(op.name)
+    while elements and elements[-1].startswith("aux{"):  # the net's last layer is its output
+        elements.pop()
+    if not any(element.startswith("aux{") for element in elements):
+        ops.discard("aux")
     # a definition with a parameter, called (and repeated) with a shape-preserving body
     if len(shape) == 3 and draw(st.booleans()):
         c_same = shape[0]
@@ -174,8 +178,18 @@ def without_dropout(net):
 
 
 def _difference(actual, expected, rtol: float, floor: float) -> str | None:
-    """None when |actual - expected| <= rtol*|expected| + floor everywhere, else the worst entry."""
+    """None when |actual - expected| <= rtol*|expected| + floor everywhere, else the worst entry.
+    Tuples (a net's output and its auxiliary outputs, in training mode) are compared in turn."""
     import numpy as np
+    if isinstance(expected, tuple):
+        if not isinstance(actual, tuple) or len(actual) != len(expected):
+            return (f"{len(actual) if isinstance(actual, tuple) else 1} outputs, the reference gives "
+                    f"{len(expected)} (the output and the auxiliary outputs, in training mode)")
+        for i, (a, e) in enumerate(zip(actual, expected)):
+            problem = _difference(a, e, rtol, floor)
+            if problem:
+                return f"output {i}: {problem}" if i else problem
+        return None
     expected = np.asarray(expected, dtype=np.float64)
     actual = np.asarray(actual, dtype=np.float64)
     if actual.shape != expected.shape:
@@ -195,7 +209,8 @@ def _difference(actual, expected, rtol: float, floor: float) -> str | None:
 
 def _scale(*arrays) -> float:
     import numpy as np
-    return max((float(np.max(np.abs(a))) for a in arrays if np.size(a)), default=0.0)
+    flat = [a for array in arrays for a in (array if isinstance(array, tuple) else (array,))]
+    return max((float(np.max(np.abs(a))) for a in flat if np.size(a)), default=0.0)
 
 
 #: What check_backend uses of netdsl.backend.CompiledModule.
@@ -226,6 +241,9 @@ class _Case:
         rng = np.random.default_rng(seed)
         self.x = (rng.standard_normal((batch, *net.input_shape)) * INPUT_SCALE).astype(dtype)
         self.dy = rng.standard_normal((batch, *net.output_shape)).astype(dtype)
+        # in training mode, one more gradient per auxiliary output (aux{ }): the heads are checked too
+        self.dy_train = (self.dy, *(rng.standard_normal((batch, *net.shapes[node.id])).astype(dtype)
+                                    for node in net.graph.aux_outputs)) if net.graph.aux_outputs else self.dy
 
     def _compile(self):
         weights = {name: value.copy() for name, value in self.initial.items()}
@@ -262,14 +280,15 @@ class _Case:
             if problem:
                 self.fail(mode, "output", problem, locate=True)
             if self.differentiable:
-                dx_ref, grads_ref = self.reference.gradients(self.x, self.dy)
-                dx, grads = self._call(f"{mode} gradients", self.module.gradients, self.x, self.dy)
+                dy = self.dy_train if mode == "train" else self.dy
+                dx_ref, grads_ref = self.reference.gradients(self.x, dy)
+                dx, grads = self._call(f"{mode} gradients", self.module.gradients, self.x, dy)
                 if set(grads) != set(grads_ref):
                     self.fail(mode, "gradients", f"names {sorted(set(grads) ^ set(grads_ref))[:3]} "
                                                  f"are in one result only")
                 # Gradients are linear in dy: one that is zero in theory is rounding noise on the
                 # scale of dy and of the other gradients.
-                floor = self.gradient_floor * _scale(dx_ref, self.dy, *grads_ref.values())
+                floor = self.gradient_floor * _scale(dx_ref, dy, *grads_ref.values())
                 problem = _difference(dx, dx_ref, self.gradient_rtol, floor)
                 if problem:
                     self.fail(mode, "gradient of the input", problem)

@@ -49,17 +49,24 @@ def compare(net, modes=("eval", "train"), dtype="float64", rtol=1e-9, atol=None,
         y_ref = reference(x)
         xt = torch.from_numpy(x.copy()).requires_grad_(True)
         y = model(xt)
+        # in training mode a net with auxiliary outputs gives them too: each is compared, and each
+        # gets its own gradient
+        ys, ys_ref = (y, y_ref) if isinstance(y_ref, tuple) else ((y,), (y_ref,))
+        assert isinstance(y, tuple) == isinstance(y_ref, tuple) and len(ys) == len(ys_ref)
         # An output that is zero in theory (dead ReLUs into batch norm) is noise on the input's scale.
-        floor = atol * max(float(np.abs(y_ref).max()), float(np.abs(x).max()))
-        assert_close(y.detach().numpy(), y_ref, rtol, floor, f"{mode}: output")
-        r = rng.standard_normal(y_ref.shape).astype(dtype)
-        dx_ref = reference.backward(r)
-        y.backward(torch.from_numpy(r))
-        grads = {name: p.grad.numpy() for name, p in model.named_parameters() if p.requires_grad}
+        floor = atol * max(max(float(np.abs(v).max()) for v in ys_ref), float(np.abs(x).max()))
+        for i, (out, out_ref) in enumerate(zip(ys, ys_ref)):
+            assert_close(out.detach().numpy(), out_ref, rtol, floor, f"{mode}: output {i}")
+        rs = tuple(rng.standard_normal(v.shape).astype(dtype) for v in ys_ref)
+        dx_ref = reference.backward(rs if isinstance(y_ref, tuple) else rs[0])
+        torch.autograd.backward(list(ys), [torch.from_numpy(r) for r in rs])
+        r = rs[0]
+        grads = {name: p.grad.numpy() for name, p in model.named_parameters()
+                 if p.requires_grad and p.grad is not None}  # an auxiliary head: not run in eval
         assert set(grads) == set(reference.grads)
         # Gradients are linear in r: one that is zero in theory (dead ReLUs before a softmax of a
         # constant) is rounding noise on the scale of r, not of the other gradients.
-        floor = max(atol, looser) * max(float(np.abs(g).max()) for g in [dx_ref, r, *reference.grads.values()])
+        floor = max(atol, looser) * max(float(np.abs(g).max()) for g in [dx_ref, *rs, *reference.grads.values()])
         assert_close(xt.grad.numpy(), dx_ref, max(rtol, looser), floor, f"{mode}: input gradient")
         for name, grad in grads.items():
             assert_close(grad, reference.grads[name], max(rtol, looser), floor, f"{mode}: {name}")

@@ -176,7 +176,7 @@ net every = conv3-8(dilation=2) - bn - lrn(3) - relu - maxpool3/2(pad=1, ceil)
     - add{ conv3-16 - elu | id } - sigmoid - conv1x3-16 - dwconv3(multiplier=1)
     - u: deconv4-16/2 - crop(1, like=@p) - dropout(0.3) - layerscale - stochastic_depth(0.2) - ACTIVATIONS
     - mul{ id | gap - conv1-16 - sigmoid } - cat{ channels(0, 8) | channels(8, 16) - conv1-8 } - shuffle(2)
-    - v: upsample(2, mode=bilinear) - maxpool2/2 - upsample(like=@v)
+    - v: upsample(2, mode=bilinear) - maxpool2/2 - upsample(like=@v) - aux{ gap - fc3 }
     - adaptive_avgpool(3) - adaptive_maxpool(2) - gmp - gap - flatten - fc10 - layerscale(0.5) - softmax
 """
 

@@ -88,7 +88,10 @@ OP_CASES = [
 
 def _loss_and_grads(module, x, r, seed):
     module.rng = np.random.default_rng(seed)  # the same dropout mask on every call
-    return float(np.sum(module(x) * r))
+    y = module(x)
+    if isinstance(y, tuple):  # training, with auxiliary outputs: each has its own r
+        return float(sum(np.sum(v * w) for v, w in zip(y, r)))
+    return float(np.sum(y * r))
 
 
 def _check(program, shape, train, entries=12, tol=1e-6):
@@ -98,10 +101,12 @@ def _check(program, shape, train, entries=12, tol=1e-6):
     x = rng.standard_normal((2, *net.input_shape))
     module.rng = np.random.default_rng(7)
     y = module(x)
-    r = rng.standard_normal(y.shape)
+    r = tuple(rng.standard_normal(v.shape) for v in y) if isinstance(y, tuple) else rng.standard_normal(y.shape)
     dx = module.backward(r)
     grads = dict(module.grads)
-    assert set(grads) == {s.name for s in net.weight_specs if s.trainable}
+    # in eval mode an auxiliary head (aux{ }) is not run: its weights get no gradient
+    run = net.graph.inference_nodes() if not train else range(len(net.graph.nodes))
+    assert set(grads) == {s.name for s in net.weight_specs if s.trainable and net.graph.node(s.node).id in run}
 
     def numeric(array, index, eps=1e-6):
         old = array[index]
@@ -132,6 +137,8 @@ def test_backward_matches_finite_differences(program, shape, train):
 def test_backward_of_each_op_sample_matches_finite_differences(op):
     """Every op's sample program (tests/test_ops.py: the one test row a new op needs)."""
     _check(SAMPLES[op][0], None, False)
+    if op == "aux":  # in training mode the head's output is an output: its gradients too
+        _check(SAMPLES[op][0], None, True)
 
 
 def test_every_op_has_a_kernel_and_a_gradient_test():

@@ -20,7 +20,7 @@ from .dense import FLATTEN, fc_op
 from .elementwise import ACTIVATION_OPS, SOFTMAX
 from .norm import DROPOUT, LAYERSCALE, LRN, RANDOM_IN_TRAINING, STOCHASTIC_DEPTH, bn_op
 from .pool import ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, AVGPOOL, GAP, GMP, MAXPOOL
-from .structure import ADD, CONCAT, CROP, INPUT, MUL
+from .structure import ADD, AUX, CONCAT, CROP, INPUT, MUL
 from .upsample import UPSAMPLE
 
 #: The element-wise activations, usable as layers, as `act=` and as a net's `activation`.
@@ -32,6 +32,7 @@ _RECORDS: tuple[Op, ...] = (
     CROP, CONCAT, ADD,
     dwconv_op(ACTIVATIONS), ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, GMP,
     MUL, CHANNELS, SHUFFLE, UPSAMPLE,
+    AUX,
 )
 
 OPS: Mapping[str, Op] = MappingProxyType({op.name: op for op in _RECORDS})

@@ -1,4 +1,4 @@
-"""Ops that shape the graph: the input, crop, and the merges cat{}, add{} and mul{}."""
+"""Ops that shape the graph: the input, crop, the merges cat{}, add{} and mul{}, and aux{}."""
 from __future__ import annotations
 
 from .base import (AttrSpec, Op, ShapeProblem, Worked, counted, dim, format_shape, image, int_attr,
@@ -8,6 +8,28 @@ from .base import (AttrSpec, Op, ShapeProblem, Worked, counted, dim, format_shap
 
 def _input_explain(node, inputs, out, fields, written):
     return tuple(unchanged_field(fields[0], "one input pixel"))
+
+
+def _aux_explain(node, inputs, out, fields, written):
+    return tuple(unchanged_field(fields[0], "an output: nothing reads it"))
+
+
+def _aux_generate(g, shape):
+    """A small head: a 1x1 conv on an image, an fc on a vector; the chain goes on unchanged."""
+    head = f"conv1-{g.channels()}" if len(shape) == 3 else f"fc{g.channels()}"
+    if len(shape) == 3 and g.draw(g.st.booleans()):
+        head = f"gap - {head}"
+    return f"aux{{ {head} }}", shape
+
+
+#: `aux{ head }`: the head's result is an auxiliary output, returned beside the net's output in
+#: training mode (GoogLeNet's and Inception-v3's auxiliary classifiers); the expander makes it.
+AUX = Op(
+    "aux", "an auxiliary output: the head's result, returned beside the net's output in training mode",
+    (), positional=(), notation=plain_notation("aux"), derive=no_derived, shape=same_shape,
+    weights=no_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
+    merge_word=None, shape_only_inputs=frozenset(), writable=False, activation=False,
+    takes_activation=False, colour="#eeeeee", generate=_aux_generate, explain=_aux_explain)
 
 
 INPUT = Op(
