@@ -35,6 +35,7 @@ ARCHITECTURES = {
     "squeezenet1_0": "squeezenet:squeezenet1_0", "squeezenet1_1": "squeezenet:squeezenet1_1",
     "mnasnet0_5": "mnasnet:mnasnet0_5", "mnasnet0_75": "mnasnet:mnasnet0_75",
     "mnasnet1_0": "mnasnet:mnasnet1_0", "mnasnet1_3": "mnasnet:mnasnet1_3",
+    **{f"shufflenet_v2_{w}": f"shufflenet:shufflenet_v2_{w}" for w in ("x0_5", "x1_0", "x1_5", "x2_0")},
 }
 
 _SKIPPED_PREFIXES = ("aux1.", "aux2.")

@@ -50,6 +50,10 @@ ORACLES = [
     ("mnasnet1_3", 6_282_256, 526_362_432),
     ("googlenet", 6_624_904, 1_498_376_192),
     ("alexnet", 61_100_840, 714_188_480),
+    ("shufflenet_v2_x0_5", 1_366_792, 40_476_448),
+    ("shufflenet_v2_x1_0", 2_278_604, 144_907_992),
+    ("shufflenet_v2_x1_5", 3_503_624, 295_759_392),
+    ("shufflenet_v2_x2_0", 7_393_996, 583_253_464),
     # ... and torchvision's "GFLOPS" (meta["_ops"]), which rounds the same MACs to 3 decimals
     # (tests/test_zoo_torchvision.py counts them exactly on the built torchvision models)
     # the papers, recomputed exactly
