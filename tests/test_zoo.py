@@ -54,6 +54,20 @@ ORACLES = [
     ("shufflenet_v2_x1_0", 2_278_604, 144_907_992),
     ("shufflenet_v2_x1_5", 3_503_624, 295_759_392),
     ("shufflenet_v2_x2_0", 7_393_996, 583_253_464),
+    ("regnet_y_400mf", 4_344_144, 401_842_848),
+    ("regnet_y_800mf", 6_432_512, 833_856_256),
+    ("regnet_y_1_6gf", 11_202_430, 1_612_076_160),
+    ("regnet_y_3_2gf", 19_436_338, 3_176_482_752),
+    ("regnet_y_8gf", 39_381_472, 8_473_070_592),
+    ("regnet_y_16gf", 83_590_140, 15_911_510_272),
+    ("regnet_y_32gf", 145_046_770, 32_279_552_832),
+    ("regnet_x_400mf", 5_495_976, 413_812_608),
+    ("regnet_x_800mf", 7_259_656, 799_699_712),
+    ("regnet_x_1_6gf", 9_190_136, 1_602_849_792),
+    ("regnet_x_3_2gf", 15_296_552, 3_176_621_952),
+    ("regnet_x_8gf", 39_572_648, 7_995_132_416),
+    ("regnet_x_16gf", 54_278_536, 15_940_755_456),
+    ("regnet_x_32gf", 107_811_560, 31_735_929_792),
     # ... and torchvision's "GFLOPS" (meta["_ops"]), which rounds the same MACs to 3 decimals
     # (tests/test_zoo_torchvision.py counts them exactly on the built torchvision models)
     # the papers, recomputed exactly
