@@ -35,6 +35,9 @@ ARCHITECTURES = {
     "squeezenet1_0": "squeezenet:squeezenet1_0", "squeezenet1_1": "squeezenet:squeezenet1_1",
     "mnasnet0_5": "mnasnet:mnasnet0_5", "mnasnet0_75": "mnasnet:mnasnet0_75",
     "mnasnet1_0": "mnasnet:mnasnet1_0", "mnasnet1_3": "mnasnet:mnasnet1_3",
+    **{f"shufflenet_v2_{w}": f"shufflenet:shufflenet_v2_{w}" for w in ("x0_5", "x1_0", "x1_5", "x2_0")},
+    **{f"regnet_{xy}_{size}": f"regnet:regnet_{xy}_{size}" for xy in ("y", "x")
+       for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")},
 }
 
 _SKIPPED_PREFIXES = ("aux1.", "aux2.")

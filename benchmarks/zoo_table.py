@@ -38,6 +38,9 @@ ZOO = [
     *[("densenet", f"densenet{n}") for n in (121, 161, 169, 201)],
     ("squeezenet", "squeezenet1_0"), ("squeezenet", "squeezenet1_1"),
     *[("mnasnet", f"mnasnet{w}") for w in ("0_5", "0_75", "1_0", "1_3")],
+    *[("shufflenet", f"shufflenet_v2_{w}") for w in ("x0_5", "x1_0", "x1_5", "x2_0")],
+    *[("regnet", f"regnet_{xy}_{size}") for xy in ("y", "x")
+      for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")],
 ]
 #: torchvision's keyword arguments: googlenet without its auxiliary classifiers (meta["num_params"]
 #: leaves them out), without the input re-normalisation, initialised without scipy's help

@@ -54,7 +54,10 @@ _HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"),
                     ("densenet", "densenet161"), ("densenet", "densenet169"), ("densenet", "densenet201"),
                     ("mnasnet", "mnasnet0_75"), ("mnasnet", "mnasnet1_0"), ("mnasnet", "mnasnet1_3"),
                     ("resnet", "resnext101_32x8d"), ("resnet", "resnext101_64x4d"),
-                    ("resnet", "wide_resnet50_2"), ("squeezenet", "squeezenet1_0")}
+                    ("resnet", "wide_resnet50_2"), ("squeezenet", "squeezenet1_0"),
+                    *{("shufflenet", f"shufflenet_v2_{w}") for w in ("x1_0", "x1_5", "x2_0")},
+                    *{("regnet", f"regnet_{xy}_{size}") for xy in ("y", "x")
+                      for size in ("800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")}}
 
 
 def _shipped_catalogue() -> list:

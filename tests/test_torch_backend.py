@@ -14,7 +14,8 @@ from equivalence import compare, without_dropout  # noqa: E402  (needs torch)
 # with batch 2, its float64 rounding is amplified past 1e-9 by the near-zero variance).
 BN_SAFE_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp": None,
                   "resnet": "3x64x64", "resnet50": "3x64x64", "resnext50": "3x64x64", "googlenet": "3x64x64",
-                  "densenet": "3x64x64", "mnasnet": "3x64x64", "unet": "1x188x188"}  # U-Net's smallest
+                  "densenet": "3x64x64", "mnasnet": "3x64x64", "unet": "1x188x188",
+                  "shufflenet": "3x64x64", "regnet": "3x64x64"}  # U-Net's smallest
 
 
 @pytest.mark.parametrize("path,name,shape", shipped_networks(BN_SAFE_INPUTS))
