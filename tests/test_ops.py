@@ -46,6 +46,7 @@ SAMPLES = {
     "channels": ("input 6x8x8\nconv3-6 - channels(2, 5)", "channels1", (3, 8, 8), 0, 0, 3, False),
     "shuffle": ("input 6x8x8\nconv3-6 - shuffle(3)", "shuffle1", (6, 8, 8), 0, 0, 3, True),
     "upsample": ("input 3x4x4\nconv3-3/2 - upsample(2, mode=bilinear)", "upsample1", (3, 4, 4), 0, 0, 5, True),
+    "layernorm": ("input 3x8x8\nconv3-5 - layernorm(1e-6)", "layernorm1", (5, 8, 8), 10, 0, 3, False),
 }
 
 
