@@ -38,6 +38,7 @@ ZOO = [
     *[("densenet", f"densenet{n}") for n in (121, 161, 169, 201)],
     ("squeezenet", "squeezenet1_0"), ("squeezenet", "squeezenet1_1"),
     *[("mnasnet", f"mnasnet{w}") for w in ("0_5", "0_75", "1_0", "1_3")],
+    *[("convnext", f"convnext_{size}") for size in ("tiny", "small", "base", "large")],
 ]
 #: torchvision's keyword arguments: googlenet without its auxiliary classifiers (meta["num_params"]
 #: leaves them out), without the input re-normalisation, initialised without scipy's help
@@ -76,17 +77,23 @@ class Comparison:
 def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Every state_dict tensor distinct and random: torchvision's initialisation keeps the
     multi-dimensional weights (random, scaled so the signal survives a deep net), and the constant
-    ones (batch-norm scales, shifts and statistics, zero biases) are redrawn, variances and
-    scales in [0.5, 1.5), the rest in [-0.1, 0.1): constants would hide two swapped tensors."""
+    ones (batch-norm and layer-norm scales, shifts and statistics, zero biases, ConvNeXt's layer
+    scales of C x 1 x 1 all at 1e-6) are redrawn, variances and scales in [0.5, 1.5), the rest in
+    [-0.1, 0.1): constants would hide two swapped tensors."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, value in model.state_dict().items():
-            if not value.is_floating_point() or value.dim() > 1:
+            if not value.is_floating_point() or (value.dim() > 1 and not _constant(value)):
                 continue
-            low, high = (0.5, 1.5) if name.endswith(("running_var", "weight")) else (-0.1, 0.1)
+            scales = ("running_var", "weight", "layer_scale")
+            low, high = (0.5, 1.5) if name.endswith(scales) else (-0.1, 0.1)
             value.copy_(torch.rand(value.shape, generator=generator, dtype=value.dtype)
                         * (high - low) + low)
     return model
+
+
+def _constant(value: torch.Tensor) -> bool:
+    return bool((value == value.flatten()[0]).all())
 
 
 def calibrated(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

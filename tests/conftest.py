@@ -54,7 +54,8 @@ _HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"),
                     ("densenet", "densenet161"), ("densenet", "densenet169"), ("densenet", "densenet201"),
                     ("mnasnet", "mnasnet0_75"), ("mnasnet", "mnasnet1_0"), ("mnasnet", "mnasnet1_3"),
                     ("resnet", "resnext101_32x8d"), ("resnet", "resnext101_64x4d"),
-                    ("resnet", "wide_resnet50_2"), ("squeezenet", "squeezenet1_0")}
+                    ("resnet", "wide_resnet50_2"), ("squeezenet", "squeezenet1_0"),
+                    ("convnext", "convnext_small"), ("convnext", "convnext_base"), ("convnext", "convnext_large")}
 
 
 def _shipped_catalogue() -> list:

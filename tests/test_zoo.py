@@ -48,6 +48,10 @@ ORACLES = [
     ("mnasnet0_75", 3_170_208, 215_493_104),
     ("mnasnet1_0", 4_383_312, 314_415_872),
     ("mnasnet1_3", 6_282_256, 526_362_432),
+    ("convnext_tiny", 28_589_128, 4_455_531_264),
+    ("convnext_small", 50_223_688, 8_683_712_256),
+    ("convnext_base", 88_591_464, 15_354_729_472),
+    ("convnext_large", 197_767_336, 34_361_433_600),
     ("googlenet", 6_624_904, 1_498_376_192),
     ("alexnet", 61_100_840, 714_188_480),
     # ... and torchvision's "GFLOPS" (meta["_ops"]), which rounds the same MACs to 3 decimals
