@@ -303,3 +303,13 @@ def test_docs_zoo_table_lists_every_torchvision_model_with_netdsls_figures():
         assert (f"{net.params:,}", f"{net.macs:,}") == (params, macs) == (params, torchvision_macs), arch
         assert f"{round(net.macs / 1e9, 3):.3f}" == gflops and exact == "yes", arch
     assert f"{len(ARCHITECTURES)} of {len(ARCHITECTURES)} models exact." in text
+
+
+@pytest.mark.parametrize("name,blocks,rate", [("convnext_tiny", 18, 0.1), ("convnext_small", 36, 0.4),
+                                              ("convnext_base", 36, 0.5), ("convnext_large", 36, 0.5)])
+def test_convnext_stochastic_depth_rises_linearly_to_torchvisions_rate(name, blocks, rate):
+    """0 at the first block, `rate` at the last, linear between (torchvision's rate*i/(n-1); within
+    one unit in the last place of each, tests/test_zoo_torchvision.py checks against torchvision)."""
+    rates = [node.attrs["p"] for node in netdsl.load(name).graph if node.op == "stochastic_depth"]
+    assert len(rates) == blocks and rates[0] == 0.0 and rates[-1] == pytest.approx(rate, rel=1e-15)
+    assert rates == pytest.approx([rate * i / (blocks - 1) for i in range(blocks)], rel=1e-15)
