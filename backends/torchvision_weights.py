@@ -6,7 +6,12 @@ was written to follow torchvision's module order), so the i-th torchvision tenso
 netdsl weight. Every shape and kind (weight, bias, running statistic) is checked, and the first
 mismatch is reported with both names.
 BatchNorm's `num_batches_tracked` and GoogLeNet's auxiliary classifiers have no counterpart and
-are skipped. Files are read with torch.load(weights_only=True): nothing is unpickled beyond
+are skipped. Two rules bridge what differs in form, not in content:
+- an nn.Linear weight (out x in) fills a 1x1 convolution's (out x in x 1 x 1), reshaped: ConvNeXt's
+  MLP is two nn.Linear on the channels-last tensor, a 1x1 conv on the channels-first one;
+- per architecture (TENSOR_ORDER), torchvision's order is rearranged where a module registers a
+  parameter before its layers: ConvNeXt's CNBlock lists `layer_scale` first, netdsl's block
+  multiplies by it last. Files are read with torch.load(weights_only=True): nothing is unpickled beyond
 tensors, and nothing is downloaded.
 
 Note: torchvision's pretrained GoogLeNet applies `transform_input` (a fixed re-normalisation of
@@ -38,7 +43,34 @@ ARCHITECTURES = {
     **{f"shufflenet_v2_{w}": f"shufflenet:shufflenet_v2_{w}" for w in ("x0_5", "x1_0", "x1_5", "x2_0")},
     **{f"regnet_{xy}_{size}": f"regnet:regnet_{xy}_{size}" for xy in ("y", "x")
        for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")},
+    "convnext_tiny": "convnext:convnext_tiny", "convnext_small": "convnext:convnext_small",
+    "convnext_base": "convnext:convnext_base", "convnext_large": "convnext:convnext_large",
 }
+
+
+def layer_scale_after_its_block(tensors: list) -> list:
+    """ConvNeXt's CNBlock registers `layer_scale` before `block`, so its state_dict lists each
+    block's layer scale first (features.1.0.layer_scale, then features.1.0.block.0.weight, ...);
+    netdsl's block applies it after the MLP. Moves each `X.layer_scale` after the last tensor of X."""
+    result = list(tensors)
+    i = 0
+    while i < len(result):
+        name = str(result[i][0])
+        if name.endswith(".layer_scale"):
+            prefix = name[:-len("layer_scale")]
+            end = i + 1
+            while end < len(result) and str(result[end][0]).startswith(prefix):
+                end += 1
+            result.insert(end - 1, result.pop(i))
+            i = end
+        else:
+            i += 1
+    return result
+
+
+#: torchvision model -> how its state_dict's order becomes netdsl's weight order (default: as is)
+TENSOR_ORDER = {arch: layer_scale_after_its_block
+                for arch in ("convnext_tiny", "convnext_small", "convnext_base", "convnext_large")}
 
 _SKIPPED_PREFIXES = ("aux1.", "aux2.")
 _SKIPPED_SUFFIXES = (".num_batches_tracked",)
@@ -80,9 +112,11 @@ def import_torchvision(state_dict_or_path, arch: str | None = None, network=None
 
     Onto `network` when given (a network you wrote whose tensors line up with torchvision's:
     `arch` then only names the model in messages), else onto the shipped network of torchvision's
-    model `arch`. Tensors are matched by position; each pair must agree in shape and in kind (the
+    model `arch`. Tensors are matched by position, in torchvision's order rearranged by
+    TENSOR_ORDER[arch] (ConvNeXt's layer scales); each pair must agree in shape and in kind (the
     last part of torchvision's name: weight, bias, running_mean or running_var), and the first
-    pair that does not is reported with both names."""
+    pair that does not is reported with both names. An nn.Linear weight (out x in) fills a 1x1
+    conv weight (out x in x 1 x 1), reshaped."""
     import netdsl
     if network is None:
         if arch not in ARCHITECTURES:
@@ -99,19 +133,30 @@ def import_torchvision(state_dict_or_path, arch: str | None = None, network=None
         state_dict = state_dict_or_path
     theirs = [(name, tensor) for name, tensor in state_dict.items()
               if not name.startswith(_SKIPPED_PREFIXES) and not name.endswith(_SKIPPED_SUFFIXES)]
+    if arch in TENSOR_ORDER:
+        theirs = TENSOR_ORDER[arch](theirs)
     ours = network.weight_specs
     question = f"is this a {arch} state_dict?" if arch else f"do {network.name}'s layers follow the model's?"
+    weights = {}
     for position, (spec, (name, tensor)) in enumerate(zip(ours, theirs)):
         shape = tuple(getattr(tensor, "shape", ()))
         kind = str(name).rsplit(".", 1)[-1]
-        if shape != spec.shape or (kind in _KINDS and kind != spec.suffix):
+        fits = shape == spec.shape or _linear_onto_1x1_conv(shape, spec.shape)
+        if not fits or (kind in _KINDS and kind != spec.suffix):
             raise NetDSLWeightsError(
                 f"{source}: tensor {position} ({name}, {format_shape(shape) or 'scalar'}) does not "
                 f"fit {spec.name} ({format_shape(spec.shape)}) of {network.name}",
                 notes=[question])
+        # an nn.Linear weight becomes the 1x1 conv's: the same out*in values, in the same order
+        weights[spec.name] = tensor if shape == spec.shape else tensor.reshape(spec.shape)
     if len(theirs) != len(ours):
         more = theirs[len(ours)][0] if len(theirs) > len(ours) else ours[len(theirs)].name
         raise NetDSLWeightsError(
             f"{source}: {len(theirs)} tensors for the {len(ours)} weights of {network.name}",
             notes=[f"first one unmatched: {more}"])
-    return network, {spec.name: tensor for spec, (_, tensor) in zip(ours, theirs)}
+    return network, weights
+
+
+def _linear_onto_1x1_conv(theirs: tuple, ours: tuple) -> bool:
+    """An nn.Linear weight (out x in) where netdsl has a 1x1 conv weight (out x in x 1 x 1)."""
+    return len(theirs) == 2 and len(ours) == 4 and ours == (*theirs, 1, 1)

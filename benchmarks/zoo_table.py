@@ -41,6 +41,7 @@ ZOO = [
     *[("shufflenet", f"shufflenet_v2_{w}") for w in ("x0_5", "x1_0", "x1_5", "x2_0")],
     *[("regnet", f"regnet_{xy}_{size}") for xy in ("y", "x")
       for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")],
+    *[("convnext", f"convnext_{size}") for size in ("tiny", "small", "base", "large")],
 ]
 #: torchvision's keyword arguments: googlenet without its auxiliary classifiers (meta["num_params"]
 #: leaves them out), without the input re-normalisation, initialised without scipy's help
@@ -79,17 +80,23 @@ class Comparison:
 def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     """Every state_dict tensor distinct and random: torchvision's initialisation keeps the
     multi-dimensional weights (random, scaled so the signal survives a deep net), and the constant
-    ones (batch-norm scales, shifts and statistics, zero biases) are redrawn, variances and
-    scales in [0.5, 1.5), the rest in [-0.1, 0.1): constants would hide two swapped tensors."""
+    ones (batch-norm and layer-norm scales, shifts and statistics, zero biases, ConvNeXt's layer
+    scales of C x 1 x 1 all at 1e-6) are redrawn, variances and scales in [0.5, 1.5), the rest in
+    [-0.1, 0.1): constants would hide two swapped tensors."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, value in model.state_dict().items():
-            if not value.is_floating_point() or value.dim() > 1:
+            if not value.is_floating_point() or (value.dim() > 1 and not _constant(value)):
                 continue
-            low, high = (0.5, 1.5) if name.endswith(("running_var", "weight")) else (-0.1, 0.1)
+            scales = ("running_var", "weight", "layer_scale")
+            low, high = (0.5, 1.5) if name.endswith(scales) else (-0.1, 0.1)
             value.copy_(torch.rand(value.shape, generator=generator, dtype=value.dtype)
                         * (high - low) + low)
     return model
+
+
+def _constant(value: torch.Tensor) -> bool:
+    return bool((value == value.flatten()[0]).all())
 
 
 def calibrated(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:

@@ -57,7 +57,8 @@ _HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"),
                     ("resnet", "wide_resnet50_2"), ("squeezenet", "squeezenet1_0"),
                     *{("shufflenet", f"shufflenet_v2_{w}") for w in ("x1_0", "x1_5", "x2_0")},
                     *{("regnet", f"regnet_{xy}_{size}") for xy in ("y", "x")
-                      for size in ("800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")}}
+                      for size in ("800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")},
+                    ("convnext", "convnext_small"), ("convnext", "convnext_base"), ("convnext", "convnext_large")}
 
 
 def _shipped_catalogue() -> list:

@@ -178,6 +178,7 @@ net every = conv3-8(dilation=2) - bn - lrn(3) - relu - maxpool3/2(pad=1, ceil)
     - mul{ id | gap - conv1-16 - sigmoid } - cat{ channels(0, 8) | channels(8, 16) - conv1-8 } - shuffle(2)
     - v: upsample(2, mode=bilinear) - maxpool2/2 - upsample(like=@v) - aux{ gap - fc3 }
     - adaptive_avgpool(3) - adaptive_maxpool(2) - gmp - gap - flatten - fc10 - layerscale(0.5) - softmax
+    - layernorm
 """
 
 

@@ -47,6 +47,7 @@ SAMPLES = {
     "shuffle": ("input 6x8x8\nconv3-6 - shuffle(3)", "shuffle1", (6, 8, 8), 0, 0, 3, True),
     "upsample": ("input 3x4x4\nconv3-3/2 - upsample(2, mode=bilinear)", "upsample1", (3, 4, 4), 0, 0, 5, True),
     "aux": ("input 3x8x8\naux{ conv3-2 } - relu", "aux1", (2, 8, 8), 0, 0, 3, False),
+    "layernorm": ("input 3x8x8\nconv3-5 - layernorm(1e-6)", "layernorm1", (5, 8, 8), 10, 0, 3, False),
 }
 
 

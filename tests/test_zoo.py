@@ -48,6 +48,10 @@ ORACLES = [
     ("mnasnet0_75", 3_170_208, 215_493_104),
     ("mnasnet1_0", 4_383_312, 314_415_872),
     ("mnasnet1_3", 6_282_256, 526_362_432),
+    ("convnext_tiny", 28_589_128, 4_455_531_264),
+    ("convnext_small", 50_223_688, 8_683_712_256),
+    ("convnext_base", 88_591_464, 15_354_729_472),
+    ("convnext_large", 197_767_336, 34_361_433_600),
     ("googlenet", 6_624_904, 1_498_376_192),
     ("alexnet", 61_100_840, 714_188_480),
     ("shufflenet_v2_x0_5", 1_366_792, 40_476_448),
@@ -317,3 +321,13 @@ def test_docs_zoo_table_lists_every_torchvision_model_with_netdsls_figures():
         assert (f"{net.params:,}", f"{net.macs:,}") == (params, macs) == (params, torchvision_macs), arch
         assert f"{round(net.macs / 1e9, 3):.3f}" == gflops and exact == "yes", arch
     assert f"{len(ARCHITECTURES)} of {len(ARCHITECTURES)} models exact." in text
+
+
+@pytest.mark.parametrize("name,blocks,rate", [("convnext_tiny", 18, 0.1), ("convnext_small", 36, 0.4),
+                                              ("convnext_base", 36, 0.5), ("convnext_large", 36, 0.5)])
+def test_convnext_stochastic_depth_rises_linearly_to_torchvisions_rate(name, blocks, rate):
+    """0 at the first block, `rate` at the last, linear between (torchvision's rate*i/(n-1); within
+    one unit in the last place of each, tests/test_zoo_torchvision.py checks against torchvision)."""
+    rates = [node.attrs["p"] for node in netdsl.load(name).graph if node.op == "stochastic_depth"]
+    assert len(rates) == blocks and rates[0] == 0.0 and rates[-1] == pytest.approx(rate, rel=1e-15)
+    assert rates == pytest.approx([rate * i / (blocks - 1) for i in range(blocks)], rel=1e-15)

@@ -28,7 +28,8 @@ _spec.loader.exec_module(zoo_table)
 
 #: one model per family file in the default tier: the cheapest that has the family's structure
 DEFAULT_TIER = {"alexnet", "vgg11", "resnext50_32x4d", "googlenet", "densenet121", "squeezenet1_1",
-                "mnasnet0_5", "shufflenet_v2_x0_5", "regnet_y_400mf"}
+                "mnasnet0_5", "shufflenet_v2_x0_5", "regnet_y_400mf",
+                "convnext_tiny"}
 
 
 def test_the_table_covers_every_architecture_and_every_family_has_a_default():
@@ -106,3 +107,17 @@ def test_torchvision_weights_onto_a_densenet_you_wrote(tmp_path, capsys):
     path.write_text(HAND_WRITTEN_DENSENET)
     torch.save(reference.float().state_dict(), pth)
     assert main(["compile", str(path), "--torchvision", str(pth), "--head", "10", "--quiet"]) == 0
+
+
+@pytest.mark.parametrize("arch", ["convnext_tiny", pytest.param("convnext_large", marks=pytest.mark.heavy)])
+def test_convnext_stochastic_depth_rates_are_torchvisions(arch):
+    """Each block's drop rate is torchvision's `rate * i / (n - 1)` to within one unit in the last
+    place (convnext.net writes i*step: the language has no division); they act only in training."""
+    import math
+    import netdsl
+    reference = torchvision.models.get_model(arch, weights=None)
+    theirs = [m.p for m in reference.modules() if isinstance(m, torchvision.ops.StochasticDepth)]
+    ours = [node.attrs["p"] for node in netdsl.load(arch).graph if node.op == "stochastic_depth"]
+    assert len(ours) == len(theirs) and ours[0] == theirs[0] == 0.0
+    for mine, torchvisions in zip(ours, theirs):
+        assert abs(mine - torchvisions) <= math.ulp(torchvisions), (mine, torchvisions)
