@@ -14,8 +14,10 @@ are skipped. Two rules bridge what differs in form, not in content:
   multiplies by it last. Files are read with torch.load(weights_only=True): nothing is unpickled beyond
 tensors, and nothing is downloaded.
 
-Note: torchvision's pretrained GoogLeNet applies `transform_input` (a fixed re-normalisation of
-the input) before conv1; it is not a weight, so feed the network inputs normalised accordingly.
+Note: torchvision's pretrained GoogLeNet and Inception-v3 apply `transform_input` (a fixed
+re-normalisation of the input) before their first layer; it is not a weight, so `transform_input_note`
+says how to feed the network instead (netdsl.import_torchvision warns, `netdsl compile --torchvision`
+prints it).
 """
 from __future__ import annotations
 
@@ -45,6 +47,7 @@ ARCHITECTURES = {
        for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")},
     "convnext_tiny": "convnext:convnext_tiny", "convnext_small": "convnext:convnext_small",
     "convnext_base": "convnext:convnext_base", "convnext_large": "convnext:convnext_large",
+    "inception_v3": "inception:inception_v3",
 }
 
 
@@ -71,6 +74,19 @@ def layer_scale_after_its_block(tensors: list) -> list:
 #: torchvision model -> how its state_dict's order becomes netdsl's weight order (default: as is)
 TENSOR_ORDER = {arch: layer_scale_after_its_block
                 for arch in ("convnext_tiny", "convnext_small", "convnext_base", "convnext_large")}
+
+#: torchvision models whose pretrained weights expect `transform_input`
+_TRANSFORMS_INPUT = frozenset({"googlenet", "inception_v3"})
+
+
+def transform_input_note(arch: str | None) -> str | None:
+    """What to feed a network whose pretrained torchvision weights expect `transform_input`."""
+    if arch not in _TRANSFORMS_INPUT:
+        return None
+    return (f"torchvision's pretrained {arch} re-normalises its input before the first layer "
+            f"(transform_input=True), which the netdsl network does not: feed it images scaled as "
+            f"(x - 0.5) / 0.5 (pixels in [0, 1] to [-1, 1]), not ImageNet's mean and std")
+
 
 _SKIPPED_PREFIXES = ("aux1.", "aux2.")
 _SKIPPED_SUFFIXES = (".num_batches_tracked",)

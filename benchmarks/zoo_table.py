@@ -47,10 +47,13 @@ ZOO = [
     *[("regnet", f"regnet_{xy}_{size}") for xy in ("y", "x")
       for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")],
     *[("convnext", f"convnext_{size}") for size in ("tiny", "small", "base", "large")],
+    ("inception", "inception_v3"),
 ]
 #: torchvision's keyword arguments: googlenet without its auxiliary classifiers (meta["num_params"]
 #: leaves them out), without the input re-normalisation, initialised without scipy's help
-MODEL_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True}}
+MODEL_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True},
+                # with its auxiliary classifier, as torchvision's figure counts it and netdsl ships it
+                "inception_v3": {"aux_logits": True, "transform_input": False, "init_weights": True}}
 #: outputs agree when the largest difference is within this fraction of the largest output
 TOLERANCE = 1e-9
 #: two inputs give different outputs when they differ by more than this fraction of the largest
@@ -104,8 +107,9 @@ def _constant(value: torch.Tensor) -> bool:
     return bool((value == value.flatten()[0]).all())
 
 
-def calibrated(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
-    """Batch-norm statistics measured on random inputs, then each moved by its own random amount:
+def calibrated(model: torch.nn.Module, seed: int = 0, size: int = 224) -> torch.nn.Module:
+    """Batch-norm statistics measured on random size x size inputs (in training mode, so an
+    auxiliary head runs too), then each moved by its own random amount:
     statistics drawn blind would shrink or blow up the signal over fifty layers until every input
     gives the same output, and then the outputs would not show a misplaced tensor."""
     generator = torch.Generator().manual_seed(seed + 1)
@@ -117,7 +121,7 @@ def calibrated(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
         norm.momentum = None  # a plain average over the batches seen
     model.train()
     with torch.no_grad():
-        model(torch.randn(4, 3, 224, 224, generator=generator))
+        model(torch.randn(4, 3, size, size, generator=generator))
         for norm in norms:
             scale = torch.rand(norm.running_var.shape, generator=generator) * 0.2 + 0.9
             shift = (torch.rand(norm.running_mean.shape, generator=generator) - 0.5) * 0.2
@@ -173,7 +177,8 @@ def compare(arch: str, batch: int = 2, seed: int = 0) -> Comparison:
     """Build torchvision's `arch` once and compare it with the shipped network of the same name."""
     torch.manual_seed(seed)
     reference = get_model(arch, weights=None, **MODEL_KWARGS.get(arch, {}))
-    reference = calibrated(randomised(reference, seed), seed).double().eval()
+    size = netdsl.load(arch).input_shape[-1]  # the net's own: Inception-v3's auxiliary head needs 299
+    reference = calibrated(randomised(reference, seed), seed, size).double().eval()
     state_dict = reference.state_dict()
     assert_distinct(state_dict)
     meta = get_model_weights(arch).DEFAULT.meta
@@ -237,9 +242,14 @@ def table(rows: list[tuple[str, Comparison]]) -> str:
     lines += ["", f"{exact} of {len(rows)} models exact.", "",
               "Names: see [the naming rule](language.md#8-several-nets-several-files). GoogLeNet is "
               "torchvision's without its",
-              "auxiliary classifiers (`aux_logits=False`; meta[\"num_params\"] leaves them out too); its "
-              "pretrained weights",
-              "expect torchvision's `transform_input` re-normalisation, which is not a layer here.", ""]
+              "auxiliary classifiers (`aux_logits=False`; meta[\"num_params\"] leaves them out too); "
+              "Inception-v3 is with its",
+              "auxiliary classifier, an `aux{ }` output (torchvision's figure counts it; its output in "
+              "training mode is",
+              "compared in tests/test_zoo_torchvision.py). Both models' pretrained weights expect "
+              "torchvision's `transform_input`",
+              "re-normalisation, which is not a layer here: importing them warns and says what to feed "
+              "instead.", ""]
     return "\n".join(lines)
 
 

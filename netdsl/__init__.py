@@ -26,5 +26,12 @@ def import_torchvision(state_dict_or_path, arch: str | None = None, network: "Ne
     canonical names of the shipped network of model `arch`, or of `network` (one you wrote whose
     tensors line up with the model's), by position, every shape checked. Returns
     (network, weights). Nothing is downloaded. See backends/torchvision_weights.py."""
+    import warnings
+
     from .backends.torchvision_weights import import_torchvision as run
-    return run(state_dict_or_path, arch, network)
+    from .backends.torchvision_weights import transform_input_note
+    result = run(state_dict_or_path, arch, network)
+    note = transform_input_note(arch)
+    if note:
+        warnings.warn(note, UserWarning, stacklevel=2)
+    return result

@@ -454,8 +454,12 @@ def _cmd_compile(args) -> int:
                               + (" (.py and .onnx come from --backend torch)" if backend.name != "torch" else ""))
     weights = None
     if args.torchvision:
-        from .backends.torchvision_weights import import_torchvision
-        _, weights = import_torchvision(args.torchvision, args.arch or _infer_arch(network), network)
+        from .backends.torchvision_weights import import_torchvision, transform_input_note
+        arch = args.arch or _infer_arch(network)
+        _, weights = import_torchvision(args.torchvision, arch, network)
+        note = transform_input_note(arch)
+        if note:
+            print(f"note: {note}", file=sys.stderr)
     elif args.weights:
         from .weights_io import read_weights_checked
         weights = read_weights_checked(args.weights, network)

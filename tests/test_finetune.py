@@ -87,3 +87,21 @@ def test_finetune_with_the_numpy_backend():
     model = netdsl.finetune(net, net.compile("numpy").weights, head=3, freeze="conv2", backend="numpy")
     assert model(np.zeros((1, 1, 32, 32))).shape == (1, 3)
     assert "conv1.weight" not in model.trainable() and "fc2.weight" in model.trainable()
+
+
+def test_googlenet_and_inception_weights_come_with_the_transform_input_note(tmp_path, capsys):
+    """torchvision's pretrained GoogLeNet and Inception-v3 re-normalise their input first
+    (transform_input); the import says how to feed the network instead, in Python and on the CLI."""
+    from netdsl.cli import main
+    net = netdsl.load("googlenet")
+    state = {f"t{i}": torch.rand(spec.shape) for i, spec in enumerate(net.weight_specs)}
+    with pytest.warns(UserWarning, match=r"pretrained googlenet re-normalises its input .*\(x - 0.5\) / 0.5"):
+        netdsl.import_torchvision(state, "googlenet")
+    import warnings
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no note for a model without the step
+        netdsl.import_torchvision(torchvision_resnet18_state(), "resnet18")
+    pth = tmp_path / "googlenet.pth"
+    torch.save(state, pth)
+    assert main(["compile", "googlenet", "--torchvision", str(pth), "--quiet"]) == 0
+    assert "note: torchvision's pretrained googlenet re-normalises its input" in capsys.readouterr().err

@@ -29,7 +29,7 @@ _spec.loader.exec_module(zoo_table)
 #: one model per family file in the default tier: the cheapest that has the family's structure
 DEFAULT_TIER = {"alexnet", "vgg11", "resnext50_32x4d", "googlenet", "densenet121", "squeezenet1_1",
                 "mnasnet0_5", "shufflenet_v2_x0_5", "regnet_y_400mf",
-                "convnext_tiny"}
+                "convnext_tiny", "inception_v3"}
 
 
 def test_the_table_covers_every_architecture_and_every_family_has_a_default():
@@ -121,3 +121,23 @@ def test_convnext_stochastic_depth_rates_are_torchvisions(arch):
     assert len(ours) == len(theirs) and ours[0] == theirs[0] == 0.0
     for mine, torchvisions in zip(ours, theirs):
         assert abs(mine - torchvisions) <= math.ulp(torchvisions), (mine, torchvisions)
+
+
+def test_inception_v3_returns_torchvisions_auxiliary_logits_in_training():
+    """aux{ }: in training mode the module returns (logits, aux), torchvision's InceptionOutputs;
+    the auxiliary head (imported with the rest) computes torchvision's aux_logits. The logits are
+    compared in eval mode above; here dropout would make them differ, the head has none."""
+    import netdsl
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model("inception_v3", weights=None,
+                                             **zoo_table.MODEL_KWARGS["inception_v3"])
+    reference = zoo_table.calibrated(zoo_table.randomised(reference), 0, 299).double().train()
+    network, weights = netdsl.import_torchvision(reference.state_dict(), "inception_v3")
+    model = network.compile("torch", dtype="float64", weights=weights).train()
+    x = torch.randn(2, 3, 299, 299, dtype=torch.float64)
+    expected = reference(x)
+    logits, aux = model(x)
+    assert logits.shape == aux.shape == (2, 1000)
+    scale = float(expected.aux_logits.abs().max())
+    assert float((aux - expected.aux_logits).abs().max()) <= zoo_table.TOLERANCE * scale
+    assert isinstance(model.eval()(x), torch.Tensor)
