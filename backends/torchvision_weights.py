@@ -35,6 +35,10 @@ ARCHITECTURES = {
     "squeezenet1_0": "squeezenet:squeezenet1_0", "squeezenet1_1": "squeezenet:squeezenet1_1",
     "mnasnet0_5": "mnasnet:mnasnet0_5", "mnasnet0_75": "mnasnet:mnasnet0_75",
     "mnasnet1_0": "mnasnet:mnasnet1_0", "mnasnet1_3": "mnasnet:mnasnet1_3",
+    "mobilenet_v2": "mobilenet:mobilenet_v2", "mobilenet_v3_large": "mobilenet:mobilenet_v3_large",
+    "mobilenet_v3_small": "mobilenet:mobilenet_v3_small",
+    **{f"efficientnet_{v}": f"efficientnet:efficientnet_{v}"
+       for v in ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_s", "v2_m", "v2_l")},
 }
 
 _SKIPPED_PREFIXES = ("aux1.", "aux2.")

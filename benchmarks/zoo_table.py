@@ -38,6 +38,9 @@ ZOO = [
     *[("densenet", f"densenet{n}") for n in (121, 161, 169, 201)],
     ("squeezenet", "squeezenet1_0"), ("squeezenet", "squeezenet1_1"),
     *[("mnasnet", f"mnasnet{w}") for w in ("0_5", "0_75", "1_0", "1_3")],
+    *[("mobilenet", name) for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")],
+    *[("efficientnet", f"efficientnet_{v}")
+      for v in ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_s", "v2_m", "v2_l")],
 ]
 #: torchvision's keyword arguments: googlenet without its auxiliary classifiers (meta["num_params"]
 #: leaves them out), without the input re-normalisation, initialised without scipy's help
