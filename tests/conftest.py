@@ -54,7 +54,11 @@ _HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"),
                     ("densenet", "densenet161"), ("densenet", "densenet169"), ("densenet", "densenet201"),
                     ("mnasnet", "mnasnet0_75"), ("mnasnet", "mnasnet1_0"), ("mnasnet", "mnasnet1_3"),
                     ("resnet", "resnext101_32x8d"), ("resnet", "resnext101_64x4d"),
-                    ("resnet", "wide_resnet50_2"), ("squeezenet", "squeezenet1_0")}
+                    ("resnet", "wide_resnet50_2"), ("squeezenet", "squeezenet1_0"),
+                    # mobilenet_v3_small, efficientnet_b0 and efficientnet_v2_s (fused blocks) stand for these
+                    ("mobilenet", "mobilenet_v3_large"),
+                    *(("efficientnet", f"efficientnet_{v}")
+                      for v in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_m", "v2_l"))}
 
 
 def _shipped_catalogue() -> list:

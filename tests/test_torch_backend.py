@@ -14,6 +14,7 @@ from equivalence import compare, without_dropout  # noqa: E402  (needs torch)
 # with batch 2, its float64 rounding is amplified past 1e-9 by the near-zero variance).
 BN_SAFE_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp": None,
                   "resnet": "3x64x64", "resnet50": "3x64x64", "resnext50": "3x64x64", "googlenet": "3x64x64",
+                  "mobilenet": "3x64x64", "efficientnet": "3x64x64",
                   "densenet": "3x64x64", "mnasnet": "3x64x64", "unet": "1x188x188"}  # U-Net's smallest
 
 
