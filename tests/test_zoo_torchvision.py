@@ -107,3 +107,25 @@ def test_torchvision_weights_onto_a_densenet_you_wrote(tmp_path, capsys):
     path.write_text(HAND_WRITTEN_DENSENET)
     torch.save(reference.float().state_dict(), pth)
     assert main(["compile", str(path), "--torchvision", str(pth), "--head", "10", "--quiet"]) == 0
+
+
+#: the families whose batch-norm settings and dropout differ between members (eval outputs do not
+#: see momentum or dropout, so the comparison above cannot tell)
+SETTINGS_FAMILIES = ("mobilenet", "efficientnet")
+
+
+@pytest.mark.parametrize("arch", [
+    pytest.param(arch, marks=[] if arch in DEFAULT_TIER else [pytest.mark.heavy], id=arch)
+    for family, arch in zoo_table.ZOO if family in SETTINGS_FAMILIES])
+def test_batch_norm_and_dropout_settings_are_torchvisions(arch):
+    """Every batch norm's eps and momentum and every dropout's p, in order, as torchvision's model
+    has them (EfficientNet-B5..B7: eps 0.001, momentum 0.01; V2: eps 0.001; dropout 0.2 to 0.5)."""
+    import netdsl
+
+    def settings(model):
+        return ([(m.eps, m.momentum) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)],
+                [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)])
+    reference = torchvision.models.get_model(arch, weights=None)
+    ours = netdsl.load(arch).compile("torch", device="meta")
+    assert settings(ours) == settings(reference)
+    assert len(settings(ours)[0]) > 10 and len(settings(ours)[1]) == 1
