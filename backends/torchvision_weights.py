@@ -48,6 +48,10 @@ ARCHITECTURES = {
     "convnext_tiny": "convnext:convnext_tiny", "convnext_small": "convnext:convnext_small",
     "convnext_base": "convnext:convnext_base", "convnext_large": "convnext:convnext_large",
     "inception_v3": "inception:inception_v3",
+    "mobilenet_v2": "mobilenet:mobilenet_v2", "mobilenet_v3_large": "mobilenet:mobilenet_v3_large",
+    "mobilenet_v3_small": "mobilenet:mobilenet_v3_small",
+    **{f"efficientnet_{v}": f"efficientnet:efficientnet_{v}"
+       for v in ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_s", "v2_m", "v2_l")},
 }
 
 

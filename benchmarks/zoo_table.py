@@ -48,6 +48,9 @@ ZOO = [
       for size in ("400mf", "800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")],
     *[("convnext", f"convnext_{size}") for size in ("tiny", "small", "base", "large")],
     ("inception", "inception_v3"),
+    *[("mobilenet", name) for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")],
+    *[("efficientnet", f"efficientnet_{v}")
+      for v in ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_s", "v2_m", "v2_l")],
 ]
 #: torchvision's keyword arguments: googlenet without its auxiliary classifiers (meta["num_params"]
 #: leaves them out), without the input re-normalisation, initialised without scipy's help

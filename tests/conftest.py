@@ -58,7 +58,11 @@ _HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"),
                     *{("shufflenet", f"shufflenet_v2_{w}") for w in ("x1_0", "x1_5", "x2_0")},
                     *{("regnet", f"regnet_{xy}_{size}") for xy in ("y", "x")
                       for size in ("800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")},
-                    ("convnext", "convnext_small"), ("convnext", "convnext_base"), ("convnext", "convnext_large")}
+                    ("convnext", "convnext_small"), ("convnext", "convnext_base"), ("convnext", "convnext_large"),
+                    # mobilenet_v3_small, efficientnet_b0 and efficientnet_v2_s (fused blocks) stand for these
+                    ("mobilenet", "mobilenet_v3_large"),
+                    *(("efficientnet", f"efficientnet_{v}")
+                      for v in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_m", "v2_l"))}
 
 
 def _shipped_catalogue() -> list:

@@ -59,8 +59,8 @@ def test_a_mismatch_names_both_tensors(changes, message):
 
 def test_a_torchvision_name_without_a_shipped_network_is_refused_with_the_way_out():
     with pytest.raises(netdsl.NetDSLWeightsError) as error:
-        netdsl.import_torchvision({}, "efficientnet_b0")
-    assert error.value.message == "no shipped network matches torchvision's efficientnet_b0"
+        netdsl.import_torchvision({}, "swin_t")
+    assert error.value.message == "no shipped network matches torchvision's swin_t"
     assert "import_torchvision(state_dict, network=net)" in error.value.notes[-1]
 
 

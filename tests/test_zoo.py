@@ -88,6 +88,21 @@ ORACLES = [
     ("fcn:fcn32s", 134_346_581, None),
     ("fcn:fcn16s", 134_357_354, None),
     ("fcn:fcn8s", 134_362_751, None),
+    # torchvision's params and MACs at the crop size of the DEFAULT weights (the net's input)
+    ("mobilenet_v2", 3_504_872, 300_774_272),
+    ("mobilenet_v3_large", 5_483_032, 216_589_760),
+    ("mobilenet_v3_small", 2_542_856, 56_510_400),
+    ("efficientnet_b0", 5_288_548, 385_814_752),
+    ("efficientnet_b1", 7_794_184, 686_802_832),
+    ("efficientnet_b2", 9_109_994, 1_087_529_456),
+    ("efficientnet_b3", 12_233_232, 1_827_141_392),
+    ("efficientnet_b4", 19_341_616, 4_393_771_024),
+    ("efficientnet_b5", 30_389_784, 10_266_384_752),
+    ("efficientnet_b6", 43_040_704, 19_067_593_536),
+    ("efficientnet_b7", 66_347_960, 37_745_884_192),
+    ("efficientnet_v2_s", 21_458_488, 8_365_617_152),
+    ("efficientnet_v2_m", 54_139_356, 24_582_460_384),
+    ("efficientnet_v2_l", 118_515_272, 56_079_699_008),
 ]
 
 

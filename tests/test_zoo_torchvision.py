@@ -29,7 +29,7 @@ _spec.loader.exec_module(zoo_table)
 #: one model per family file in the default tier: the cheapest that has the family's structure
 DEFAULT_TIER = {"alexnet", "vgg11", "resnext50_32x4d", "googlenet", "densenet121", "squeezenet1_1",
                 "mnasnet0_5", "shufflenet_v2_x0_5", "regnet_y_400mf",
-                "convnext_tiny", "inception_v3"}
+                "convnext_tiny", "inception_v3", "mobilenet_v3_small", "efficientnet_b0"}
 
 
 def test_the_table_covers_every_architecture_and_every_family_has_a_default():
@@ -141,3 +141,25 @@ def test_inception_v3_returns_torchvisions_auxiliary_logits_in_training():
     scale = float(expected.aux_logits.abs().max())
     assert float((aux - expected.aux_logits).abs().max()) <= zoo_table.TOLERANCE * scale
     assert isinstance(model.eval()(x), torch.Tensor)
+
+
+#: the families whose batch-norm settings and dropout differ between members (eval outputs do not
+#: see momentum or dropout, so the comparison above cannot tell)
+SETTINGS_FAMILIES = ("mobilenet", "efficientnet")
+
+
+@pytest.mark.parametrize("arch", [
+    pytest.param(arch, marks=[] if arch in DEFAULT_TIER else [pytest.mark.heavy], id=arch)
+    for family, arch in zoo_table.ZOO if family in SETTINGS_FAMILIES])
+def test_batch_norm_and_dropout_settings_are_torchvisions(arch):
+    """Every batch norm's eps and momentum and every dropout's p, in order, as torchvision's model
+    has them (EfficientNet-B5..B7: eps 0.001, momentum 0.01; V2: eps 0.001; dropout 0.2 to 0.5)."""
+    import netdsl
+
+    def settings(model):
+        return ([(m.eps, m.momentum) for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)],
+                [m.p for m in model.modules() if isinstance(m, torch.nn.Dropout)])
+    reference = torchvision.models.get_model(arch, weights=None)
+    ours = netdsl.load(arch).compile("torch", device="meta")
+    assert settings(ours) == settings(reference)
+    assert len(settings(ours)[0]) > 10 and len(settings(ours)[1]) == 1
