@@ -282,6 +282,17 @@ def _layerscale(node, inputs, context):
     return inputs[0] * context.weight(node, "weight")  # C x 1 x 1 (or C) against N x C x H x W
 
 
+def _layernorm(node, inputs, context):
+    # N x C x H x W and N x C: over the channels (axis 1); a token tensor N x T x D: over the features
+    x = inputs[0]
+    axis = -1 if x.ndim == 3 else 1
+    shape = (-1,) if x.ndim == 3 else (1, -1) + (1,) * (x.ndim - 2)
+    centred = x - jnp.mean(x, axis=axis, keepdims=True)
+    scale = lax.rsqrt(jnp.mean(jnp.square(centred), axis=axis, keepdims=True) + node.attrs["eps"])
+    return (centred * scale * context.weight(node, "weight").reshape(shape)
+            + context.weight(node, "bias").reshape(shape))
+
+
 def _stochastic_depth(node, inputs, context):
     x = inputs[0]
     p = node.attrs["p"]
@@ -394,6 +405,7 @@ KERNELS: dict[str, JaxKernel] = {
     "mul": _mul, "channels": _channels, "shuffle": _shuffle, "upsample": _upsample,
     "tokens": _tokens, "class_token": _class_token, "pos_embedding": _pos_embedding,
     "attention": _attention, "token": _token,
+    "layernorm": _layernorm,
 }
 
 

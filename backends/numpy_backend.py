@@ -899,6 +899,38 @@ def _layerscale_backward(node: Node, dy, x, weights):
     return [dy * _expand(scale, dy.ndim)], {"weight": grad}
 
 
+def _layernorm_axis(x: np.ndarray) -> int:
+    # (C, N, H, W) and (C, N): the channels, axis 0; a token tensor (T, N, D): its features, last
+    return -1 if x.ndim == 3 else 0
+
+
+def _layernorm_scale(v: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return v if _layernorm_axis(x) == -1 else _expand(v, x.ndim)
+
+
+def _layernorm_forward(node: Node, inputs, weights, state):
+    # torch's layer_norm: (x - mean) / sqrt(var + eps) * weight + bias, the biased variance
+    x = inputs[0]
+    axis = _layernorm_axis(x)
+    xhat = x - x.mean(axis=axis, keepdims=True)
+    inv = 1.0 / np.sqrt(np.mean(xhat * xhat, axis=axis, keepdims=True) + x.dtype.type(node.attrs["eps"]))
+    xhat *= inv
+    y = xhat * _layernorm_scale(weights["weight"], x)
+    y += _layernorm_scale(weights["bias"], x)
+    return y, (xhat, inv)
+
+
+def _layernorm_backward(node: Node, dy, cache, weights):
+    xhat, inv = cache
+    axis = _layernorm_axis(dy)
+    others = tuple(i for i in range(dy.ndim) if i != axis % dy.ndim)
+    grads = {"weight": (dy * xhat).sum(axis=others), "bias": dy.sum(axis=others)}
+    g = dy * _layernorm_scale(weights["weight"], dy)
+    # the mean and variance depend on every value normalised with it
+    dx = inv * (g - g.mean(axis=axis, keepdims=True) - xhat * (g * xhat).mean(axis=axis, keepdims=True))
+    return [dx], grads
+
+
 def _stochastic_depth_forward(node: Node, inputs, weights, state):
     # torchvision's StochasticDepth(p, mode="row"): one draw per sample (axis 1: the batch here)
     x = inputs[0]
@@ -1126,6 +1158,7 @@ KERNELS: dict[str, Kernel] = {
     "pos_embedding": Kernel(_pos_embedding_forward, _pos_embedding_backward),
     "attention": Kernel(_attention_forward, _attention_backward),
     "token": Kernel(_token_forward, _token_backward),
+    "layernorm": Kernel(_layernorm_forward, _layernorm_backward),
 }
 
 
@@ -1150,14 +1183,14 @@ _TOKEN_INITIALISERS: dict[str, Callable] = {
 
 def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.ndarray]:
     """torch's default initialisation: Kaiming-uniform (a=sqrt(5)) weights, uniform biases with
-    bound 1/sqrt(fan_in), BN scale 1 and shift 0, running mean 0 and variance 1; `init=bilinear`
-    deconvs get FCN's bilinear filter (per channel when in == out) and zero bias; layer scales
-    start at their `init` value (ConvNeXt's 1e-6)."""
+    bound 1/sqrt(fan_in), BN and layer-norm scale 1 and shift 0, running mean 0 and variance 1;
+    `init=bilinear` deconvs get FCN's bilinear filter (per channel when in == out) and zero bias;
+    layer scales start at their `init` value (ConvNeXt's 1e-6)."""
     weights: dict[str, np.ndarray] = {}
     for spec in network.weight_specs:
         node = network.graph.node(spec.node)
         shape = spec.shape
-        if node.op == "bn":
+        if node.op in ("bn", "layernorm"):
             fill = 1.0 if spec.suffix in ("weight", "running_var") else 0.0
             weights[spec.name] = np.full(shape, fill, dtype=dtype)
             continue

@@ -167,6 +167,25 @@ _STOCHASTIC_DEPTH = '''class StochasticDepth(nn.Module):
         return x * noise'''
 
 
+#: torchvision's LayerNorm2d (ConvNeXt): nn.LayerNorm over the channels at each position, by
+#: moving them last and back, so its state_dict holds `weight` and `bias` as nn.LayerNorm's.
+_LAYER_NORM_2D = '''class LayerNorm2d(nn.LayerNorm):
+    """nn.LayerNorm over the channels of an N x C x H x W tensor, at each position (ConvNeXt's)."""
+
+    def forward(self, x):
+        x = x.permute(0, 2, 3, 1)
+        x = F.layer_norm(x, self.normalized_shape, self.weight, self.bias, self.eps)
+        return x.permute(0, 3, 1, 2)'''
+
+
+def _layernorm(node: Node, inputs) -> str:
+    shape = inputs[0]
+    if len(shape) == 3:
+        return f"LayerNorm2d({shape[0]}, eps={node.attrs['eps']!r})"
+    # a flat tensor's features, or each token's (the last axis), as nn.LayerNorm normalises
+    return f"nn.LayerNorm({shape[-1]}, eps={node.attrs['eps']!r})"
+
+
 def _layerscale(node: Node, inputs) -> str:
     shape = (inputs[0][0], 1, 1) if len(inputs[0]) == 3 else (inputs[0][0],)
     return f"LayerScale({shape!r}, {node.attrs['init']!r})"
@@ -290,6 +309,7 @@ KERNELS: dict[str, TorchKernel] = {
     "attention": TorchKernel(lambda node, inputs: f"nn.MultiheadAttention({inputs[0][1]}, "
                              f"{node.attrs['heads']}, batch_first=True)", _attention_call),
     "token": TorchKernel(None, _token_call),
+    "layernorm": TorchKernel(_layernorm, support=_LAYER_NORM_2D),
 }
 
 #: Ops whose own output autograd does not need for backward: a value they make may be overwritten
@@ -320,7 +340,7 @@ def class_name(name: str) -> str:
 
 
 _RESERVED_CLASS_NAMES = frozenset({"F", "nn", "torch", "Tensor", "LayerScale", "StochasticDepth",
-                                   "ClassToken", "PositionEmbedding"})
+                                   "ClassToken", "PositionEmbedding", "LayerNorm2d"})
 _RESERVED_VARIABLES = frozenset({"self", "torch", "nn", "F", "input"})
 
 

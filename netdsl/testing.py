@@ -326,13 +326,17 @@ def _well_conditioned(net, dtype: str, x, seed: int) -> bool:
     and weights: every bn sees a batch variance of at least 1e-2 per channel (over a nearly
     constant batch any implementation amplifies rounding by up to 1/sqrt(eps)), and in each mode
     every max-pool window's maximum beats the runner-up by more than 1e-9 of the scale (at a tie
-    the gradient may go to either)."""
+    the gradient may go to either); every group a layer norm normalises passes
+    `layer_norm_is_well_conditioned`."""
     import numpy as np
-    if not any(node.op in ("bn", *MAX_OPS) for node in net.graph):
+    if not any(node.op in ("bn", "layernorm", *MAX_OPS) for node in net.graph):
         return True
     for training in (True, False):
         values = _reference(net, dtype, seed).train(training).trace(x)
         for node in net.graph:
+            if node.op == "layernorm" and not layer_norm_is_well_conditioned(
+                    values[node.inputs[0]].astype(np.float64), node.attrs["eps"]):
+                return False
             if node.op == "bn" and training:
                 value = values[node.inputs[0]].astype(np.float64)
                 if value.var(axis=(0, 2, 3) if value.ndim == 4 else (0,)).min() < 1e-2:
@@ -344,6 +348,17 @@ def _well_conditioned(net, dtype: str, x, seed: int) -> bool:
                     node, values[node.inputs[0]].astype(np.float64)):
                 return False
     return True
+
+
+def layer_norm_is_well_conditioned(value, eps: float) -> bool:
+    """Whether each group of a batch-first value (N, C, H, W), (N, C) or tokens (N, T, D) that layer
+    norm normalises (the channels at a pixel, the features of a sample or of a token) is all zeros
+    or has its largest magnitude within 100 times sqrt(variance + eps). Beyond that, x - mean
+    cancels, and any implementation multiplies the rounding of x by |x| / sqrt(variance + eps)."""
+    import numpy as np
+    axis = -1 if value.ndim == 3 else 1
+    largest = np.abs(value).max(axis=axis)
+    return bool(np.all((largest == 0) | (largest <= 100 * np.sqrt(value.var(axis=axis) + eps))))
 
 
 #: Ops whose gradient goes to one maximum of a window (a tie there may route it either way).

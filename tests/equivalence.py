@@ -97,6 +97,20 @@ def batch_norm_is_well_conditioned(net, dtype: str, batch: int, seed: int = 0) -
     return True
 
 
+def layer_norm_is_well_conditioned(net, dtype: str, batch: int, seed: int = 0) -> bool:
+    """Every group a layernorm normalises is all zeros or not nearly constant against its size
+    (netdsl.testing.layer_norm_is_well_conditioned), on the weights and input `compare` uses."""
+    from netdsl.testing import layer_norm_is_well_conditioned as group_is_well_conditioned
+    if not any(node.op == "layernorm" for node in net.graph):
+        return True
+    for train in (False, True):  # a bn before it normalises differently in the two modes
+        values = _values_compare_sees(net, dtype, batch, seed, train=train)
+        if not all(group_is_well_conditioned(values[node.inputs[0]].astype(np.float64), node.attrs["eps"])
+                   for node in net.graph if node.op == "layernorm"):
+            return False
+    return True
+
+
 def max_pool_maxima_are_unique(net, dtype: str, batch: int, seed: int = 0) -> bool:
     """In every maxpool window the largest value beats the runner-up by more than 1e-9 of the scale,
     on exactly the weights and input that `compare` uses.

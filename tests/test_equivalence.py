@@ -15,8 +15,8 @@ from netdsl.testing import Program, programs
 
 torch = pytest.importorskip("torch")
 
-from equivalence import (batch_norm_is_well_conditioned, compare, max_pool_maxima_are_unique,  # noqa: E402
-                         without_dropout)
+from equivalence import (batch_norm_is_well_conditioned, compare, layer_norm_is_well_conditioned,  # noqa: E402
+                         max_pool_maxima_are_unique, without_dropout)
 
 
 DEAD_RELUS = Program(
@@ -41,6 +41,7 @@ def test_numpy_and_torch_agree_in_float64(program):
     net = without_dropout(netdsl.parse(program.text))
     assume(batch_norm_is_well_conditioned(net, "float64", batch=8))
     assume(max_pool_maxima_are_unique(net, "float64", batch=8))
+    assume(layer_norm_is_well_conditioned(net, "float64", batch=8))
     compare(net, dtype="float64", rtol=1e-9, atol=1e-12, batch=8)
 
 
@@ -53,6 +54,7 @@ def test_numpy_and_torch_agree_in_float32(program):
     net = without_dropout(netdsl.parse(program.text))
     assume(batch_norm_is_well_conditioned(net, "float32", batch=8))
     assume(max_pool_maxima_are_unique(net, "float32", batch=8))
+    assume(layer_norm_is_well_conditioned(net, "float32", batch=8))
     compare(net, dtype="float32", rtol=1e-4, atol=1e-5, batch=8)
 
 

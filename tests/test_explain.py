@@ -181,6 +181,7 @@ net every = conv3-8(dilation=2) - bn - lrn(3) - relu - maxpool3/2(pad=1, ceil)
     - v: upsample(2, mode=bilinear) - maxpool2/2 - upsample(like=@v)
     - adaptive_avgpool(3) - adaptive_maxpool(2) - gmp - gap
     - tokens - class_token - pos_embedding - attention(4) - fc16 - token(1) - flatten - fc10 - layerscale(0.5) - softmax
+    - layernorm
 """
 
 

@@ -88,6 +88,8 @@ OP_CASES = [
     ("attention_one_head_train", "tokens - attention(1) - dropout(0.0)", "3x2x3", True),
     ("fc_tokens_nobias_flatten", "tokens - fc3(bias=false, act=none) - flatten", "2x2x3", False),
     ("token_last", "tokens - fc3(act=tanh) - token(5)", "2x2x3", False),
+    ("layernorm_channels", "layernorm - conv3-3(act=none) - layernorm(1e-6)", "4x3x4", False),
+    ("layernorm_flat", "layernorm(eps=0.001) - fc3(act=none) - layernorm", "5", False),
 ]
 
 
@@ -96,10 +98,12 @@ def _loss_and_grads(module, x, r, seed):
     return float(np.sum(module(x) * r))
 
 
-def _check(program, shape, train, entries=12, tol=1e-6):
+def _check(program, shape, train, entries=12, tol=1e-6, random_weights=False):
     net = netdsl.parse(program, input=shape)
     module = net.compile("numpy", dtype="float64", seed=0).train(train)
     rng = np.random.default_rng(1)
+    if random_weights:  # scales other than 1 and shifts other than 0, which would hide a missing term
+        module.load_weights({s.name: rng.standard_normal(s.shape) for s in net.weight_specs})
     x = rng.standard_normal((2, *net.input_shape))
     module.rng = np.random.default_rng(7)
     y = module(x)
@@ -399,6 +403,58 @@ def test_stochastic_depth_drops_whole_samples_by_its_seed_and_is_off_in_eval():
     assert np.array_equal(y, net.compile("numpy", dtype="float64", seed=3)(x))
     assert not np.array_equal(y, net.compile("numpy", dtype="float64", seed=4)(x))
     assert np.array_equal(net.compile("numpy").eval()(x), x)
+
+
+@pytest.mark.parametrize("program,shape", [("layernorm(1e-6) - conv1-3(act=none) - layernorm", "4x3x5"),
+                                           ("layernorm - fc3(act=tanh) - layernorm(0.1)", "6")])
+def test_layernorm_backward_with_random_scale_and_shift(program, shape):
+    _check(program, shape, False, random_weights=True)
+
+
+def test_layernorm_normalises_channels_per_position_and_tokens_per_feature():
+    """Over the channels at each pixel (torchvision's LayerNorm2d) for CxHxW and flat tensors; over
+    the last axis, each token's features, for a token tensor (internally T x N x D)."""
+    from types import SimpleNamespace
+    from netdsl.backends.numpy_backend import KERNELS
+    rng = np.random.default_rng(0)
+    net = netdsl.parse("layernorm(1e-6)", input="5x3x4")
+    module = net.compile("numpy", dtype="float64")
+    w, b = rng.standard_normal(5), rng.standard_normal(5)
+    module.load_weights({"layernorm1.weight": w, "layernorm1.bias": b})
+    x = rng.standard_normal((2, 5, 3, 4)) * 3 + 1
+    mean = x.mean(axis=1, keepdims=True)
+    var = ((x - mean) ** 2).mean(axis=1, keepdims=True)  # the biased variance, as torch's
+    expected = (x - mean) / np.sqrt(var + 1e-6) * w[:, None, None] + b[:, None, None]
+    assert np.allclose(module(x), expected, rtol=1e-12, atol=1e-12)
+    kernel = KERNELS["layernorm"]
+    node = SimpleNamespace(attrs={"eps": 1e-5})
+    tokens = rng.standard_normal((7, 2, 6))  # 7 tokens, batch 2, 6 features
+    w, b = rng.standard_normal(6), rng.standard_normal(6)
+    y, cache = kernel.forward(node, [tokens], {"weight": w, "bias": b}, None)
+    centred = tokens - tokens.mean(axis=-1, keepdims=True)
+    assert np.allclose(y, centred / np.sqrt((centred ** 2).mean(axis=-1, keepdims=True) + 1e-5) * w + b,
+                       rtol=1e-12, atol=1e-12)
+    dy = rng.standard_normal(y.shape)
+    (dx,), grads = kernel.backward(node, dy, cache, {"weight": w, "bias": b})
+
+    def loss(t, w, b):
+        return float(np.sum(kernel.forward(node, [t], {"weight": w, "bias": b}, None)[0] * dy))
+    for array, analytic in ((tokens, dx), (w, grads["weight"]), (b, grads["bias"])):
+        for flat in rng.choice(array.size, size=4, replace=False):
+            index = np.unravel_index(flat, array.shape)
+            old = array[index]
+            array[index] = old + 1e-6
+            plus = loss(tokens, w, b)
+            array[index] = old - 1e-6
+            minus = loss(tokens, w, b)
+            array[index] = old
+            assert abs(analytic[index] - (plus - minus) / 2e-6) < 1e-6
+
+
+def test_layernorm_starts_as_torch_scale_1_shift_0():
+    w = netdsl.parse("conv3-4 - layernorm", input="3x4x4").compile("numpy", seed=0).weights
+    assert np.all(w["layernorm1.weight"] == 1) and np.all(w["layernorm1.bias"] == 0)
+    assert w["layernorm1.weight"].shape == w["layernorm1.bias"].shape == (4,)
 
 
 def test_layerscale_starts_at_its_init_in_torchvisions_shape():

@@ -54,6 +54,7 @@ SAMPLES = {
     "attention": ("input 4x2x3\ntokens - attention(2)", "attention1", (6, 4), 4 * 16 + 4 * 4,
                   4 * 6 * 16 + 2 * 36 * 4, 2, True),
     "token": ("input 3x2x2\ntokens - token(1)", "token1", (3,), 0, 0, 1, False),
+    "layernorm": ("input 3x8x8\nconv3-5 - layernorm(1e-6)", "layernorm1", (5, 8, 8), 10, 0, 3, False),
 }
 
 

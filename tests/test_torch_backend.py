@@ -222,3 +222,41 @@ def test_a_definition_named_like_a_support_class_does_not_clash():
                        input="3x6x6")
     source = net.compile("torch").source()
     assert "class LayerScale(nn.Module):" in source and "class LayerScale_2(nn.Module):" in source
+
+
+def test_layernorm_is_convnexts_layernorm2d_and_torchs_layernorm():
+    """Over a CxHxW tensor the module is torchvision's LayerNorm2d (nn.LayerNorm over the channels
+    at each pixel, by permuting them last and back), with nn.LayerNorm's `weight` and `bias`; over a
+    flat tensor it is nn.LayerNorm itself."""
+    net = netdsl.parse("conv3-6 - layernorm(1e-6) - gap - fc4 - layernorm", input="3x5x5")
+    model = net.compile("torch", dtype="float64")
+    assert [(k, tuple(v.shape)) for k, v in model.state_dict().items()][2:4] == [
+        ("layernorm1.weight", (6,)), ("layernorm1.bias", (6,))]
+    norm = model.layernorm1
+    assert type(norm).__name__ == "LayerNorm2d" and isinstance(norm, torch.nn.LayerNorm) and norm.eps == 1e-6
+    assert type(model.layernorm2) is torch.nn.LayerNorm and model.layernorm2.normalized_shape == (4,)
+    assert model.layernorm2.eps == 1e-5
+    with torch.no_grad():
+        norm.weight.copy_(torch.randn(6, dtype=torch.float64))
+        norm.bias.copy_(torch.randn(6, dtype=torch.float64))
+    x = torch.randn(2, 6, 5, 5, dtype=torch.float64) * 3 + 1
+    reference = torch.nn.functional.layer_norm(x.permute(0, 2, 3, 1), (6,), norm.weight, norm.bias, 1e-6)
+    with torch.no_grad():
+        assert torch.equal(norm(x), reference.permute(0, 3, 1, 2))
+    numpy_module = net.compile("numpy", dtype="float64", weights=model.weights)
+    image = torch.randn(2, 3, 5, 5, dtype=torch.float64)
+    assert np.allclose(numpy_module(image.numpy()), model(image).detach().numpy(), rtol=1e-12, atol=1e-12)
+
+
+def test_layernorm_over_tokens_lowers_to_layernorm_over_the_last_axis():
+    """A token tensor (T x D, rank 2: the token tensors of ViT) normalises each token's D features:
+    the rules give D scales and shifts and torch's nn.LayerNorm(D), which normalises the last axis."""
+    from types import SimpleNamespace
+    from netdsl.backends.torch_codegen import KERNELS
+    from netdsl.ops import OPS
+    record = OPS["layernorm"]
+    node = SimpleNamespace(op="layernorm", attrs={"eps": 1e-6})
+    assert record.shape(node, [(197, 768)], None) == (197, 768)
+    assert record.weights(node, [(197, 768)]) == [("weight", (768,), True), ("bias", (768,), True)]
+    assert KERNELS["layernorm"].module(node, [(197, 768)]) == "nn.LayerNorm(768, eps=1e-06)"
+    assert KERNELS["layernorm"].module(node, [(768, 14, 14)]) == "LayerNorm2d(768, eps=1e-06)"

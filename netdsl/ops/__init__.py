@@ -18,7 +18,7 @@ from .channels import CHANNELS, SHUFFLE
 from .conv import conv_op, deconv_op, dwconv_op
 from .dense import FLATTEN, fc_op
 from .elementwise import ACTIVATION_OPS, SOFTMAX
-from .norm import DROPOUT, LAYERSCALE, LRN, RANDOM_IN_TRAINING, STOCHASTIC_DEPTH, bn_op
+from .norm import DROPOUT, LAYERNORM, LAYERSCALE, LRN, RANDOM_IN_TRAINING, STOCHASTIC_DEPTH, bn_op
 from .pool import ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, AVGPOOL, GAP, GMP, MAXPOOL
 from .structure import ADD, CONCAT, CROP, INPUT, MUL
 from .tokens import TOKEN_OPS
@@ -34,6 +34,7 @@ _RECORDS: tuple[Op, ...] = (
     dwconv_op(ACTIVATIONS), ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, GMP,
     MUL, CHANNELS, SHUFFLE, UPSAMPLE,
     *TOKEN_OPS,
+    LAYERNORM,
 )
 
 OPS: Mapping[str, Op] = MappingProxyType({op.name: op for op in _RECORDS})

@@ -1,10 +1,11 @@
-"""Normalisation and regularisation: bn, lrn, dropout, layer scale, stochastic depth."""
+"""Normalisation and regularisation: bn, lrn, dropout, layer scale, stochastic depth, layer norm."""
 from __future__ import annotations
 
 import random
 
-from .base import (REQUIRED, AttrSpec, Op, Worked, explain_unchanged, int_attr, no_derived, no_macs,
-                   no_weights, plain_notation, same_field, same_image, same_shape, unchanged_field)
+from .base import (REQUIRED, AttrSpec, Op, ShapeProblem, Worked, counted, explain_unchanged, int_attr,
+                   no_derived, no_macs, no_weights, plain_notation, same_field, same_image, same_shape,
+                   unchanged_field)
 from .conv import act_attr
 
 def _bn_weights(node, inputs):
@@ -95,6 +96,56 @@ STOCHASTIC_DEPTH = Op(
     merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
     takes_activation=False, colour="#f0f0f0", generate=_stochastic_depth_generate,
     explain=_stochastic_depth_explain)
+
+def layernorm_axis(rank: int) -> int:
+    """The axis layer norm normalises, in a shape of `rank` (no batch): the channels of a CxHxW or
+    flat tensor (axis 0), the features of each token of a TxD tensor (the last axis)."""
+    return -1 if rank == 2 else 0
+
+
+def _layernorm_size(shape):
+    if len(shape) not in (1, 2, 3):  # pragma: no cover - the checker makes no other rank
+        raise ShapeProblem(f"layernorm needs a CxHxW, TxD or flat tensor, got rank {len(shape)}")
+    return counted("layernorm", shape[layernorm_axis(len(shape))])
+
+
+def _layernorm_shape(node, inputs, warn):
+    _layernorm_size(inputs[0])
+    return inputs[0]
+
+
+def _layernorm_weights(node, inputs):
+    n = _layernorm_size(inputs[0])
+    return [("weight", (n,), True), ("bias", (n,), True)]
+
+
+def _layernorm_explain(node, inputs, out, fields, written):
+    shape = inputs[0]
+    n = _layernorm_size(shape)
+    what = {1: f"each sample over its {n} features", 2: f"each token over its {n} features",
+            3: f"each position over its {n} channels"}[len(shape)]
+    return (Worked("params", f"2*{n}", 2 * n, f"scale and shift per {'channel' if len(shape) == 3 else 'feature'}; "
+                   f"normalises {what}"),
+            *unchanged_field(fields[0], "unchanged: it mixes channels only" if len(shape) == 3
+                             else "unchanged: per position"))
+
+
+def _layernorm_generate(g, shape):
+    if shape[layernorm_axis(len(shape))] == 1:
+        return None  # over one value the output is the shift alone, and x - mean is pure rounding
+    return g.draw(g.st.sampled_from(["layernorm", "layernorm(1e-6)", "layernorm(eps=0.001)"])), shape
+
+
+LAYERNORM = Op(
+    "layernorm", "layer normalisation: each position's channels (CxHxW, torchvision's LayerNorm2d), "
+    "each token's features (TxD) or a flat tensor's features, to mean 0 and variance 1, then a learned "
+    "scale and shift",
+    (AttrSpec("eps", "float", 1e-5, "added to the variance (torch's default; ConvNeXt and ViT use 1e-6)",
+              minimum=0),),
+    positional=("eps",), notation=plain_notation("layernorm"), derive=no_derived, shape=_layernorm_shape,
+    weights=_layernorm_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
+    merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
+    takes_activation=False, colour="#dadaeb", generate=_layernorm_generate, explain=_layernorm_explain)
 
 #: Ops that draw at random while training, each by its attribute `p`: at p=0 they are the identity,
 #: which is how the conformance kit and tests/equivalence.py compare two backends' training mode.
