@@ -35,6 +35,7 @@ ARCHITECTURES = {
     "squeezenet1_0": "squeezenet:squeezenet1_0", "squeezenet1_1": "squeezenet:squeezenet1_1",
     "mnasnet0_5": "mnasnet:mnasnet0_5", "mnasnet0_75": "mnasnet:mnasnet0_75",
     "mnasnet1_0": "mnasnet:mnasnet1_0", "mnasnet1_3": "mnasnet:mnasnet1_3",
+    "vit_b_16": "vit:vit_b_16", "vit_b_32": "vit:vit_b_32", "vit_l_16": "vit:vit_l_16",
 }
 
 _SKIPPED_PREFIXES = ("aux1.", "aux2.")
@@ -59,6 +60,24 @@ def _load_file(path: Path) -> dict:
     if not isinstance(data, dict):
         raise NetDSLWeightsError(f"{path}: holds a {type(data).__name__}, not a state_dict")
     return data
+
+
+#: torchvision's VisionTransformer lists its own parameter, `class_token`, before its modules
+#: (conv_proj, the encoder); the network puts the class token where it joins, after the patch
+#: embedding, so the tensor moves there.
+_CLASS_TOKEN = "class_token"
+
+
+def _class_token_in_place(theirs: list, network) -> list:
+    """theirs, with a leading `class_token` moved to the position of the network's first
+    class_token weight (if it has one); every other tensor keeps its order."""
+    if not theirs or theirs[0][0] != _CLASS_TOKEN:
+        return theirs
+    place = next((i for i, spec in enumerate(network.weight_specs)
+                  if network.graph.node(spec.node).op == "class_token"), None)
+    if place is None:
+        return theirs
+    return theirs[1:place + 1] + [theirs[0]] + theirs[place + 1:]
 
 
 def matching_architecture(network) -> str | None:
@@ -97,11 +116,12 @@ def import_torchvision(state_dict_or_path, arch: str | None = None, network=None
     theirs = [(name, tensor) for name, tensor in state_dict.items()
               if not name.startswith(_SKIPPED_PREFIXES) and not name.endswith(_SKIPPED_SUFFIXES)]
     ours = network.weight_specs
+    theirs = _class_token_in_place(theirs, network)
     question = f"is this a {arch} state_dict?" if arch else f"do {network.name}'s layers follow the model's?"
     for position, (spec, (name, tensor)) in enumerate(zip(ours, theirs)):
         shape = tuple(getattr(tensor, "shape", ()))
         kind = str(name).rsplit(".", 1)[-1]
-        if shape != spec.shape or (kind in _KINDS and kind != spec.suffix):
+        if shape != spec.shape or (kind in _KINDS and kind != spec.suffix.rsplit(".", 1)[-1]):
             raise NetDSLWeightsError(
                 f"{source}: tensor {position} ({name}, {format_shape(shape) or 'scalar'}) does not "
                 f"fit {spec.name} ({format_shape(spec.shape)}) of {network.name}",

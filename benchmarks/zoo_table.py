@@ -7,7 +7,8 @@ For every torchvision model that a shipped network reproduces (backends/torchvis
 ARCHITECTURES), with torchvision's random initialisation (no weights are downloaded):
 - params: netdsl's count, and torchvision's meta["num_params"] of the DEFAULT weights;
 - MACs at 3x224x224: netdsl's, counted on the built torchvision model by forward hooks on every
-  Conv2d (output elements * in_channels/groups * kh * kw) and Linear (in * out), and
+  Conv2d (output elements * in_channels/groups * kh * kw) and Linear (in * out), and on
+  MultiheadAttention from its input's shape (4*T*D*D projections + 2*T*T*D products), and
   meta["_ops"] (torchvision's "GFLOPS", which are these MACs in billions, rounded to 3 decimals);
 - outputs: `netdsl.import_torchvision` of the torchvision state_dict with every tensor distinct
   and random (batch-norm statistics too, measured and then moved, variances positive), then both
@@ -38,6 +39,7 @@ ZOO = [
     *[("densenet", f"densenet{n}") for n in (121, 161, 169, 201)],
     ("squeezenet", "squeezenet1_0"), ("squeezenet", "squeezenet1_1"),
     *[("mnasnet", f"mnasnet{w}") for w in ("0_5", "0_75", "1_0", "1_3")],
+    *[("vit", name) for name in ("vit_b_16", "vit_b_32", "vit_l_16")],
 ]
 #: torchvision's keyword arguments: googlenet without its auxiliary classifiers (meta["num_params"]
 #: leaves them out), without the input re-normalisation, initialised without scipy's help
@@ -81,8 +83,10 @@ def randomised(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, value in model.state_dict().items():
-            if not value.is_floating_point() or value.dim() > 1:
+            if not value.is_floating_point():
                 continue
+            if value.dim() > 1 and not bool((value == value.flatten()[0]).all()):
+                continue  # random already; ViT's class token and head start at zero: redrawn
             low, high = (0.5, 1.5) if name.endswith(("running_var", "weight")) else (-0.1, 0.1)
             value.copy_(torch.rand(value.shape, generator=generator, dtype=value.dtype)
                         * (high - low) + low)
@@ -124,9 +128,17 @@ def assert_distinct(state_dict: dict) -> None:
 
 
 def forward_counting_macs(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(output, MACs per sample) of Conv2d and Linear, counted on the tensors they produce."""
+    """(output, MACs per sample) of Conv2d and Linear, counted on the tensors they produce, and of
+    MultiheadAttention: it calls F.multi_head_attention_forward with its projections' weights, so
+    no Linear hook sees them; from the query it is given (N, T, D, batch first), it counts the
+    Q, K, V and output projections (4*T*D*D) and the two T x T products (2*T*T*D)."""
     counted = [0]
     batch = x.shape[0]
+
+    def attention(module, inputs, output):
+        assert module.batch_first and module._qkv_same_embed_dim
+        _, t, d = inputs[0].shape
+        counted[0] += 4 * t * d * d + 2 * t * t * d
 
     def conv(module, inputs, output):
         kh, kw = module.kernel_size
@@ -137,6 +149,8 @@ def forward_counting_macs(model: torch.nn.Module, x: torch.Tensor) -> tuple[torc
 
     hooks = [m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else linear)
              for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks += [m.register_forward_hook(attention) for m in model.modules()
+              if isinstance(m, torch.nn.MultiheadAttention)]
     try:
         with torch.no_grad():
             output = model(x)
@@ -193,8 +207,9 @@ def table(rows: list[tuple[str, Comparison]]) -> str:
         "- **params**: netdsl's count; torchvision's is counted on the built model and given by",
         "  `get_model_weights(name).DEFAULT.meta[\"num_params\"]` (shown when it differs: never).",
         "- **MACs** at 3x224x224: netdsl's; torchvision's counted exactly on the built model by",
-        "  forward hooks on Conv2d (output elements x in_channels/groups x kh x kw) and Linear",
-        "  (in x out); **GFLOPS** is `meta[\"_ops\"]`, the same MACs in billions to 3 decimals.",
+        "  forward hooks on Conv2d (output elements x in_channels/groups x kh x kw), Linear",
+        "  (in x out) and MultiheadAttention (4 x T x D x D projections + 2 x T x T x D products, from",
+        "  its input's shape: its projections are not Linear calls); **GFLOPS** is `meta[\"_ops\"]`, the same MACs in billions to 3 decimals.",
         "- **outputs**: the torchvision state_dict with every tensor distinct and random (batch-norm",
         "  statistics too) imported by `netdsl.import_torchvision`, both models in eval mode in",
         "  float64 on two different inputs: the largest difference between netdsl's and",

@@ -50,6 +50,10 @@ ORACLES = [
     ("mnasnet1_3", 6_282_256, 526_362_432),
     ("googlenet", 6_624_904, 1_498_376_192),
     ("alexnet", 61_100_840, 714_188_480),
+    # attention counted as torchvision counts it: 4*T*D*D projections + 2*T*T*D products
+    ("vit_b_16", 86_567_656, 17_563_828_224),
+    ("vit_b_32", 88_224_232, 4_409_186_304),
+    ("vit_l_16", 304_326_632, 61_554_712_576),
     # ... and torchvision's "GFLOPS" (meta["_ops"]), which rounds the same MACs to 3 decimals
     # (tests/test_zoo_torchvision.py counts them exactly on the built torchvision models)
     # the papers, recomputed exactly
