@@ -44,7 +44,7 @@ def test_check_every_net_of_every_file(capsys):
         f"{NETWORKS / 'squeezenet.net'}:17:21: warning: conv3-64/2 leaves 1 row and 1 column of the "
         "input unused: (224 + 2*0 - 3) is not a multiple of stride 2"]
     assert "vgg.net: E: ok, 3x224x224 -> 1000, 143,667,240 params" in out
-    assert len(out.splitlines()) == 60
+    assert len(out.splitlines()) == 63
 
 
 def test_summary_json(capsys):
