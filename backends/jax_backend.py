@@ -178,7 +178,8 @@ def _adaptive_pool(node, inputs, context):
 
 def _fc(node, inputs, context):
     x = inputs[0]
-    x = x.reshape(x.shape[0], -1)
+    if x.ndim != 3:  # tokens (N, T, D) keep their axes: each token on its own, as torch's Linear
+        x = x.reshape(x.shape[0], -1)
     y = jnp.matmul(x, context.weight(node, "weight").T, precision=lax.Precision.HIGHEST)
     if node.attrs["bias"]:
         y = y + context.weight(node, "bias")
@@ -357,6 +358,42 @@ def _upsample(node, inputs, context):
                       precision=lax.Precision.HIGHEST)
 
 
+def _tokens(node, inputs, context):
+    x = inputs[0]  # (N, C, H, W) -> (N, H*W, C)
+    return x.reshape(x.shape[0], x.shape[1], -1).transpose(0, 2, 1)
+
+
+def _class_token(node, inputs, context):
+    x = inputs[0]
+    first = jnp.broadcast_to(context.weight(node, "weight"), (x.shape[0], 1, x.shape[2]))
+    return jnp.concatenate([first, x], axis=1)
+
+
+def _pos_embedding(node, inputs, context):
+    return inputs[0] + context.weight(node, "weight")
+
+
+def _attention(node, inputs, context):
+    """torch's multi-head self-attention: softmax(Q K^T / sqrt(D/heads)) V per head, projected."""
+    x = inputs[0]
+    n, t, d = x.shape
+    heads = node.attrs["heads"]
+    high = lax.Precision.HIGHEST
+    qkv = jnp.matmul(x, context.weight(node, "in_proj_weight").T, precision=high) \
+        + context.weight(node, "in_proj_bias")
+    q, k, v = (part.reshape(n, t, heads, d // heads).transpose(0, 2, 1, 3)
+               for part in jnp.split(qkv, 3, axis=-1))
+    scores = jnp.matmul(q * (1 / math.sqrt(d // heads)), k.transpose(0, 1, 3, 2), precision=high)
+    joined = jnp.matmul(jax.nn.softmax(scores, axis=-1), v, precision=high)
+    joined = joined.transpose(0, 2, 1, 3).reshape(n, t, d)
+    return jnp.matmul(joined, context.weight(node, "out_proj.weight").T, precision=high) \
+        + context.weight(node, "out_proj.bias")
+
+
+def _token(node, inputs, context):
+    return inputs[0][:, node.attrs["index"]]
+
+
 KERNELS: dict[str, JaxKernel] = {
     "input": _input, "conv": _conv, "deconv": _deconv, "maxpool": _maxpool, "avgpool": _avgpool,
     "gap": _gap, "fc": _fc, "bn": _bn, "lrn": _lrn, "dropout": _dropout, "relu": _relu,
@@ -367,6 +404,8 @@ KERNELS: dict[str, JaxKernel] = {
     "dwconv": _conv, "adaptive_avgpool": _adaptive_pool, "adaptive_maxpool": _adaptive_pool, "gmp": _gmp,
     "mul": _mul, "channels": _channels, "shuffle": _shuffle, "upsample": _upsample,
     "aux": lambda node, inputs, context: inputs[0],
+    "tokens": _tokens, "class_token": _class_token, "pos_embedding": _pos_embedding,
+    "attention": _attention, "token": _token,
     "layernorm": _layernorm,
 }
 

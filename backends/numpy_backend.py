@@ -462,9 +462,13 @@ def _adaptive_maxpool_backward(node: Node, dy, x, weights):
 
 
 def _as_matrix(x: np.ndarray) -> np.ndarray:
-    """(C, N, H, W) -> (C*H*W, N), flattening each sample in C, H, W order; (C, N) stays."""
+    """(C, N, H, W) -> (C*H*W, N), flattening each sample in C, H, W order; tokens (T, N, D) ->
+    (T*D, N) in T, D order; (C, N) stays."""
     if x.ndim == 2:
         return x
+    if x.ndim == 3:
+        t, n, d = x.shape
+        return x.transpose(0, 2, 1).reshape(t * d, n)
     c, n, h, w = x.shape
     return x.transpose(0, 2, 3, 1).reshape(c * h * w, n)
 
@@ -472,11 +476,16 @@ def _as_matrix(x: np.ndarray) -> np.ndarray:
 def _from_matrix(dx: np.ndarray, shape: tuple) -> np.ndarray:
     if len(shape) == 2:
         return dx
+    if len(shape) == 3:
+        t, n, d = shape
+        return dx.reshape(t, d, n).transpose(0, 2, 1)
     c, n, h, w = shape
     return dx.reshape(c, h, w, n).transpose(0, 3, 1, 2)
 
 
 def _fc_forward(node: Node, inputs, weights, state):
+    if inputs[0].ndim == 3:  # tokens (T, N, D): each token on its own, as torch's Linear
+        return _token_fc_forward(node, inputs, weights, state)
     x = _as_matrix(inputs[0])
     y = weights["weight"] @ x
     if node.attrs["bias"]:
@@ -485,11 +494,110 @@ def _fc_forward(node: Node, inputs, weights, state):
 
 
 def _fc_backward(node: Node, dy, cache, weights):
+    if dy.ndim == 3:
+        return _token_fc_backward(node, dy, cache, weights)
     x, shape = cache
     grads = {"weight": dy @ x.T}
     if node.attrs["bias"]:
         grads["bias"] = dy.sum(axis=1)
     return [_from_matrix(weights["weight"].T @ dy, shape)], grads
+
+
+# -- token tensors: (T, N, D) inside, tokens first as a CxHxW image's channels are --------------------
+# The module's boundary swaps the first two axes, so a TxD tensor leaves as torch's (N, T, D).
+
+def _token_fc_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    y = x @ weights["weight"].T
+    if node.attrs["bias"]:
+        y += weights["bias"]
+    return y, x
+
+
+def _token_fc_backward(node: Node, dy, x, weights):
+    grads = {"weight": np.einsum("tnc,tnd->cd", dy, x)}
+    if node.attrs["bias"]:
+        grads["bias"] = dy.sum(axis=(0, 1))
+    return [dy @ weights["weight"]], grads
+
+
+def _tokens_forward(node: Node, inputs, weights, state):
+    # (C, N, H, W) -> (H*W, N, C): torchvision's x.reshape(n, c, h*w).permute(0, 2, 1)
+    x = inputs[0]
+    c, n, h, w = x.shape
+    return np.ascontiguousarray(x.reshape(c, n, h * w).transpose(2, 1, 0)), x.shape
+
+
+def _tokens_backward(node: Node, dy, shape, weights):
+    return [np.ascontiguousarray(dy.transpose(2, 1, 0)).reshape(shape)], {}
+
+
+def _class_token_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    first = np.broadcast_to(weights["weight"].reshape(1, 1, -1), (1, x.shape[1], x.shape[2]))
+    return np.concatenate([first, x], axis=0), None
+
+
+def _class_token_backward(node: Node, dy, cache, weights):
+    return [dy[1:]], {"weight": dy[0].sum(axis=0).reshape(weights["weight"].shape)}
+
+
+def _pos_embedding_forward(node: Node, inputs, weights, state):
+    return inputs[0] + weights["weight"][0][:, None, :], None
+
+
+def _pos_embedding_backward(node: Node, dy, cache, weights):
+    return [dy], {"weight": dy.sum(axis=1)[None]}
+
+
+def _attention_forward(node: Node, inputs, weights, state):
+    """torch's multi-head self-attention: Q, K, V = x W_in^T + b_in split in three; per head
+    softmax(Q K^T / sqrt(D/heads)) V; the heads joined and projected by W_out."""
+    x = inputs[0].transpose(1, 0, 2)  # (N, T, D)
+    n, t, d = x.shape
+    heads = node.attrs["heads"]
+    scale = x.dtype.type(1 / math.sqrt(d // heads))
+    qkv = x @ weights["in_proj_weight"].T + weights["in_proj_bias"]
+    q, k, v = (part.reshape(n, t, heads, d // heads).transpose(0, 2, 1, 3)
+               for part in np.split(qkv, 3, axis=-1))  # (N, heads, T, D/heads)
+    scores = (q * scale) @ k.transpose(0, 1, 3, 2)
+    scores -= scores.max(axis=-1, keepdims=True)
+    a = np.exp(scores)
+    a /= a.sum(axis=-1, keepdims=True)
+    joined = (a @ v).transpose(0, 2, 1, 3).reshape(n, t, d)
+    y = joined @ weights["out_proj.weight"].T + weights["out_proj.bias"]
+    return np.ascontiguousarray(y.transpose(1, 0, 2)), (x, q, k, v, a, joined, scale)
+
+
+def _attention_backward(node: Node, dy, cache, weights):
+    x, q, k, v, a, joined, scale = cache
+    n, t, d = x.shape
+    heads = node.attrs["heads"]
+    dy = dy.transpose(1, 0, 2)  # (N, T, D)
+    grads = {"out_proj.weight": np.einsum("nte,ntd->ed", dy, joined),
+             "out_proj.bias": dy.sum(axis=(0, 1))}
+    dheads = (dy @ weights["out_proj.weight"]).reshape(n, t, heads, d // heads).transpose(0, 2, 1, 3)
+    da = dheads @ v.transpose(0, 1, 3, 2)
+    dv = a.transpose(0, 1, 3, 2) @ dheads
+    dscores = a * (da - (da * a).sum(axis=-1, keepdims=True))
+    dq = dscores @ k * scale
+    dk = dscores.transpose(0, 1, 3, 2) @ (q * scale)
+    dqkv = np.concatenate([g.transpose(0, 2, 1, 3).reshape(n, t, d) for g in (dq, dk, dv)], axis=-1)
+    grads["in_proj_weight"] = np.einsum("ntf,ntd->fd", dqkv, x)
+    grads["in_proj_bias"] = dqkv.sum(axis=(0, 1))
+    dx = dqkv @ weights["in_proj_weight"]
+    return [np.ascontiguousarray(dx.transpose(1, 0, 2))], grads
+
+
+def _token_forward(node: Node, inputs, weights, state):
+    x = inputs[0]
+    return np.ascontiguousarray(x[node.attrs["index"]].T), x.shape  # (N, D) -> a flat (D, N)
+
+
+def _token_backward(node: Node, dy, shape, weights):
+    dx = np.zeros(shape, dtype=dy.dtype)
+    dx[node.attrs["index"]] = dy.T
+    return [dx], {}
 
 
 def _channel_axes(x: np.ndarray) -> tuple:
@@ -1048,11 +1156,33 @@ KERNELS: dict[str, Kernel] = {
     # an auxiliary output's marker: its value is its head's result, and its gradient flows back
     "aux": Kernel(lambda node, inputs, weights, state: (inputs[0], None),
                   lambda node, dy, cache, weights: ([dy], {})),
+    "tokens": Kernel(_tokens_forward, _tokens_backward),
+    "class_token": Kernel(_class_token_forward, _class_token_backward),
+    "pos_embedding": Kernel(_pos_embedding_forward, _pos_embedding_backward),
+    "attention": Kernel(_attention_forward, _attention_backward),
+    "token": Kernel(_token_forward, _token_backward),
     "layernorm": Kernel(_layernorm_forward, _layernorm_backward),
 }
 
 
 # -- initialisation ---------------------------------------------------------------------------------
+
+def _attention_initial(suffix: str, shape: tuple, rng: np.random.Generator, dtype) -> np.ndarray:
+    """nn.MultiheadAttention's: Xavier-uniform projections in, zero biases, the output projection
+    as a Linear's weight (Kaiming-uniform, a=sqrt(5))."""
+    if suffix.endswith("bias"):
+        return np.zeros(shape, dtype=dtype)
+    bound = math.sqrt(6 / (shape[0] + shape[1])) if suffix == "in_proj_weight" else 1 / math.sqrt(shape[1])
+    return (rng.random(shape, dtype=dtype) * 2 - 1) * dtype.type(bound)
+
+
+#: torchvision's ViT: the class token starts at zero, the position embedding normal with std 0.02.
+_TOKEN_INITIALISERS: dict[str, Callable] = {
+    "attention": _attention_initial,
+    "class_token": lambda suffix, shape, rng, dtype: np.zeros(shape, dtype=dtype),
+    "pos_embedding": lambda suffix, shape, rng, dtype: (rng.standard_normal(shape) * 0.02).astype(dtype),
+}
+
 
 def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.ndarray]:
     """torch's default initialisation: Kaiming-uniform (a=sqrt(5)) weights, uniform biases with
@@ -1066,6 +1196,9 @@ def initial_weights(network, rng: np.random.Generator, dtype) -> dict[str, np.nd
         if node.op in ("bn", "layernorm"):
             fill = 1.0 if spec.suffix in ("weight", "running_var") else 0.0
             weights[spec.name] = np.full(shape, fill, dtype=dtype)
+            continue
+        if node.op in _TOKEN_INITIALISERS:
+            weights[spec.name] = _TOKEN_INITIALISERS[node.op](spec.suffix, shape, rng, dtype)
             continue
         weight_shape = next(s.shape for s in network.weight_specs if s.node == spec.node and s.suffix == "weight")
         fan_in = math.prod(weight_shape[1:])  # torch takes dim 1 as fan-in, for deconv too

@@ -98,7 +98,8 @@ def _avgpool(node: Node, inputs) -> str:
 
 
 def _fc(node: Node, inputs) -> str:
-    return f"nn.Linear({math.prod(inputs[0])}, {node.attrs['c']}, bias={node.attrs['bias']})"
+    features = inputs[0][1] if len(inputs[0]) == 2 else math.prod(inputs[0])  # a token's, or all
+    return f"nn.Linear({features}, {node.attrs['c']}, bias={node.attrs['bias']})"
 
 
 def _fc_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
@@ -217,6 +218,42 @@ def _upsample_call(node: Node, module: str, args: list[str], in_place: bool, inp
     return f"F.interpolate({args[0]}, size={args[1]}.shape[2:], mode={a['mode']!r}{corners})"
 
 
+#: ViT's class token and position embedding, as torchvision's VisionTransformer keeps them (bare
+#: parameters: class_token 1x1xD, encoder.pos_embedding 1xTxD), each in a module of its own.
+_CLASS_TOKEN = '''class ClassToken(nn.Module):
+    """A learned token put before the others: (N, T, D) -> (N, T+1, D) (ViT's class token)."""
+
+    def __init__(self, features):
+        super().__init__()
+        self.weight = nn.Parameter(torch.zeros(1, 1, features))
+
+    def forward(self, x):
+        return torch.cat([self.weight.expand(x.shape[0], -1, -1), x], dim=1)'''
+
+_POS_EMBEDDING = '''class PositionEmbedding(nn.Module):
+    """A learned embedding added to each token position: (N, T, D) + (1, T, D)."""
+
+    def __init__(self, tokens, features):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(1, tokens, features).normal_(std=0.02))
+
+    def forward(self, x):
+        return x + self.weight'''
+
+
+def _tokens_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    return f"{args[0]}.flatten(2).transpose(1, 2)"  # (N, C, H, W) -> (N, H*W, C)
+
+
+def _attention_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    x = args[0]
+    return f"{module}({x}, {x}, {x}, need_weights=False)[0]"
+
+
+def _token_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
+    return f"{args[0]}[:, {node.attrs['index']}]"
+
+
 def _constant(text: str):
     def module(node: Node, inputs) -> str:
         return text
@@ -266,6 +303,13 @@ KERNELS: dict[str, TorchKernel] = {
     "shuffle": TorchKernel(None, _shuffle_call),
     "upsample": TorchKernel(_upsample_module, _upsample_call),
     "aux": TorchKernel(None, lambda node, module, args, in_place, inputs: args[0]),
+    "tokens": TorchKernel(None, _tokens_call),
+    "class_token": TorchKernel(lambda node, inputs: f"ClassToken({inputs[0][1]})", support=_CLASS_TOKEN),
+    "pos_embedding": TorchKernel(lambda node, inputs: f"PositionEmbedding({inputs[0][0]}, {inputs[0][1]})",
+                                 support=_POS_EMBEDDING),
+    "attention": TorchKernel(lambda node, inputs: f"nn.MultiheadAttention({inputs[0][1]}, "
+                             f"{node.attrs['heads']}, batch_first=True)", _attention_call),
+    "token": TorchKernel(None, _token_call),
     "layernorm": TorchKernel(_layernorm, support=_LAYER_NORM_2D),
 }
 
@@ -297,7 +341,7 @@ def class_name(name: str) -> str:
 
 
 _RESERVED_CLASS_NAMES = frozenset({"F", "nn", "torch", "Tensor", "LayerScale", "StochasticDepth",
-                                   "LayerNorm2d"})
+                                   "ClassToken", "PositionEmbedding", "LayerNorm2d"})
 _RESERVED_VARIABLES = frozenset({"self", "torch", "nn", "F", "input"})
 
 

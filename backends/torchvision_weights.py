@@ -52,6 +52,7 @@ ARCHITECTURES = {
     "mobilenet_v3_small": "mobilenet:mobilenet_v3_small",
     **{f"efficientnet_{v}": f"efficientnet:efficientnet_{v}"
        for v in ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_s", "v2_m", "v2_l")},
+    "vit_b_16": "vit:vit_b_16", "vit_b_32": "vit:vit_b_32", "vit_l_16": "vit:vit_l_16",
 }
 
 
@@ -116,6 +117,24 @@ def _load_file(path: Path) -> dict:
     return data
 
 
+#: torchvision's VisionTransformer lists its own parameter, `class_token`, before its modules
+#: (conv_proj, the encoder); the network puts the class token where it joins, after the patch
+#: embedding, so the tensor moves there.
+_CLASS_TOKEN = "class_token"
+
+
+def _class_token_in_place(theirs: list, network) -> list:
+    """theirs, with a leading `class_token` moved to the position of the network's first
+    class_token weight (if it has one); every other tensor keeps its order."""
+    if not theirs or theirs[0][0] != _CLASS_TOKEN:
+        return theirs
+    place = next((i for i, spec in enumerate(network.weight_specs)
+                  if network.graph.node(spec.node).op == "class_token"), None)
+    if place is None:
+        return theirs
+    return theirs[1:place + 1] + [theirs[0]] + theirs[place + 1:]
+
+
 def matching_architecture(network) -> str | None:
     """The torchvision model whose tensors line up with `network`'s weights (the same shapes in
     the same order), or None: resnet50.net and resnet:resnet50 are both torchvision's resnet50."""
@@ -156,13 +175,14 @@ def import_torchvision(state_dict_or_path, arch: str | None = None, network=None
     if arch in TENSOR_ORDER:
         theirs = TENSOR_ORDER[arch](theirs)
     ours = network.weight_specs
+    theirs = _class_token_in_place(theirs, network)
     question = f"is this a {arch} state_dict?" if arch else f"do {network.name}'s layers follow the model's?"
     weights = {}
     for position, (spec, (name, tensor)) in enumerate(zip(ours, theirs)):
         shape = tuple(getattr(tensor, "shape", ()))
         kind = str(name).rsplit(".", 1)[-1]
         fits = shape == spec.shape or _linear_onto_1x1_conv(shape, spec.shape)
-        if not fits or (kind in _KINDS and kind != spec.suffix):
+        if not fits or (kind in _KINDS and kind != spec.suffix.rsplit(".", 1)[-1]):
             raise NetDSLWeightsError(
                 f"{source}: tensor {position} ({name}, {format_shape(shape) or 'scalar'}) does not "
                 f"fit {spec.name} ({format_shape(spec.shape)}) of {network.name}",

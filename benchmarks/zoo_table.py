@@ -11,8 +11,10 @@ two cores. tests/test_zoo_torchvision.py compares every model again in CI's heav
 For every torchvision model that a shipped network reproduces (backends/torchvision_weights.py
 ARCHITECTURES), with torchvision's random initialisation (no weights are downloaded):
 - params: netdsl's count, and torchvision's meta["num_params"] of the DEFAULT weights;
-- MACs at the net's input size (the DEFAULT weights' crop size): netdsl's, counted on the built torchvision model by forward hooks on every
-  Conv2d (output elements * in_channels/groups * kh * kw) and Linear (in * out), and
+- MACs at the net's input size (the DEFAULT weights' crop size): netdsl's, counted on the built
+  torchvision model by forward hooks on every Conv2d (output elements * in_channels/groups * kh * kw)
+  and Linear (in * out), and on MultiheadAttention from its input's shape (4*T*D*D projections +
+  2*T*T*D products), and
   meta["_ops"] (torchvision's "GFLOPS", which are these MACs in billions, rounded to 3 decimals);
 - outputs: `netdsl.import_torchvision` of the torchvision state_dict with every tensor distinct
   and random (batch-norm statistics too, measured and then moved, variances positive), then both
@@ -51,6 +53,7 @@ ZOO = [
     *[("mobilenet", name) for name in ("mobilenet_v2", "mobilenet_v3_large", "mobilenet_v3_small")],
     *[("efficientnet", f"efficientnet_{v}")
       for v in ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_s", "v2_m", "v2_l")],
+    *[("vit", name) for name in ("vit_b_16", "vit_b_32", "vit_l_16")],
 ]
 #: torchvision's keyword arguments: googlenet without its auxiliary classifiers (meta["num_params"]
 #: leaves them out), without the input re-normalisation, initialised without scipy's help
@@ -146,9 +149,17 @@ def assert_distinct(state_dict: dict) -> None:
 
 
 def forward_counting_macs(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, int]:
-    """(output, MACs per sample) of Conv2d and Linear, counted on the tensors they produce."""
+    """(output, MACs per sample) of Conv2d and Linear, counted on the tensors they produce, and of
+    MultiheadAttention: it calls F.multi_head_attention_forward with its projections' weights, so
+    no Linear hook sees them; from the query it is given (N, T, D, batch first), it counts the
+    Q, K, V and output projections (4*T*D*D) and the two T x T products (2*T*T*D)."""
     counted = [0]
     batch = x.shape[0]
+
+    def attention(module, inputs, output):
+        assert module.batch_first and module._qkv_same_embed_dim
+        _, t, d = inputs[0].shape
+        counted[0] += 4 * t * d * d + 2 * t * t * d
 
     def conv(module, inputs, output):
         kh, kw = module.kernel_size
@@ -159,6 +170,8 @@ def forward_counting_macs(model: torch.nn.Module, x: torch.Tensor) -> tuple[torc
 
     hooks = [m.register_forward_hook(conv if isinstance(m, torch.nn.Conv2d) else linear)
              for m in model.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
+    hooks += [m.register_forward_hook(attention) for m in model.modules()
+              if isinstance(m, torch.nn.MultiheadAttention)]
     try:
         with torch.no_grad():
             output = model(x)
@@ -217,9 +230,10 @@ def table(rows: list[tuple[str, Comparison]]) -> str:
         "  `get_model_weights(name).DEFAULT.meta[\"num_params\"]` (shown when it differs: never).",
         "- **MACs** at the net's input size (the crop size of the DEFAULT weights' transforms: 224, and",
         "  240-600 for EfficientNet, 384-480 for EfficientNet-v2, 299 for Inception-v3): netdsl's;",
-        "  torchvision's counted exactly on the built model by",
-        "  forward hooks on Conv2d (output elements x in_channels/groups x kh x kw) and Linear",
-        "  (in x out); **GFLOPS** is `meta[\"_ops\"]`, the same MACs in billions to 3 decimals.",
+        "  torchvision's counted exactly on the built model by forward hooks on Conv2d (output",
+        "  elements x in_channels/groups x kh x kw), Linear (in x out) and MultiheadAttention (4 x T x",
+        "  D x D projections + 2 x T x T x D products, from its input's shape: its projections are not",
+        "  Linear calls); **GFLOPS** is `meta[\"_ops\"]`, the same MACs in billions to 3 decimals.",
         "- **outputs**: the torchvision state_dict with every tensor distinct and random (batch-norm",
         "  statistics too) imported by `netdsl.import_torchvision`, both models in eval mode in",
         "  float64 on two different inputs: the largest difference between netdsl's and",

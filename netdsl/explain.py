@@ -34,7 +34,7 @@ from .ops.base import Worked, format_value
 LABELS = {"size": "out size", "height": "out height", "width": "out width", "channels": "channels",
           "features": "features", "params": "params", "buffers": "buffers", "MACs": "MACs",
           "im2col": "im2col", "rf": "rf", "jump": "jump", "pad": "pad", "stride": "stride",
-          "act": "act"}
+          "act": "act", "tokens": "tokens"}
 _LABEL_WIDTH = max(len(label) for label in LABELS.values())
 
 

@@ -19,7 +19,9 @@ OP_NAMES = ("conv", "deconv", "maxpool", "avgpool", "gap", "fc", "bn", "lrn", "d
             "sigmoid", "lrelu", "elu", "hardswish", "relu6", "hardsigmoid", "silu", "gelu", "gelu_tanh",
             "layerscale", "stochastic_depth", "softmax", "flatten", "crop", "pool", "id",
             "dwconv", "adaptive_avgpool", "adaptive_maxpool", "gmp",
-            "channels", "shuffle", "upsample", "layernorm")
+            "channels", "shuffle", "upsample",
+            "tokens", "class_token", "pos_embedding", "attention", "token",
+            "layernorm")
 CONSTANTS = ("true", "false", "none")
 _VALUE = r"(?:[0-9]+|[A-Za-z_][A-Za-z0-9_]*|\{[^{}\n]*\})"
 _NUMBER = r"(?:[0-9]+|\{[^{}\n]*\})"

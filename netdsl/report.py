@@ -187,8 +187,10 @@ def _symbolic_totals(network, stats, valid) -> list[str]:
     """The totals of a net with size names: formulas, and the sizes it takes."""
     out = [f"params       {_count(stats.params, valid)}"]
     for node in network.size_dependent_weights:
-        out.append(f"             (depends on the input size from {node}: its weights follow the "
-                   f"size of the tensor it flattens)")
+        what = ("one embedding per token, and the tokens follow the size"
+                if network.graph.node(node).op == "pos_embedding"
+                else "its weights follow the size of the tensor it flattens")
+        out.append(f"             (depends on the input size from {node}: {what})")
     if stats.buffers:
         out.append(f"buffers      {_count(stats.buffers, valid)}")
     out.append(f"MACs         {_count(stats.macs, valid)}")

@@ -14,12 +14,15 @@ from fractions import Fraction
 from .ir import Graph
 from .ops import OPS, Field, Shape
 from .ops.base import is_symbolic, whole_input_field
+from .ops.tokens import attention_field
 from .weights import WeightSpec, weight_specs
 
 
 #: Receptive fields and effective strides beyond these are reported as the bound itself: no real
 #: network comes near, and exact fractions through thousands of strided layers grow without limit.
 MAX_FIELD = Fraction(10**12)
+#: Field rules that reach the whole input: with size names in it, the field is a formula (None).
+_WHOLE_INPUT_RULES = (whole_input_field, attention_field)
 _MAX_DENOMINATOR = 10**6
 
 
@@ -80,7 +83,7 @@ def measure(graph: Graph, shapes: tuple[Shape, ...],
         before = [fields[i] for i in node.inputs]
         if not node.inputs:
             field = (Fraction(1), Fraction(1))
-        elif any(f[0] is None for f in before) or (op.receptive_field is whole_input_field
+        elif any(f[0] is None for f in before) or (op.receptive_field in _WHOLE_INPUT_RULES
                                                    and is_symbolic(inputs[0])):
             field = (None, before[0][1])  # the whole input, whose size is a formula
         else:

@@ -48,8 +48,9 @@ _CATALOGUE: list = []
 #: U-Net at its smallest size, 188x188, still costs 11 GMACs a forward pass (every generated program
 #: and tests/data/every_op.net cover its centre crop in the default tier).
 #: The torchvision families' other members differ from their representative (densenet121,
-#: mnasnet0_5, resnext50_32x4d, squeezenet1_1) only in widths and depths, which the shapes of
-#: their layers make a different structure; tests/test_zoo_torchvision.py holds each to torchvision.
+#: mnasnet0_5, resnext50_32x4d, squeezenet1_1, vit_b_32) only in widths and depths (ViT's also in
+#: patch size), which the shapes of their layers make a different structure;
+#: tests/test_zoo_torchvision.py holds each to torchvision.
 _HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"),
                     ("densenet", "densenet161"), ("densenet", "densenet169"), ("densenet", "densenet201"),
                     ("mnasnet", "mnasnet0_75"), ("mnasnet", "mnasnet1_0"), ("mnasnet", "mnasnet1_3"),
@@ -62,7 +63,8 @@ _HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"),
                     # mobilenet_v3_small, efficientnet_b0 and efficientnet_v2_s (fused blocks) stand for these
                     ("mobilenet", "mobilenet_v3_large"),
                     *(("efficientnet", f"efficientnet_{v}")
-                      for v in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_m", "v2_l"))}
+                      for v in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_m", "v2_l")),
+                    ("vit", "vit_b_16"), ("vit", "vit_l_16")}
 
 
 def _shipped_catalogue() -> list:

@@ -141,8 +141,10 @@ def test_kit_fails_on_a_relu_clipped_at_5(name):
 
 
 def test_kit_finds_a_clipped_relu_in_generated_programs_alone():
+    # The derandomized programs change whenever an op is added (each op's rule draws); with the
+    # token ops and layernorm, the first relu above 5 comes in the first 30 (in 10 before them).
     with pytest.raises(BackendMismatch) as caught:
-        check_backend(_clipped_relu("numpy"), networks=(), examples=10)
+        check_backend(_clipped_relu("numpy"), networks=(), examples=30)
     assert "the program:\ninput " in str(caught.value)
 
 

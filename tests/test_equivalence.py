@@ -72,7 +72,7 @@ def test_checker_shapes_are_the_shapes_backends_produce(program):
 
 
 def _torch_macs(model, x) -> int:
-    """Multiply-accumulates of conv, deconv and linear layers, counted by forward hooks."""
+    """Multiply-accumulates of conv, deconv, linear and attention layers, counted by forward hooks."""
     total = 0
 
     def hook(module, inputs, output):
@@ -84,11 +84,17 @@ def _torch_macs(model, x) -> int:
         elif isinstance(module, torch.nn.ConvTranspose2d):
             k = math.prod(module.kernel_size) * module.out_channels // module.groups
             total += inputs[0].numel() // n * k
-        elif isinstance(module, torch.nn.Linear):
-            total += module.in_features * module.out_features
+        elif isinstance(module, torch.nn.Linear):  # on a token tensor, once per token
+            total += output.numel() // n * module.in_features
+        elif isinstance(module, torch.nn.MultiheadAttention):
+            # its projections are not Linear calls: Q, K, V and output (4*T*D*D), and the two
+            # T x T products (2*T*T*D), from the (N, T, D) query
+            _, t, d = inputs[0].shape
+            total += 4 * t * d * d + 2 * t * t * d
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear))]
+               if isinstance(m, (torch.nn.Conv2d, torch.nn.ConvTranspose2d, torch.nn.Linear,
+                                 torch.nn.MultiheadAttention))]
     with torch.no_grad():
         model(x)
     for handle in handles:

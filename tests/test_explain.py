@@ -140,6 +140,8 @@ def check_explanation(network) -> int:
         for quantity, axis in (("height", 1), ("width", 2), ("channels", 0), ("features", 0)):
             for line in found.get(quantity, []):
                 assert line.value == shape[axis], (node.name, quantity)
+        for line in found.get("tokens", []):
+            assert line.value == shape[0], node.name
         for line in found.get("pad", []) + found.get("pad_h", []) + found.get("pad_w", []) + found.get("stride", []):
             assert line.value == node.attrs[line.quantity], node.name
         for line in found.get("act", []):
@@ -177,7 +179,8 @@ net every = conv3-8(dilation=2) - bn - lrn(3) - relu - maxpool3/2(pad=1, ceil)
     - u: deconv4-16/2 - crop(1, like=@p) - dropout(0.3) - layerscale - stochastic_depth(0.2) - ACTIVATIONS
     - mul{ id | gap - conv1-16 - sigmoid } - cat{ channels(0, 8) | channels(8, 16) - conv1-8 } - shuffle(2)
     - v: upsample(2, mode=bilinear) - maxpool2/2 - upsample(like=@v) - aux{ gap - fc3 }
-    - adaptive_avgpool(3) - adaptive_maxpool(2) - gmp - gap - flatten - fc10 - layerscale(0.5) - softmax
+    - adaptive_avgpool(3) - adaptive_maxpool(2) - gmp - gap
+    - tokens - class_token - pos_embedding - attention(4) - fc16 - token(1) - flatten - fc10 - layerscale(0.5) - softmax
     - layernorm
 """
 

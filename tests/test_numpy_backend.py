@@ -83,6 +83,11 @@ OP_CASES = [
     ("upsample_like_bilinear", "x: conv3-2(act=none) - avgpool2/2(ceil) - upsample(like=@x, mode=bilinear) "
      "- conv1-2(act=none)", "2x5x7", False),
     ("upsample_like_nearest", "x: conv1-2(act=none) - avgpool3/3(ceil) - upsample(like=@x)", "2x7x5", False),
+    ("vit_block", "conv2-4/2(act=none) - tokens - class_token - pos_embedding - add{ attention(2) | id } "
+     "- add{ fc6(act=none) - gelu - fc4(act=none) | id } - token - fc3(act=none)", "3x4x6", False),
+    ("attention_one_head_train", "tokens - attention(1) - dropout(0.0)", "3x2x3", True),
+    ("fc_tokens_nobias_flatten", "tokens - fc3(bias=false, act=none) - flatten", "2x2x3", False),
+    ("token_last", "tokens - fc3(act=tanh) - token(5)", "2x2x3", False),
     ("layernorm_channels", "layernorm - conv3-3(act=none) - layernorm(1e-6)", "4x3x4", False),
     ("layernorm_flat", "layernorm(eps=0.001) - fc3(act=none) - layernorm", "5", False),
 ]

@@ -47,6 +47,14 @@ SAMPLES = {
     "shuffle": ("input 6x8x8\nconv3-6 - shuffle(3)", "shuffle1", (6, 8, 8), 0, 0, 3, True),
     "upsample": ("input 3x4x4\nconv3-3/2 - upsample(2, mode=bilinear)", "upsample1", (3, 4, 4), 0, 0, 5, True),
     "aux": ("input 3x8x8\naux{ conv3-2 } - relu", "aux1", (2, 8, 8), 0, 0, 3, False),
+    "tokens": ("input 3x2x2\ntokens", "tokens1", (4, 3), 0, 0, 1, False),
+    "class_token": ("input 3x2x2\ntokens - class_token", "class_token1", (5, 3), 3, 0, 1, False),
+    "pos_embedding": ("input 3x2x2\ntokens - pos_embedding", "pos_embedding1", (4, 3), 4 * 3, 0, 1, False),
+    # T=6 tokens of D=4: 4*D*D + 4*D params; 4*T*D*D + 2*T*T*D MACs; the whole 2x3 grid, taken as
+    # isqrt(6) = 2 on a side
+    "attention": ("input 4x2x3\ntokens - attention(2)", "attention1", (6, 4), 4 * 16 + 4 * 4,
+                  4 * 6 * 16 + 2 * 36 * 4, 2, True),
+    "token": ("input 3x2x2\ntokens - token(1)", "token1", (3,), 0, 0, 1, False),
     "layernorm": ("input 3x8x8\nconv3-5 - layernorm(1e-6)", "layernorm1", (5, 8, 8), 10, 0, 3, False),
 }
 

@@ -74,6 +74,10 @@ ORACLES = [
     ("regnet_x_8gf", 39_572_648, 7_995_132_416),
     ("regnet_x_16gf", 54_278_536, 15_940_755_456),
     ("regnet_x_32gf", 107_811_560, 31_735_929_792),
+    # attention counted as torchvision counts it: 4*T*D*D projections + 2*T*T*D products
+    ("vit_b_16", 86_567_656, 17_563_828_224),
+    ("vit_b_32", 88_224_232, 4_409_186_304),
+    ("vit_l_16", 304_326_632, 61_554_712_576),
     # ... and torchvision's "GFLOPS" (meta["_ops"]), which rounds the same MACs to 3 decimals
     # (tests/test_zoo_torchvision.py counts them exactly on the built torchvision models)
     # the papers, recomputed exactly

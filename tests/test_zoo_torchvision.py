@@ -29,7 +29,7 @@ _spec.loader.exec_module(zoo_table)
 #: one model per family file in the default tier: the cheapest that has the family's structure
 DEFAULT_TIER = {"alexnet", "vgg11", "resnext50_32x4d", "googlenet", "densenet121", "squeezenet1_1",
                 "mnasnet0_5", "shufflenet_v2_x0_5", "regnet_y_400mf",
-                "convnext_tiny", "inception_v3", "mobilenet_v3_small", "efficientnet_b0"}
+                "convnext_tiny", "inception_v3", "mobilenet_v3_small", "efficientnet_b0", "vit_b_32"}
 
 
 def test_the_table_covers_every_architecture_and_every_family_has_a_default():

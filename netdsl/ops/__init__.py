@@ -21,6 +21,7 @@ from .elementwise import ACTIVATION_OPS, SOFTMAX
 from .norm import DROPOUT, LAYERNORM, LAYERSCALE, LRN, RANDOM_IN_TRAINING, STOCHASTIC_DEPTH, bn_op
 from .pool import ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, AVGPOOL, GAP, GMP, MAXPOOL
 from .structure import ADD, AUX, CONCAT, CROP, INPUT, MUL
+from .tokens import TOKEN_OPS
 from .upsample import UPSAMPLE
 
 #: The element-wise activations, usable as layers, as `act=` and as a net's `activation`.
@@ -33,6 +34,7 @@ _RECORDS: tuple[Op, ...] = (
     dwconv_op(ACTIVATIONS), ADAPTIVE_AVGPOOL, ADAPTIVE_MAXPOOL, GMP,
     MUL, CHANNELS, SHUFFLE, UPSAMPLE,
     AUX,
+    *TOKEN_OPS,
     LAYERNORM,
 )
 

@@ -270,7 +270,7 @@ class Worked:
     """
 
     quantity: str  # size, height, width, channels, features, params, buffers, MACs, im2col, rf, jump,
-    # pad (pad_h, pad_w), stride, act
+    # pad (pad_h, pad_w), stride, act, tokens
     formula: str
     value: "int | Fraction | tuple[int, ...] | str"
     note: str = ""
@@ -325,6 +325,10 @@ def same_shape(node, inputs: list, warn) -> Shape:
 
 
 def image(op: str, shape: Shape) -> Shape:
+    if len(shape) == 2:
+        raise ShapeProblem(f"{op} needs a CxHxW input, got a token tensor of {format_shape(shape)}",
+                           notes=("token tensors (TxD) take fc, layernorm, attention, dropout, "
+                                  "activations and add{}",))
     if len(shape) != 3:
         raise ShapeProblem(f"{op} needs a CxHxW input, got a flat tensor of {shape[0]}",
                            notes=("only fc, bn, dropout, activations and merges take flat input",))

@@ -12,12 +12,19 @@ from .conv import act_attr, weight_and_bias
 
 
 def _fc_shape(node, inputs, warn):
+    if len(inputs[0]) == 2:  # a token tensor: each token on its own, as torch's Linear
+        return (inputs[0][0], node.attrs["c"])
     return (node.attrs["c"],)
+
+
+def fc_in_features(shape):
+    """What one fc output reads: the features of a token (TxD), else the whole flattened input."""
+    return shape[1] if len(shape) == 2 else flat_size(shape)
 
 
 def _fc_weights(node, inputs):
     a = node.attrs
-    return weight_and_bias(a, (a["c"], flat_size(inputs[0])), a["c"])
+    return weight_and_bias(a, (a["c"], fc_in_features(inputs[0])), a["c"])
 
 
 def _fc_macs(node, inputs, out) -> int:
@@ -25,6 +32,8 @@ def _fc_macs(node, inputs, out) -> int:
 
 
 def _fc_generate(g, shape):
+    if len(shape) == 2:  # a token tensor: the generator keeps them inside tokens' own rule
+        return None
     out = g.channels()
     tail = g.draw(g.st.sampled_from(["", "(act=sigmoid)", "(bias=false)"])) if len(shape) == 1 else ""
     return f"fc{out}{tail}", (out,)
@@ -36,6 +45,12 @@ def _flat_size(shape) -> str:
 
 def _fc_explain(node, inputs, out, fields, written):
     c = node.attrs["c"]
+    if len(inputs[0]) == 2:
+        t, d = inputs[0]
+        return (*explain_weight_rule(_fc_weights(node, inputs), f"{d}*{c}", str(c)),
+                Worked("MACs", f"{t}*{d}*{c}", _fc_macs(node, inputs, out),
+                       "each token's features times every output, token by token"),
+                *unchanged_field(fields[0], "unchanged: token by token"))
     return (*explain_weight_rule(_fc_weights(node, inputs), f"{_flat_size(inputs[0])}*{c}", str(c)),
             Worked("MACs", f"{_flat_size(inputs[0])}*{c}", _fc_macs(node, inputs, out),
                    "every input feature times every output"),
@@ -44,7 +59,8 @@ def _fc_explain(node, inputs, out, fields, written):
 
 def fc_op(activations: tuple[str, ...]) -> Op:
     return Op(
-        "fc", "fully connected layer; flattens a CxHxW input first",
+        "fc", "fully connected layer; flattens a CxHxW input first, and acts on each token of a TxD "
+        "token tensor",
         (int_attr("c", doc="output features"),
          AttrSpec("bias", "bool", True, "add a learned bias"),
          AttrSpec("fixed", "bool", False, "keep the weights at their initial value (counted as buffers)"),
@@ -74,6 +90,8 @@ def _flatten_explain(node, inputs, out, fields, written):
 
 
 def _flatten_generate(g, shape):
+    if len(shape) == 2:
+        return None
     return "flatten", (math.prod(shape),)
 
 
