@@ -21,7 +21,8 @@ def check_golden(path: Path, actual: str) -> None:
 
 #: Small inputs that still fit every shipped network (AlexNet's stride-4 conv needs more than 32).
 SMALL_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp": None,
-                "unet": "1x188x188"}  # U-Net's smallest valid size
+                "unet": "1x188x188",  # U-Net's smallest valid size
+                "inception": None}  # 299: its auxiliary head needs the 17x17 grid
 
 
 def shipped_networks(inputs: dict | None = None, default: str = "3x32x32") -> list:
@@ -50,8 +51,11 @@ _CATALOGUE: list = []
 #: The torchvision families' other members differ from their representative (densenet121,
 #: mnasnet0_5, resnext50_32x4d, squeezenet1_1, vit_b_32) only in widths and depths (ViT's also in
 #: patch size), which the shapes of their layers make a different structure;
-#: tests/test_zoo_torchvision.py holds each to torchvision.
-_HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"),
+#: tests/test_zoo_torchvision.py holds each to torchvision. Inception-v3's smallest size is 299
+#: (its auxiliary head), 5.7 GMACs a pass: its modules are GoogLeNet's and conv1x7's, its aux{ }
+#: head is tests/test_aux_outputs.py's, and the torchvision environment's default tier compares
+#: it with torchvision on every CI run.
+_HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"), ("inception", "inception_v3"),
                     ("densenet", "densenet161"), ("densenet", "densenet169"), ("densenet", "densenet201"),
                     ("mnasnet", "mnasnet0_75"), ("mnasnet", "mnasnet1_0"), ("mnasnet", "mnasnet1_3"),
                     ("resnet", "resnext101_32x8d"), ("resnet", "resnext101_64x4d"),

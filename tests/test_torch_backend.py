@@ -16,7 +16,7 @@ BN_SAFE_INPUTS = {"alexnet": "3x67x67", "zfnet": "3x67x67", "lenet5": None, "mlp
                   "resnet": "3x64x64", "resnet50": "3x64x64", "resnext50": "3x64x64", "googlenet": "3x64x64",
                   "densenet": "3x64x64", "mnasnet": "3x64x64", "unet": "1x188x188",
                   "shufflenet": "3x64x64", "regnet": "3x64x64",
-                  "mobilenet": "3x64x64", "efficientnet": "3x64x64"}  # U-Net's smallest
+                  "mobilenet": "3x64x64", "efficientnet": "3x64x64", "inception": None}  # U-Net's smallest; Inception-v3's (aux head) is its 299
 
 
 @pytest.mark.parametrize("path,name,shape", shipped_networks(BN_SAFE_INPUTS))

@@ -163,3 +163,22 @@ def test_batch_norm_and_dropout_settings_are_torchvisions(arch):
     ours = netdsl.load(arch).compile("torch", device="meta")
     assert settings(ours) == settings(reference)
     assert len(settings(ours)[0]) > 10 and len(settings(ours)[1]) == 1
+
+
+@pytest.mark.parametrize("arch", sorted(DEFAULT_TIER))
+def test_fine_tuning_works_on_each_family(arch):
+    """`--head` and `--freeze` on every family: torchvision's weights imported, a new 7-class head,
+    everything up to the first top-level block frozen; the rest of the weights are torchvision's."""
+    import netdsl
+    reference = torchvision.models.get_model(arch, weights=None, **zoo_table.MODEL_KWARGS.get(arch, {}))
+    network, weights = netdsl.import_torchvision(reference.state_dict(), arch)
+    first = network.graph.nodes[1].name.split(".")[0]
+    model = netdsl.finetune(network, weights, head=7, freeze=first).eval()
+    x = torch.zeros(1, *network.input_shape)
+    with torch.no_grad():
+        assert model(x).shape == (1, 7)
+    frozen = {name for name, p in model.named_parameters() if not p.requires_grad}
+    assert frozen and {name.split(".")[0] for name in frozen} == {first}
+    state = model.state_dict()
+    kept = [spec.name for spec in network.weight_specs if spec.trainable][-3]  # a weight before the head
+    assert torch.equal(state[kept].float(), weights[kept].float())
