@@ -5,8 +5,9 @@ torchvision's state_dict and the shipped network list the same tensors in the sa
 was written to follow torchvision's module order), so the i-th torchvision tensor is the i-th
 netdsl weight. Every shape and kind (weight, bias, running statistic) is checked, and the first
 mismatch is reported with both names.
-BatchNorm's `num_batches_tracked` and GoogLeNet's auxiliary classifiers have no counterpart and
-are skipped. Two rules bridge what differs in form, not in content:
+BatchNorm's `num_batches_tracked` has no counterpart and is skipped. GoogLeNet's and
+Inception-v3's auxiliary classifiers are the nets' `aux{ }` heads (a state_dict without them, from
+`aux_logits=False`, is refused with a note: the pretrained files have them). Two rules bridge what differs in form, not in content:
 - an nn.Linear weight (out x in) fills a 1x1 convolution's (out x in x 1 x 1), reshaped: ConvNeXt's
   MLP is two nn.Linear on the channels-last tensor, a 1x1 conv on the channels-first one;
 - per architecture (TENSOR_ORDER), torchvision's order is rearranged where a module registers a
@@ -77,8 +78,24 @@ def layer_scale_after_its_block(tensors: list) -> list:
 
 
 #: torchvision model -> how its state_dict's order becomes netdsl's weight order (default: as is)
-TENSOR_ORDER = {arch: layer_scale_after_its_block
-                for arch in ("convnext_tiny", "convnext_small", "convnext_base", "convnext_large")}
+def googlenet_aux_where_they_run(tensors: list) -> list:
+    """torchvision's GoogLeNet registers its auxiliary classifiers after inception5b, so its
+    state_dict lists them there; they run after inception4a and 4d, where netdsl's aux{ } heads
+    are. Moves `aux1.*` before inception4b's first tensor and `aux2.*` before inception4e's."""
+    result = list(tensors)
+    for head, before in (("aux1.", "inception4b."), ("aux2.", "inception4e.")):
+        block = [t for t in result if str(t[0]).startswith(head)]
+        rest = [t for t in result if not str(t[0]).startswith(head)]
+        at = next((i for i, t in enumerate(rest) if str(t[0]).startswith(before)), None)
+        if not block or at is None:
+            continue  # a state_dict without the heads: the count check names what is missing
+        result = rest[:at] + block + rest[at:]
+    return result
+
+
+TENSOR_ORDER = {**{arch: layer_scale_after_its_block
+                   for arch in ("convnext_tiny", "convnext_small", "convnext_base", "convnext_large")},
+                "googlenet": googlenet_aux_where_they_run}
 
 #: torchvision models whose pretrained weights expect `transform_input`
 _TRANSFORMS_INPUT = frozenset({"googlenet", "inception_v3"})
@@ -93,7 +110,9 @@ def transform_input_note(arch: str | None) -> str | None:
             f"(x - 0.5) / 0.5 (pixels in [0, 1] to [-1, 1]), not ImageNet's mean and std")
 
 
-_SKIPPED_PREFIXES = ("aux1.", "aux2.")
+_SKIPPED_PREFIXES: tuple[str, ...] = ()
+#: where torchvision's auxiliary classifiers are in a state_dict
+_AUX_PREFIXES = {"googlenet": "aux1.", "inception_v3": "AuxLogits."}
 _SKIPPED_SUFFIXES = (".num_batches_tracked",)
 #: the kinds of tensor a torchvision name ends with; netdsl's weight of the same place has the same
 _KINDS = ("weight", "bias", "running_mean", "running_var")
@@ -172,6 +191,13 @@ def import_torchvision(state_dict_or_path, arch: str | None = None, network=None
         state_dict = state_dict_or_path
     theirs = [(name, tensor) for name, tensor in state_dict.items()
               if not name.startswith(_SKIPPED_PREFIXES) and not name.endswith(_SKIPPED_SUFFIXES)]
+    if (network.graph.aux_outputs and arch in _AUX_PREFIXES
+            and not any(str(name).startswith(_AUX_PREFIXES[arch]) for name, _ in theirs)):
+        raise NetDSLWeightsError(
+            f"{source}: no auxiliary classifiers ({_AUX_PREFIXES[arch]}*), but {network.name} has "
+            f"{len(network.graph.aux_outputs)}", notes=[
+                f"build torchvision's {arch} with aux_logits=True (its pretrained weights have them), "
+                f"or import onto a network of yours without aux{{ }}: import_torchvision(sd, network=net)"])
     if arch in TENSOR_ORDER:
         theirs = TENSOR_ORDER[arch](theirs)
     ours = network.weight_specs

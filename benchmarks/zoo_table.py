@@ -55,9 +55,12 @@ ZOO = [
       for v in ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_s", "v2_m", "v2_l")],
     *[("vit", name) for name in ("vit_b_16", "vit_b_32", "vit_l_16")],
 ]
-#: torchvision's keyword arguments: googlenet without its auxiliary classifiers (meta["num_params"]
-#: leaves them out), without the input re-normalisation, initialised without scipy's help
-MODEL_KWARGS = {"googlenet": {"aux_logits": False, "transform_input": False, "init_weights": True},
+#: torchvision's keyword arguments: googlenet and inception_v3 with their auxiliary classifiers (as
+#: netdsl ships them, aux{ } outputs), without the input re-normalisation, initialised without
+#: scipy's help
+#: models whose meta["num_params"] leaves the auxiliary classifiers out (inception_v3's counts them)
+META_WITHOUT_AUX = {"googlenet"}
+MODEL_KWARGS = {"googlenet": {"aux_logits": True, "transform_input": False, "init_weights": True},
                 # with its auxiliary classifier, as torchvision's figure counts it and netdsl ships it
                 "inception_v3": {"aux_logits": True, "transform_input": False, "init_weights": True}}
 #: outputs agree when the largest difference is within this fraction of the largest output
@@ -78,6 +81,7 @@ class Comparison:
     meta_gflops: float
     relative_error: float
     input_difference: float  # between the outputs of the two inputs, relative to the largest
+    aux_params: int = 0  # of the auxiliary heads, when meta["num_params"] leaves them out (googlenet)
 
     @property
     def inputs_distinguished(self) -> bool:
@@ -85,7 +89,7 @@ class Comparison:
 
     @property
     def exact(self) -> bool:
-        return (self.params == self.torchvision_params == self.meta_params
+        return (self.params == self.torchvision_params == self.meta_params + self.aux_params
                 and self.macs == self.torchvision_macs
                 and round(self.macs / 1e9, 3) == self.meta_gflops
                 and self.relative_error <= TOLERANCE and self.inputs_distinguished)
@@ -213,7 +217,8 @@ def compare(arch: str, batch: int = 2, seed: int = 0) -> Comparison:
         torchvision_params=sum(p.numel() for p in reference.parameters()),
         meta_params=meta["num_params"], macs=by_name.macs, torchvision_macs=torchvision_macs,
         meta_gflops=meta["_ops"], relative_error=float((got - expected).abs().max()) / scale,
-        input_difference=float((got[0] - got[1]).abs().max()) / scale)
+        input_difference=float((got[0] - got[1]).abs().max()) / scale,
+        aux_params=by_name.stats.aux_params if arch in META_WITHOUT_AUX else 0)
 
 
 def table(rows: list[tuple[str, Comparison]]) -> str:
@@ -249,22 +254,25 @@ def table(rows: list[tuple[str, Comparison]]) -> str:
         if isinstance(c, str):  # a row kept from an earlier table
             lines.append(c)
             continue
-        params = f"{c.params:,}" + ("" if c.params == c.torchvision_params == c.meta_params
-                                    else f" (torchvision {c.torchvision_params:,}, meta {c.meta_params:,})")
+        if c.aux_params and c.params == c.torchvision_params == c.meta_params + c.aux_params:
+            params = f"{c.params:,} ({c.meta_params:,} without the auxiliary heads, as meta)"
+        else:
+            params = f"{c.params:,}" + ("" if c.params == c.torchvision_params == c.meta_params
+                                        else f" (torchvision {c.torchvision_params:,}, meta {c.meta_params:,})")
         outputs = f"{c.relative_error:.1e} apart; inputs {c.input_difference:.2f} apart"
         lines.append(f"| {family} | {c.arch} | `{c.network}` | {params} | {c.macs:,} | "
                      f"{c.torchvision_macs:,} | {c.meta_gflops:.3f} | {outputs} | "
                      f"{'yes' if c.exact else '**no**'} |")
     exact = sum(c.endswith("| yes |") if isinstance(c, str) else c.exact for _, c in rows)
     lines += ["", f"{exact} of {len(rows)} models exact.", "",
-              "Names: see [the naming rule](language.md#8-several-nets-several-files). GoogLeNet is "
-              "torchvision's without its",
-              "auxiliary classifiers (`aux_logits=False`; meta[\"num_params\"] leaves them out too); "
-              "Inception-v3 is with its",
-              "auxiliary classifier, an `aux{ }` output (torchvision's figure counts it; its output in "
-              "training mode is",
-              "compared in tests/test_zoo_torchvision.py). Both models' pretrained weights expect "
-              "torchvision's `transform_input`",
+              "Names: see [the naming rule](language.md#8-several-nets-several-files). GoogLeNet and "
+              "Inception-v3 have their",
+              "auxiliary classifiers, as `aux{ }` outputs (torchvision's defaults, `aux_logits=True`; "
+              "meta[\"num_params\"] leaves",
+              "GoogLeNet's out and counts Inception-v3's); their outputs in training mode are compared "
+              "in",
+              "tests/test_zoo_torchvision.py. Both models' pretrained weights expect torchvision's "
+              "`transform_input`",
               "re-normalisation, which is not a layer here: importing them warns and says what to feed "
               "instead.", ""]
     return "\n".join(lines)

@@ -45,15 +45,27 @@ def test_torchvision_mismatch_names_the_first_tensor():
         netdsl.import_torchvision(state, "resnet9")
 
 
-def test_googlenet_auxiliary_classifiers_are_skipped():
-    net = netdsl.load("googlenet:googlenet_tv")
-    names = [f"t{i}" for i in range(len(net.weight_specs))]
-    state = {name: torch.zeros(spec.shape) for name, spec in zip(names, net.weight_specs)}
-    state = {**dict(list(state.items())[:-2]), "aux1.fc.weight": torch.zeros(3), "aux2.conv.bn.num_batches_tracked":
-             torch.zeros(()), **dict(list(state.items())[-2:])}
-    state = {("aux1.x" if k == "aux1.fc.weight" else k): v for k, v in state.items()}
+def test_googlenet_auxiliary_classifiers_are_moved_to_where_they_run():
+    """torchvision registers aux1 and aux2 after inception5b; they run after 4a and 4d, where
+    googlenet's aux{ } heads are: their tensors are taken there. Without them, a clear refusal."""
+    net = netdsl.load("googlenet")
+    heads = [spec for spec in net.weight_specs if spec.name.startswith(("aux1.", "aux2."))]
+    main = [spec for spec in net.weight_specs if not spec.name.startswith(("aux1.", "aux2."))]
+    torchvision_order = [*main[:-2], *heads, *main[-2:]]  # ..., inception5b, aux1, aux2, fc
+    # tv_inception4 is torchvision's inception4b, tv_inception7 its inception4e
+    firsts = {next(s for s in main if s.name.startswith(scope)).name: block
+              for scope, block in (("tv_inception4.", "inception4b"), ("tv_inception7.", "inception4e"))}
+    state = {}
+    for i, spec in enumerate(torchvision_order):
+        module = spec.name.split(".")[0] if spec in heads else firsts.get(spec.name, f"m{i}")
+        state[f"{module}.t{i}.{spec.suffix}"] = torch.full(spec.shape, float(i))
     _, weights = netdsl.import_torchvision(state, "googlenet")
     assert list(weights) == [spec.name for spec in net.weight_specs]
+    assert all(float(weights[spec.name].flatten()[0]) == float(i) for i, spec in enumerate(torchvision_order))
+    without = {name: tensor for name, tensor in state.items() if not name.startswith("aux")}
+    with pytest.raises(netdsl.NetDSLWeightsError,
+                       match=r"no auxiliary classifiers \(aux1\.\*\), but googlenet_tv has 2"):
+        netdsl.import_torchvision(without, "googlenet")
 
 
 def test_finetune_replaces_the_head_and_freezes():
@@ -94,7 +106,8 @@ def test_googlenet_and_inception_weights_come_with_the_transform_input_note(tmp_
     (transform_input); the import says how to feed the network instead, in Python and on the CLI."""
     from netdsl.cli import main
     net = netdsl.load("googlenet")
-    state = {f"t{i}": torch.rand(spec.shape) for i, spec in enumerate(net.weight_specs)}
+    state = {(spec.name if spec.name.startswith("aux") else f"t{i}"): torch.rand(spec.shape)
+             for i, spec in enumerate(net.weight_specs)}  # the heads named as torchvision does
     with pytest.warns(UserWarning, match=r"pretrained googlenet re-normalises its input .*\(x - 0.5\) / 0.5"):
         netdsl.import_torchvision(state, "googlenet")
     import warnings

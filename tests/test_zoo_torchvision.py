@@ -53,7 +53,9 @@ def _few_threads():
     for _, arch in zoo_table.ZOO])
 def test_torchvision_model(arch):
     c = zoo_table.compare(arch)  # builds the torchvision model once
-    assert c.params == c.torchvision_params == c.meta_params
+    # meta["num_params"] leaves GoogLeNet's auxiliary classifiers out (and counts Inception-v3's)
+    assert c.params == c.torchvision_params == c.meta_params + c.aux_params
+    assert c.aux_params == 0 or c.arch in zoo_table.META_WITHOUT_AUX
     assert c.macs == c.torchvision_macs
     assert round(c.macs / 1e9, 3) == c.meta_gflops
     assert c.relative_error <= zoo_table.TOLERANCE, c.relative_error
@@ -123,23 +125,31 @@ def test_convnext_stochastic_depth_rates_are_torchvisions(arch):
         assert abs(mine - torchvisions) <= math.ulp(torchvisions), (mine, torchvisions)
 
 
-def test_inception_v3_returns_torchvisions_auxiliary_logits_in_training():
-    """aux{ }: in training mode the module returns (logits, aux), torchvision's InceptionOutputs;
-    the auxiliary head (imported with the rest) computes torchvision's aux_logits. The logits are
-    compared in eval mode above; here dropout would make them differ, the head has none."""
+@pytest.mark.parametrize("arch,size,heads", [("inception_v3", 299, ("aux_logits",)),
+                                               ("googlenet", 224, ("aux_logits1", "aux_logits2"))])
+def test_auxiliary_logits_in_training_are_torchvisions(arch, size, heads):
+    """aux{ }: in training mode the module returns (logits, aux1, ...), the heads in the order they
+    run (torchvision's GoogLeNetOutputs lists aux2 before aux1); each head, imported with the
+    rest, computes torchvision's. Dropout is set to 0 on both sides: in training it draws."""
     import netdsl
+    from equivalence import without_dropout
     torch.manual_seed(0)
-    reference = torchvision.models.get_model("inception_v3", weights=None,
-                                             **zoo_table.MODEL_KWARGS["inception_v3"])
-    reference = zoo_table.calibrated(zoo_table.randomised(reference), 0, 299).double().train()
-    network, weights = netdsl.import_torchvision(reference.state_dict(), "inception_v3")
-    model = network.compile("torch", dtype="float64", weights=weights).train()
-    x = torch.randn(2, 3, 299, 299, dtype=torch.float64)
+    reference = torchvision.models.get_model(arch, weights=None, **zoo_table.MODEL_KWARGS[arch])
+    reference = zoo_table.calibrated(zoo_table.randomised(reference), 0, size).double().train()
+    for module in reference.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    network, weights = netdsl.import_torchvision(reference.state_dict(), arch)
+    model = without_dropout(network).compile("torch", dtype="float64", weights=weights).train()
+    x = torch.randn(2, 3, size, size, dtype=torch.float64)
     expected = reference(x)
-    logits, aux = model(x)
-    assert logits.shape == aux.shape == (2, 1000)
-    scale = float(expected.aux_logits.abs().max())
-    assert float((aux - expected.aux_logits).abs().max()) <= zoo_table.TOLERANCE * scale
+    outputs = model(x)
+    assert len(outputs) == 1 + len(heads) and all(o.shape == (2, 1000) for o in outputs)
+    for got, name in zip(outputs[1:], heads):
+        want = getattr(expected, name)
+        assert float((got - want).abs().max()) <= zoo_table.TOLERANCE * float(want.abs().max()), name
+    assert float((outputs[0] - expected.logits).abs().max()) <= zoo_table.TOLERANCE * float(
+        expected.logits.abs().max())
     assert isinstance(model.eval()(x), torch.Tensor)
 
 
