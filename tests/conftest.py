@@ -64,8 +64,11 @@ _HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"), ("in
                     *{("regnet", f"regnet_{xy}_{size}") for xy in ("y", "x")
                       for size in ("800mf", "1_6gf", "3_2gf", "8gf", "16gf", "32gf")},
                     ("convnext", "convnext_small"), ("convnext", "convnext_base"), ("convnext", "convnext_large"),
-                    # mobilenet_v3_small, efficientnet_b0 and efficientnet_v2_s (fused blocks) stand for these
-                    ("mobilenet", "mobilenet_v3_large"),
+                    # mobilenet_v3_small and efficientnet_b0 stand for these (mobilenet_v2's relu6 and
+                    # EfficientNet-v2's fused blocks are ops and merges the others cover; the heavy tier
+                    # runs them; regnet_y_400mf has every layer regnet_x_400mf has, and its gate)
+                    ("mobilenet", "mobilenet_v3_large"), ("mobilenet", "mobilenet_v2"),
+                    ("efficientnet", "efficientnet_v2_s"), ("regnet", "regnet_x_400mf"),
                     *(("efficientnet", f"efficientnet_{v}")
                       for v in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_m", "v2_l")),
                     ("vit", "vit_b_16"), ("vit", "vit_l_16")}

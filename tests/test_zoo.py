@@ -275,8 +275,8 @@ def _bare_names() -> set:
 
 
 def _nets_by_file() -> dict:
-    return {p.stem: [net.name for net in netdsl.parse_all(p.read_text(), path=str(p))]
-            for p in NETWORKS.glob("*.net")}
+    """Each shipped file's net names, from one parse (nothing built)."""
+    return {p.stem: netdsl.parse_module(p.read_text(), str(p)).nets for p in NETWORKS.glob("*.net")}
 
 
 def test_every_bare_name_names_exactly_one_net():
@@ -284,17 +284,16 @@ def test_every_bare_name_names_exactly_one_net():
     net (a file of several nets asks for one by FILE:NET, as vgg and resnet do)."""
     from netdsl.network import resolve_path
     from netdsl.zoo import shipped_nets
-    declared = {(p.stem, net.name) for p in NETWORKS.glob("*.net")
-                for net in netdsl.parse_all(p.read_text(), path=str(p))}
+    by_file = _nets_by_file()
+    declared = {(stem, name) for stem, names in by_file.items() for name in names}
     # the index reads `net NAME` statements; it must see every named net the parser sees
     assert {(f.stem, name) for name, files in shipped_nets().items() for f in files} == \
         {(stem, name) for stem, name in declared if name != stem or stem in ("googlenet", "alexnet")}
-    several = {p.stem for p in NETWORKS.glob("*.net")
-               if len(netdsl.parse_all(p.read_text(), path=str(p))) > 1}
+    several = {stem for stem, names in by_file.items() if len(names) > 1}
     for name in sorted(_bare_names() - several):
         path, net = resolve_path(name)
         assert Path(path).parent == NETWORKS, name
-        only = {stem: names for stem, names in _nets_by_file().items()}.get(Path(path).stem)
+        only = by_file.get(Path(path).stem)
         # a file of one net gives that net (inception.net's inception_v3), named or not
         expected = net or (only[0] if only and len(only) == 1 and only[0] else Path(path).stem)
         assert netdsl.load(name).name == expected, name
