@@ -527,9 +527,9 @@ class JaxModule:
         dx, grads, updates = self._gradients(
             trainable, others, self._input(x), cotangent, self._next_key(), self._mode())
         self._weights.update(updates)
-        # in eval mode an auxiliary head is not part of the net's function: no gradients, as the
-        # NumPy reference and torch (which do not run it) give none
-        heads = set() if self.training or not aux else {
+        # in eval mode an auxiliary head is not part of the net's function, and one array of dy
+        # leaves the heads out: no gradients for their weights, as the NumPy reference and torch give
+        heads = set() if not aux or (self.training and isinstance(dy, (tuple, list))) else {
             spec.name for spec in self.network.weight_specs
             if self.graph.node(spec.node).id not in self.graph.inference_nodes()}
         return np.asarray(dx), {name: np.asarray(grads[name]) for name in self.trainable() if name not in heads}

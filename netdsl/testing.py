@@ -103,10 +103,13 @@ def programs(draw, max_layers: int = 6, max_channels: int = 6, max_size: int = 9
 
 #: Shipped networks the kit runs by default (file:net, input): one of each family, at small
 #: inputs that still fit them. fcn8s's smallest input is 1x1 (its first conv pads by 100), and it
-#: is still the heaviest: 134M weights, 12 GMACs.
+#: is still the heaviest: 134M weights, 12 GMACs. GoogLeNet is the paper's (its inception modules
+#: without batch norm): torchvision's, with its two auxiliary heads, batch-normalises 4x4 maps of a
+#: small batch, and float32 rounding through those batch norms' backward (in the reference itself)
+#: exceeds the float32 gradient floor in training mode; it passes the kit in float64.
 SHIPPED_NETWORKS: tuple[tuple[str, str | None], ...] = (
     ("lenet5", None), ("vgg:A", "3x32x32"), ("resnet:resnet18", "3x64x64"),
-    ("googlenet:googlenet_tv", "3x64x64"), ("alexnet:alexnet", "3x67x67"), ("fcn:fcn8s", "3x1x1"),
+    ("googlenet:googlenet", "3x64x64"), ("alexnet:alexnet", "3x67x67"), ("fcn:fcn8s", "3x1x1"),
 )
 
 @dataclass(frozen=True)
@@ -241,9 +244,13 @@ class _Case:
         rng = np.random.default_rng(seed)
         self.x = (rng.standard_normal((batch, *net.input_shape)) * INPUT_SCALE).astype(dtype)
         self.dy = rng.standard_normal((batch, *net.output_shape)).astype(dtype)
-        # in training mode, one more gradient per auxiliary output (aux{ }): the heads are checked too
+        # in training mode, one more gradient per auxiliary output (aux{ }): the heads are checked too,
+        # in float64. In float32 their gradients are left out: GoogLeNet's heads normalise 4x4 maps of
+        # a small batch, and batch norm over so few values amplifies float32 rounding past any
+        # tolerance that would still catch a bug (the NumPy reference itself is that far from float64)
+        heads = net.graph.aux_outputs if dtype == "float64" else ()
         self.dy_train = (self.dy, *(rng.standard_normal((batch, *net.shapes[node.id])).astype(dtype)
-                                    for node in net.graph.aux_outputs)) if net.graph.aux_outputs else self.dy
+                                    for node in heads)) if heads else self.dy
 
     def _compile(self):
         weights = {name: value.copy() for name, value in self.initial.items()}
