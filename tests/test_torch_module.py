@@ -54,6 +54,11 @@ def _blocks(network) -> list[str]:
                     paths.append(f"{name}.b{i}")
                 self.visit(branch, f"{name}.b{i}.")
 
+        def visit_aux(self, item, prefix: str):
+            name = network.graph[item.node].name
+            paths.append(name)
+            self.visit(item.head, name + ".")
+
     Scopes().visit(network.layout, "")
     return paths
 
@@ -74,7 +79,13 @@ def test_the_module_tree_is_the_program_tree_and_every_block_hook_fires(path, na
         module.register_forward_hook(lambda m, i, o, block=block: fired.add(block))
     with torch.no_grad():
         model(torch.randn(1, *net.input_shape))
-    assert fired == set(blocks)
+    # an auxiliary head (aux{ }) runs in training mode only, as torchvision's do
+    heads = {block for block in blocks if block.split(".")[0] in {n.name for n in net.graph.aux_outputs}}
+    assert fired == set(blocks) - heads
+    if heads:
+        with torch.no_grad():
+            model.train()(torch.randn(2, *net.input_shape))
+        assert fired == set(blocks)
     keys = [k for k in model.state_dict() if not k.endswith("num_batches_tracked")]
     assert keys == [spec.name for spec in net.weight_specs]
 
