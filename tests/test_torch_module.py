@@ -135,13 +135,17 @@ def test_feature_extraction_by_guessable_names():
 @pytest.mark.parametrize("path,name,shape", LIGHT)
 def test_torch_export_and_compile_fullgraph(path, name, shape):
     net, model = _model(path, name, shape)
+    torch.manual_seed(0)
     x = torch.randn(2, *net.input_shape)
     exported = torch.export.export(model, (x,))
     with torch.no_grad():
         expected = model(x)
-        assert torch.allclose(exported.module()(x), expected, rtol=1e-5, atol=1e-6)
+        # The exported graph may order float32 sums differently (ViT-B/16's twelve attention
+        # blocks end 1.7e-6 apart on outputs near 2), so the bound scales with the output.
+        tolerance = dict(rtol=1e-5, atol=1e-5 * max(1.0, expected.abs().max().item()))
+        torch.testing.assert_close(exported.module()(x), expected, **tolerance)
         compiled = torch.compile(model, fullgraph=True, backend="eager")
-        assert torch.allclose(compiled(x), expected, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(compiled(x), expected, **tolerance)
 
 
 @pytest.mark.heavy
