@@ -1419,9 +1419,15 @@ class NumpyModule:
 
 
 def compile_network(network, dtype="float32", seed: int | None = 0, weights=None,
-                    kernels: Mapping[str, Kernel] | None = None, name: str = "numpy") -> NumpyModule:
+                    kernels: Mapping[str, Kernel] | None = None, name: str = "numpy",
+                    reference: bool = False) -> NumpyModule:
     """Entry point of the `numpy` backend: `net.compile("numpy", dtype="float64", seed=0)`.
+    By default the faster kernels of backends/numpy_fast.py stand in for a few of these (the same
+    functions, computed in another order); `reference=True` runs this file's kernels alone.
     `kernels` replaces the kernel table (a backend built from these kernels, under `name`)."""
+    if kernels is None and not reference:
+        from netdsl.backends.numpy_fast import KERNELS as fast_kernels
+        kernels = fast_kernels
     return NumpyModule(network, dtype=dtype, seed=seed, weights=weights, kernels=kernels, name=name)
 
 

@@ -1,0 +1,113 @@
+"""backends/numpy_fast.py: each faster kernel computes its reference kernel's function, leaves the
+cache the reference's backward reads, and the NumPy backend uses them unless asked for the
+reference."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+import netdsl
+from netdsl.backends import numpy_backend as reference
+from netdsl.backends import numpy_fast as fast
+
+
+@st.composite
+def depthwise_cases(draw):
+    kh, kw = draw(st.integers(1, 5)), draw(st.integers(1, 5))
+    sh, sw = draw(st.integers(1, 3)), draw(st.integers(1, 3))
+    ph, pw = draw(st.integers(0, 3)), draw(st.integers(0, 3))
+    dilation = draw(st.integers(1, 3))
+    h = draw(st.integers(max(1, dilation * (kh - 1) + 1 - 2 * ph), 14))
+    w = draw(st.integers(max(1, dilation * (kw - 1) + 1 - 2 * pw), 14))
+    c, n = draw(st.integers(1, 5)), draw(st.integers(1, 3))
+    return (c, n, h, w), (kh, kw), (sh, sw), (ph, pw), dilation
+
+
+@settings(max_examples=150, deadline=None)
+@given(depthwise_cases(), st.integers(0, 2**31))
+def test_depthwise_is_the_reference_for_any_geometry(case, seed):
+    shape, (kh, kw), stride, pad, dilation = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((shape[0], 1, kh, kw))
+    expected = reference._depthwise(x, w, stride, pad, dilation)
+    got = fast.depthwise(x, w, stride, pad, dilation)
+    assert got.shape == expected.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_depthwise_splits_channels_over_threads_and_blocks_planes(monkeypatch):
+    """Big enough to be split by channel (two threads) and to need several blocks per thread."""
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(fast, "_BLOCK_BYTES", 1 << 12)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((6, 3, 48, 47)).astype(np.float32)
+    w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
+    assert x.size >= fast._PARALLEL_MIN
+    for stride in (1, 2):
+        expected = reference._depthwise(x, w, stride, 1, 1)
+        np.testing.assert_allclose(fast.depthwise(x, w, stride, 1, 1), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_depthwise_with_a_channel_multiplier_falls_back_to_the_reference():
+    rng = np.random.default_rng(2)
+    x, w = rng.standard_normal((2, 1, 6, 6)), rng.standard_normal((4, 1, 3, 3))
+    assert np.array_equal(fast.depthwise(x, w, 1, 1, 1), reference._depthwise(x, w, 1, 1, 1))
+
+
+# A net with every op the fast table replaces, in the forms MobileNet and EfficientNet use them:
+# strided and plain depthwise convs, 1x1 convs with and without bias, batch norm, ReLU6, SiLU and
+# the squeeze-and-excitation multiply; a 3x3 conv and an fc keep the reference's kernels.
+MOBILE = """
+input 8x18x18
+activation none
+conv3-16/2(bias=false) - bn - relu6 - dwconv3/2(bias=false) - bn - silu
+- mul{ id | gap - conv1-4 - silu - conv1-16 - sigmoid } - conv1-24 - bn - relu6
+- dwconv5(bias=true) - bn - silu - gap - fc10
+"""
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_the_fast_table_computes_the_references_forward_and_backward(train):
+    net = netdsl.parse(MOBILE)
+    fast_module = net.compile("numpy", dtype="float64", seed=3)
+    reference_module = net.compile("numpy", dtype="float64", seed=3, reference=True)
+    assert fast_module.kernels is fast.KERNELS and reference_module.kernels is reference.KERNELS
+    for module in (fast_module, reference_module):
+        module.train() if train else module.eval()
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((2, 8, 18, 18))
+    dy = rng.standard_normal((2, 10))
+    dx_fast, grads_fast = fast_module.gradients(x, dy)
+    dx_reference, grads_reference = reference_module.gradients(x, dy)
+    np.testing.assert_allclose(fast_module(x), reference_module(x), rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dx_fast, dx_reference, rtol=1e-10, atol=1e-12)
+    assert set(grads_fast) == set(grads_reference)
+    for name in grads_reference:
+        np.testing.assert_allclose(grads_fast[name], grads_reference[name], rtol=1e-10, atol=1e-12,
+                                   err_msg=name)
+    # the running statistics move alike (training mode) or not at all (eval)
+    for name in reference_module.weights:
+        np.testing.assert_allclose(fast_module.weights[name], reference_module.weights[name],
+                                   rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+def test_fast_kernels_keep_float32_and_in_place_relu6_overwrites_its_input():
+    net = netdsl.parse(MOBILE)
+    module = net.compile("numpy", dtype="float32", seed=0)
+    y = module(np.random.default_rng(5).standard_normal((2, 8, 18, 18)))
+    assert y.dtype == np.float32
+    x = np.array([[-1.0, 3.0, 7.5]], dtype=np.float32)
+    out = fast.KERNELS["relu6"].in_place(net.graph.nodes[-1], [x], {}, None)[0]
+    assert out is x and x.tolist() == [[0.0, 3.0, 6.0]]
+
+
+def test_silu_is_exact_in_the_tails_and_keeps_relative_accuracy():
+    """x / (1 + exp(-x)) where exp overflows (float32 below -88.7) gives -0, as torch's float32 SiLU
+    does (the reference's form keeps denormals there: -3.7e-42 at -100), without a warning;
+    elsewhere it agrees with the exact value to a few ulp."""
+    x = np.array([-1000.0, -100.0, -20.0, -1e-3, 0.0, 1e-3, 2.5, 20.0, 100.0], dtype=np.float32)
+    with np.errstate(all="raise"):
+        y = fast.KERNELS["silu"].forward(None, [x], {}, None)[0]
+    expected = reference.KERNELS["silu"].forward(None, [x.astype(np.float64)], {}, None)[0]
+    np.testing.assert_allclose(y, expected, rtol=4e-7, atol=np.finfo(np.float32).tiny)
+    assert y[0] == 0.0 and y[-1] == 100.0
