@@ -19,6 +19,7 @@ this process may run on.
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -76,81 +77,163 @@ def by_channel(work: Callable[[int, int], None], channels: int, size: int) -> No
 
 # -- depthwise convolution ------------------------------------------------------------------------------
 
-def depthwise(x: np.ndarray, w: np.ndarray, stride, pad, dilation: int) -> np.ndarray:
-    """reference._depthwise computed block by block and channel range by channel range.
+@dataclass(frozen=True)
+class _Depthwise:
+    """One depthwise convolution's geometry, and the views its fast forward and backward share.
 
     Each input plane is padded and split into its stride phases (rows a, a+sh, ...; columns b,
-    b+sw, ...), each phase a (Hq, Wq) array. Then every tap reads, for every output row, a run of Wq
-    consecutive elements of one phase, and consecutive rows follow each other: one output plane is
-    computed as ho rows of Wq columns from one contiguous slice per tap (the last Wq - wo columns
-    are thrown away). NumPy's loops then run over ho*Wq elements instead of wo."""
-    (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(pad)
-    c, n, h, wid = x.shape
-    cout, _, kh, kw = w.shape
-    if cout != c:  # a channel multiplier: rare, left to the reference
+    b+sw, ...), each phase an (hq, wq) array. Then every tap reads, for every output row, a run of
+    wq consecutive elements of one phase, and consecutive rows follow each other: one output plane
+    is computed as ho rows of wq columns from one contiguous run per tap (the last wq - wo columns
+    are thrown away). NumPy's copies and BLAS then work on runs of ho*wq elements, not wo."""
+    h: int
+    w: int
+    kh: int
+    kw: int
+    sh: int
+    sw: int
+    ph: int
+    pw: int
+    dilation: int
+
+    @classmethod
+    def of(cls, x_shape: tuple, w_shape: tuple, stride, pad, dilation: int) -> "_Depthwise":
+        (sh, sw), (ph, pw) = reference._pair(stride), reference._pair(pad)
+        return cls(x_shape[2], x_shape[3], w_shape[2], w_shape[3], sh, sw, ph, pw, dilation)
+
+    @property
+    def out(self) -> tuple[int, int]:
+        return ((self.h + 2 * self.ph - self.dilation * (self.kh - 1) - 1) // self.sh + 1,
+                (self.w + 2 * self.pw - self.dilation * (self.kw - 1) - 1) // self.sw + 1)
+
+    @property
+    def phase(self) -> tuple[int, int]:
+        return -(-(self.h + 2 * self.ph) // self.sh), -(-(self.w + 2 * self.pw) // self.sw)
+
+    def block(self, itemsize: int) -> int:
+        """Planes per block: their columns fill _BLOCK_BYTES."""
+        ho, _ = self.out
+        return max(1, _BLOCK_BYTES // (self.kh * self.kw * ho * self.phase[1] * itemsize))
+
+    def tap_grids(self, planes: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+        """For input planes (P, h, w): views (P, rows, columns, ho*wq), one per phase, of the taps
+        that read that phase (they form a grid in it: rows r0, r0+dr, ...; columns c0, c0+dc, ...),
+        and the taps' order (i*kw + j) in them. The views are made once per call: as_strided costs
+        microseconds, a slice of its result a fraction of one."""
+        count, dtype = planes.shape[0], planes.dtype
+        (sh, sw), (ph, pw), d = (self.sh, self.sw), (self.ph, self.pw), self.dilation
+        (ho, _), (hq, wq) = self.out, self.phase
+        # every phase, plane after plane, then one spare row: the last tap of the last plane reads
+        # up to wq - wo columns past its rows; x goes straight in, the padding stays zero
+        phases = np.zeros(sh * sw * count * hq * wq + wq, dtype=dtype)
+        grid = phases[:-wq].reshape(sh, sw, count, hq, wq)
+        for a in range(sh):
+            top, bottom = -(-(ph - a) // sh), -(-(ph + self.h - a) // sh)
+            for b in range(sw):
+                left, right = -(-(pw - b) // sw), -(-(pw + self.w - b) // sw)
+                grid[a, b, :, top:bottom, left:right] = \
+                    planes[:, a + sh * top - ph::sh, b + sw * left - pw::sw]
+        item = dtype.itemsize
+        views, order = [], []
+        for a in range(sh):
+            rows = [i for i in range(self.kh) if i * d % sh == a]
+            for b in range(sw):
+                cols = [j for j in range(self.kw) if j * d % sw == b]
+                if not rows or not cols:
+                    continue
+                r0, c0 = rows[0] * d // sh, cols[0] * d // sw
+                dr = rows[1] * d // sh - r0 if len(rows) > 1 else 0
+                dc = cols[1] * d // sw - c0 if len(cols) > 1 else 0
+                offset = (a * sw + b) * count * hq * wq + r0 * wq + c0
+                views.append(as_strided(phases[offset:], shape=(count, len(rows), len(cols), ho * wq),
+                                        strides=(hq * wq * item, dr * wq * item, dc * item, item),
+                                        writeable=False))
+                order += [i * self.kw + j for i in rows for j in cols]
+        return views, order
+
+
+def _gather(columns: np.ndarray, views: list[np.ndarray], start: int, end: int) -> np.ndarray:
+    """Planes start..end of every tap, copied into columns (end-start, kh*kw, ho*wq)."""
+    block, filled = columns[:end - start], 0
+    for view in views:
+        part = view[start:end]
+        np.copyto(block[:, filled:filled + part.shape[1] * part.shape[2]].reshape(part.shape), part)
+        filled += part.shape[1] * part.shape[2]
+    return block
+
+
+def depthwise(x: np.ndarray, w: np.ndarray, stride, pad, dilation: int) -> np.ndarray:
+    """reference._depthwise, a cache-sized block of planes at a time: the block's taps gathered
+    into columns (block, kh*kw, ho*wq), then one matrix-vector product per plane. BLAS's fused
+    multiply-adds beat two NumPy passes per tap by 2-3x, and the columns stay in cache between
+    the copy and the product."""
+    c, n, _, _ = x.shape
+    if w.shape[0] != c:  # a channel multiplier: rare, left to the reference
         return reference._depthwise(x, w, stride, pad, dilation)
-    hp, wp = h + 2 * ph, wid + 2 * pw
-    ho = (hp - dilation * (kh - 1) - 1) // sh + 1
-    wo = (wp - dilation * (kw - 1) - 1) // sw + 1
-    hq, wq = -(-hp // sh), -(-wp // sw)  # a phase's size
+    geometry = _Depthwise.of(x.shape, w.shape, stride, pad, dilation)
+    (ho, wo), (_, wq), taps = geometry.out, geometry.phase, geometry.kh * geometry.kw
     dtype = np.result_type(x, w)
-    item = dtype.itemsize
     out = np.empty((c, n, ho, wo), dtype=dtype)
-    taps = w[:, 0].astype(dtype, copy=False)
 
     def work(first: int, stop: int) -> None:
         planes = (stop - first) * n
-        source = x[first:stop].reshape(planes, h, wid)
-        # every phase, plane after plane, then one spare row: the last tap of the last plane reads
-        # up to wq - wo columns past its rows. Phase (a, b) holds the padded input's rows a, a+sh,
-        # ... and columns b, b+sw, ...; x is written straight into them, the padding stays zero.
-        phases = np.zeros(sh * sw * planes * hq * wq + wq, dtype=dtype)
-        grid = phases[:-wq].reshape(sh, sw, planes, hq, wq)
-        for a in range(sh):
-            top, bottom = -(-(ph - a) // sh), -(-(ph + h - a) // sh)
-            for b in range(sw):
-                left, right = -(-(pw - b) // sw), -(-(pw + wid - b) // sw)
-                grid[a, b, :, top:bottom, left:right] = \
-                    source[:, a + sh * top - ph::sh, b + sw * left - pw::sw]
-        # The taps that read one phase form a grid (rows r0, r0+dr, ...; columns c0, c0+dc, ...
-        # of it): one view (planes, rows, columns, ho*wq) each, built once per call (as_strided
-        # costs microseconds; a slice of its result, a fraction of one) and copied in one call.
-        tap_grids, order = [], []
-        for a in range(sh):
-            rows = [i for i in range(kh) if i * dilation % sh == a]
-            for b in range(sw):
-                cols = [j for j in range(kw) if j * dilation % sw == b]
-                if not rows or not cols:
-                    continue
-                r0, c0 = rows[0] * dilation // sh, cols[0] * dilation // sw
-                dr = rows[1] * dilation // sh - r0 if len(rows) > 1 else 0
-                dc = cols[1] * dilation // sw - c0 if len(cols) > 1 else 0
-                offset = (a * sw + b) * planes * hq * wq + r0 * wq + c0
-                tap_grids.append(as_strided(phases[offset:], shape=(planes, len(rows), len(cols), ho * wq),
-                                            strides=(hq * wq * item, dr * wq * item, dc * item, item),
-                                            writeable=False))
-                order += [i * kw + j for i in rows for j in cols]
-        plane_weights = np.repeat(taps[first:stop].reshape(-1, kh * kw)[:, order], n, axis=0)[:, None]
+        views, order = geometry.tap_grids(x[first:stop].astype(dtype, copy=False).reshape(planes, *x.shape[2:]))
+        weights = np.repeat(w[first:stop, 0].reshape(-1, taps)[:, order].astype(dtype), n, axis=0)[:, None]
         result = out[first:stop].reshape(planes, ho, wo)
-        # A block of planes at a time: its taps gathered into columns (block, kh*kw, ho*wq), then
-        # one matrix-vector product per plane. BLAS's fused multiply-adds beat two NumPy passes per
-        # tap by 2-3x, and the block's columns stay in cache between the copy and the product.
-        step = max(1, _BLOCK_BYTES // (kh * kw * ho * wq * item))
-        columns = np.empty((min(step, planes), kh * kw, ho * wq), dtype=dtype)
+        step = geometry.block(dtype.itemsize)
+        columns = np.empty((min(step, planes), taps, ho * wq), dtype=dtype)
         products = np.empty((min(step, planes), 1, ho * wq), dtype=dtype)
         for start in range(0, planes, step):
             end = min(start + step, planes)
-            block, filled = columns[:end - start], 0
-            for grid_view in tap_grids:
-                count = grid_view.shape[1] * grid_view.shape[2]
-                np.copyto(block[:, filled:filled + count].reshape(grid_view[start:end].shape),
-                          grid_view[start:end])
-                filled += count
-            np.matmul(plane_weights[start:end], block, out=products[:end - start])
+            block = _gather(columns, views, start, end)
+            np.matmul(weights[start:end], block, out=products[:end - start])
             result[start:end] = products[:end - start].reshape(end - start, ho, wq)[:, :, :wo]
 
     by_channel(work, c, out.size)
     return out
+
+
+def depthwise_grads(x: np.ndarray, w: np.ndarray, dy: np.ndarray, stride, pad,
+                    dilation: int) -> tuple[np.ndarray, np.ndarray]:
+    """reference._depthwise_grads: (dx, dw). dw from the forward's gathered columns, one
+    matrix-vector product per plane with dy; dx as the forward of dy spread out by the stride with
+    the kernel turned round (a transposed convolution), padded by the kernel's reach."""
+    c, n, h, wid = x.shape
+    if w.shape[0] != c:
+        return reference._depthwise_grads(x, w, dy, stride, pad, dilation)
+    geometry = _Depthwise.of(x.shape, w.shape, stride, pad, dilation)
+    (ho, wo), (_, wq), taps = geometry.out, geometry.phase, geometry.kh * geometry.kw
+    (sh, sw), (ph, pw), d = (geometry.sh, geometry.sw), (geometry.ph, geometry.pw), dilation
+    dtype = dy.dtype
+
+    spread = np.zeros((c, n, (ho - 1) * sh + 1, (wo - 1) * sw + 1), dtype=dtype)
+    spread[:, :, ::sh, ::sw] = dy
+    # full[r] is the gradient of the padded input's row r; rows past the last one a tap reached
+    # (when the stride does not divide the input) get none
+    full = depthwise(spread, w[:, :, ::-1, ::-1], 1, (d * (geometry.kh - 1), d * (geometry.kw - 1)), d)
+    dx = np.zeros(x.shape, dtype=dtype)
+    rows, cols = min(h, full.shape[2] - ph), min(wid, full.shape[3] - pw)
+    dx[:, :, :rows, :cols] = full[:, :, ph:ph + rows, pw:pw + cols]
+
+    dw = np.zeros((c, taps), dtype=dtype)
+
+    def work(first: int, stop: int) -> None:
+        planes = (stop - first) * n
+        views, order = geometry.tap_grids(x[first:stop].astype(dtype, copy=False).reshape(planes, h, wid))
+        # dy in the columns' layout: rows of wq, zero past wo so the thrown-away columns add nothing
+        dy_rows = np.zeros((planes, ho, wq), dtype=dtype)
+        dy_rows[:, :, :wo] = dy[first:stop].reshape(planes, ho, wo)
+        dy_rows = dy_rows.reshape(planes, ho * wq, 1)
+        per_plane = np.empty((planes, taps, 1), dtype=dtype)
+        step = geometry.block(dtype.itemsize)
+        columns = np.empty((min(step, planes), taps, ho * wq), dtype=dtype)
+        for start in range(0, planes, step):
+            end = min(start + step, planes)
+            np.matmul(_gather(columns, views, start, end), dy_rows[start:end], out=per_plane[start:end])
+        dw[first:stop][:, order] = per_plane.reshape(stop - first, n, taps).sum(axis=1)
+
+    by_channel(work, c, x.size)
+    return dx, dw.reshape(w.shape)
 
 
 def _dwconv_forward(node: Node, inputs, weights, state):
@@ -160,6 +243,16 @@ def _dwconv_forward(node: Node, inputs, weights, state):
     if a["bias"]:
         y += weights["bias"].reshape(-1, 1, 1, 1)
     return y, x
+
+
+def _dwconv_backward(node: Node, dy, x, weights):
+    a = node.attrs
+    dx, dw = depthwise_grads(x, weights["weight"], dy, reference._strides(a), reference._pads(a),
+                             a["dilation"])
+    grads = {"weight": dw}
+    if a["bias"]:
+        grads["bias"] = dy.sum(axis=(1, 2, 3))
+    return [dx], grads
 
 
 # -- 1x1 convolution ---------------------------------------------------------------------------------
@@ -268,7 +361,7 @@ def _relu6_in_place(node: Node, inputs, weights, state):
 # The reference's table with these kernels in place of its own.
 KERNELS: dict[str, Kernel] = {
     **reference.KERNELS,
-    "dwconv": Kernel(_dwconv_forward, reference.KERNELS["dwconv"].backward),
+    "dwconv": Kernel(_dwconv_forward, _dwconv_backward),
     "conv": Kernel(_conv_forward, reference.KERNELS["conv"].backward),
     "bn": Kernel(_bn_forward, reference.KERNELS["bn"].backward),
     "silu": Kernel(_silu_forward, reference.KERNELS["silu"].backward),

@@ -24,6 +24,9 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=224)
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--reference", action="store_true",
+                        help="time the plain reference kernels (compile(\"numpy\", reference=True)) "
+                             "instead of the default faster ones")
     args = parser.parse_args()
     # BLAS reads its thread count when it loads: set it before numpy is imported.
     for name in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
@@ -39,7 +42,8 @@ def main() -> None:
     checkout_subpackages()
 
     torch.set_num_threads(args.threads)
-    print(f"batch {args.batch}, {args.size}x{args.size}, float32, {args.threads} threads, "
+    print(f"{'reference' if args.reference else 'default (numpy_fast)'} kernels; "
+          f"batch {args.batch}, {args.size}x{args.size}, float32, {args.threads} threads, "
           f"torch {torch.__version__}, torchvision {torchvision.__version__}, numpy {np.__version__}; "
           f"median of {args.repeat}")
     print(f"{'network':10} {'pass':17} {'numpy s':>9} {'torch s':>9} {'ratio':>7} {'target':>7}")
@@ -49,7 +53,7 @@ def main() -> None:
 
     for name in args.nets:
         net = netdsl.load(name, input=f"3x{args.size}x{args.size}")
-        module = net.compile("numpy", dtype="float32", seed=0).train()
+        module = net.compile("numpy", dtype="float32", seed=0, reference=args.reference).train()
         x = np.random.default_rng(0).standard_normal((args.batch, *net.input_shape)).astype(np.float32)
         reference = torchvision.models.get_model(name, weights=None).train()
         xt = torch.from_numpy(x)

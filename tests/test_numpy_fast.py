@@ -35,6 +35,21 @@ def test_depthwise_is_the_reference_for_any_geometry(case, seed):
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
 
 
+@settings(max_examples=150, deadline=None)
+@given(depthwise_cases(), st.integers(0, 2**31))
+def test_depthwise_gradients_are_the_references_for_any_geometry(case, seed):
+    shape, (kh, kw), stride, pad, dilation = case
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal(shape)
+    w = rng.standard_normal((shape[0], 1, kh, kw))
+    dy = rng.standard_normal(reference._depthwise(x, w, stride, pad, dilation).shape)
+    expected_dx, expected_dw = reference._depthwise_grads(x, w, dy, stride, pad, dilation)
+    dx, dw = fast.depthwise_grads(x, w, dy, stride, pad, dilation)
+    assert dx.shape == x.shape and dw.shape == w.shape
+    np.testing.assert_allclose(dx, expected_dx, rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(dw, expected_dw, rtol=1e-12, atol=1e-12)
+
+
 def test_depthwise_splits_channels_over_threads_and_blocks_planes(monkeypatch):
     """Big enough to be split by channel (two threads) and to need several blocks per thread."""
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
@@ -46,12 +61,19 @@ def test_depthwise_splits_channels_over_threads_and_blocks_planes(monkeypatch):
     for stride in (1, 2):
         expected = reference._depthwise(x, w, stride, 1, 1)
         np.testing.assert_allclose(fast.depthwise(x, w, stride, 1, 1), expected, rtol=1e-5, atol=1e-5)
+        dy = rng.standard_normal(expected.shape).astype(np.float32)
+        for got, want in zip(fast.depthwise_grads(x, w, dy, stride, 1, 1),
+                             reference._depthwise_grads(x, w, dy, stride, 1, 1)):
+            np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-3)
 
 
-def test_depthwise_with_a_channel_multiplier_falls_back_to_the_reference():
+def test_depthwise_with_a_channel_multiplier_falls_back_to_the_references_forward_and_backward():
     rng = np.random.default_rng(2)
     x, w = rng.standard_normal((2, 1, 6, 6)), rng.standard_normal((4, 1, 3, 3))
     assert np.array_equal(fast.depthwise(x, w, 1, 1, 1), reference._depthwise(x, w, 1, 1, 1))
+    dy = rng.standard_normal((4, 1, 6, 6))
+    for got, want in zip(fast.depthwise_grads(x, w, dy, 1, 1, 1), reference._depthwise_grads(x, w, dy, 1, 1, 1)):
+        assert np.array_equal(got, want)
 
 
 # A net with every op the fast table replaces, in the forms MobileNet and EfficientNet use them:
