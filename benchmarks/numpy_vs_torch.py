@@ -7,7 +7,8 @@ The torch side is torchvision's own model, so this runs in the torchvision envir
     PYTHONPATH=. $(bash .ci/torchvision-env)/bin/python benchmarks/numpy_vs_torch.py --nets mobilenet_v2 --batch 2
 
 Both sides run in this one process on the same input; each time is the median of --repeat runs
-after one warm-up, interleaved with the other side's. Targets (issue 3): forward <= 2x torch, forward+backward <= 3x torch.
+after one warm-up, interleaved with the other side's. Targets: forward <= 2x torch, forward+backward
+<= 3x torch (issue 3); forward <= 1.5x torch on mobilenet_v2 and efficientnet_b0 (issue 12).
 """
 from __future__ import annotations
 
@@ -74,7 +75,8 @@ def main() -> None:
             y = reference(xt.requires_grad_(True))
             y.backward(torch.ones_like(y))
 
-        for label, ours, theirs, target in (("forward", numpy_forward, torch_forward, 2.0),
+        forward_target = 1.5 if name in ("mobilenet_v2", "efficientnet_b0") else 2.0
+        for label, ours, theirs, target in (("forward", numpy_forward, torch_forward, forward_target),
                                             ("forward+backward", numpy_both, torch_both, 3.0)):
             a, b = paired(ours, theirs)
             verdict = "ok" if a / b <= target else "MISSED"
