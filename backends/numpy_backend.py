@@ -888,15 +888,21 @@ def _hardsigmoid_backward(node: Node, dy, x, weights):
     return [dy * np.where((x > -3) & (x < 3), 1 / 6, 0).astype(dy.dtype)], {}
 
 
+def _layerscale_broadcast(scale: np.ndarray, ndim: int) -> np.ndarray:
+    # (C, N, H, W) and (C, N): a scale per channel, axis 0; a token tensor (T, N, D): per feature, last
+    return scale if ndim == 3 else _expand(scale, ndim)
+
+
 def _layerscale_forward(node: Node, inputs, weights, state):
     x = inputs[0]
-    return x * _expand(weights["weight"], x.ndim), x
+    return x * _layerscale_broadcast(weights["weight"], x.ndim), x
 
 
 def _layerscale_backward(node: Node, dy, x, weights):
     scale = weights["weight"]
-    grad = (dy * x).sum(axis=_channel_axes(dy)).reshape(scale.shape)
-    return [dy * _expand(scale, dy.ndim)], {"weight": grad}
+    axes = (0, 1) if dy.ndim == 3 else _channel_axes(dy)
+    grad = (dy * x).sum(axis=axes).reshape(scale.shape)
+    return [dy * _layerscale_broadcast(scale, dy.ndim)], {"weight": grad}
 
 
 def _layernorm_axis(x: np.ndarray) -> int:

@@ -187,7 +187,7 @@ def _layernorm(node: Node, inputs) -> str:
 
 
 def _layerscale(node: Node, inputs) -> str:
-    shape = (inputs[0][0], 1, 1) if len(inputs[0]) == 3 else (inputs[0][0],)
+    (_, shape, _), = OPS["layerscale"].weights(node, inputs)  # C x 1 x 1, C, or D for tokens
     return f"LayerScale({shape!r}, {node.attrs['init']!r})"
 def _mul_call(node: Node, module: str, args: list[str], in_place: bool, inputs) -> str:
     return " * ".join(args)  # a Cx1x1 gate broadcasts, as torchvision's SqueezeExcitation's scale * input

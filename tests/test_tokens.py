@@ -115,3 +115,31 @@ def test_numpy_attention_is_torch_multihead_attention():
         expected = mha(tokens, tokens, tokens, need_weights=False)[0].numpy()
     got = net.compile("numpy", dtype="float64", weights=weights).eval()(x)
     assert np.abs(got - expected).max() <= 1e-12 * np.abs(expected).max()
+
+
+def test_layerscale_on_tokens_scales_each_feature_in_numpy_torch_and_jax():
+    """One scale per feature D (CaiT's LayerScale), not per token: the scale's gradient sums over
+    the batch and the tokens."""
+    from equivalence import compare
+    net = netdsl.parse("conv4-6/4(pad=0) - tokens - layerscale(0.5) - fc3", input="2x8x12")
+    assert [s.shape for s in net.weight_specs if s.suffix == "weight"][1] == (6,)
+    module = net.compile("numpy", dtype="float64", seed=1)
+    scale = np.arange(1.0, 7.0)
+    module.load_weights({"layerscale1.weight": scale}, strict=False)
+    trace = module.trace(np.random.default_rng(2).standard_normal((2, 2, 8, 12)))
+    tokens, scaled = trace[2], trace[3]
+    np.testing.assert_allclose(scaled, tokens * scale)
+    compare(net)
+    jax = pytest.importorskip("jax")
+    del jax
+    x = np.random.default_rng(3).standard_normal((2, 2, 8, 12))
+    np.testing.assert_allclose(net.compile("jax", dtype="float64", weights=module.weights).eval().run(x),
+                               module.eval()(x), rtol=1e-12)
+
+
+@pytest.mark.parametrize("op", ["bn", "softmax"])
+def test_channel_ops_refuse_token_tensors_and_say_what_tokens_take(op):
+    with pytest.raises(NetDSLShapeError) as caught:
+        netdsl.parse(f"tokens - {op}", input="4x6x6")
+    assert f"{op} takes a CxHxW or flat input, not a token tensor (36x4)" in str(caught.value)
+    assert "layernorm normalises each token's features" in str(caught.value)

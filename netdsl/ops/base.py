@@ -327,8 +327,8 @@ def same_shape(node, inputs: list, warn) -> Shape:
 def image(op: str, shape: Shape) -> Shape:
     if len(shape) == 2:
         raise ShapeProblem(f"{op} needs a CxHxW input, got a token tensor of {format_shape(shape)}",
-                           notes=("token tensors (TxD) take fc, layernorm, attention, dropout, "
-                                  "activations and add{}",))
+                           notes=("token tensors (TxD) take fc, layernorm, layerscale, attention, "
+                                  "dropout, activations and add{}",))
     if len(shape) != 3:
         raise ShapeProblem(f"{op} needs a CxHxW input, got a flat tensor of {shape[0]}",
                            notes=("only fc, bn, dropout, activations and merges take flat input",))
@@ -337,6 +337,24 @@ def image(op: str, shape: Shape) -> Shape:
 
 def same_image(node, inputs: list, warn) -> Shape:
     return image(node.op, inputs[0])
+
+
+def same_not_tokens(node, inputs: list, warn) -> Shape:
+    """Unchanged, for ops that act along the channels of an image or a flat vector: on a token
+    tensor their axis would be the tokens, not the features a transformer means."""
+    if len(inputs[0]) == 2:
+        raise ShapeProblem(f"{node.op} takes a CxHxW or flat input, not a token tensor "
+                           f"({format_shape(inputs[0])})",
+                           notes=("token tensors (TxD) take fc, layernorm, layerscale, attention, dropout, "
+                                  "activations and add{}; layernorm normalises each token's features",))
+    return inputs[0]
+
+
+def generate_not_tokens(text: str):
+    """A program generator's step that writes `text` on an image or a flat vector, never tokens."""
+    def generate(g, shape):
+        return None if len(shape) == 2 else (text, shape)
+    return generate
 
 
 def no_weights(node, inputs: list) -> list:

@@ -5,8 +5,8 @@ layer's `act=` and as a net's `activation`. Each backend adds one kernel for it.
 """
 from __future__ import annotations
 
-from .base import (AttrSpec, Op, explain_unchanged, no_derived, no_macs, no_weights, plain_notation,
-                   same_field, same_shape)
+from .base import (AttrSpec, Op, explain_unchanged, generate_not_tokens, no_derived, no_macs, no_weights,
+                   plain_notation, same_field, same_not_tokens, same_shape)
 
 ACTIVATION_COLOUR = "#f7f7f7"
 
@@ -47,7 +47,7 @@ ACTIVATION_OPS = (
 
 SOFTMAX = Op(
     "softmax", "softmax over channels", (), positional=(), notation=plain_notation("softmax"),
-    derive=no_derived, shape=same_shape, weights=no_weights, macs=no_macs,
+    derive=no_derived, shape=same_not_tokens, weights=no_weights, macs=no_macs,
     receptive_field=same_field, counts_as_activation=False, merge_word=None,
     shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
-    colour=ACTIVATION_COLOUR, generate=_generate_as("softmax"), explain=explain_unchanged)
+    colour=ACTIVATION_COLOUR, generate=generate_not_tokens("softmax"), explain=explain_unchanged)

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import random
 
-from .base import (REQUIRED, AttrSpec, Op, ShapeProblem, Worked, counted, explain_unchanged, int_attr,
-                   no_derived, no_macs, no_weights, plain_notation, same_field, same_image, same_shape,
-                   unchanged_field)
+from .base import (REQUIRED, AttrSpec, Op, ShapeProblem, Worked, counted, explain_unchanged,
+                   generate_not_tokens, int_attr, no_derived, no_macs, no_weights, plain_notation,
+                   same_field, same_image, same_not_tokens, same_shape, unchanged_field)
 from .conv import act_attr
 
 def _bn_weights(node, inputs):
@@ -27,10 +27,10 @@ def bn_op(activations: tuple[str, ...]) -> Op:
         (AttrSpec("eps", "float", 1e-5, "added to the variance", minimum=0),
          AttrSpec("momentum", "float", 0.1, "running-statistics update rate", minimum=0),
          act_attr(activations)),
-        positional=("eps",), notation=plain_notation("bn"), derive=no_derived, shape=same_shape,
+        positional=("eps",), notation=plain_notation("bn"), derive=no_derived, shape=same_not_tokens,
         weights=_bn_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
         merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
-        takes_activation=False, colour="#dadaeb", generate=lambda g, shape: ("bn", shape),
+        takes_activation=False, colour="#dadaeb", generate=generate_not_tokens("bn"),
         explain=_bn_explain)
 
 def _lrn_generate(g, shape):
@@ -61,20 +61,24 @@ DROPOUT = Op(
     takes_activation=False, colour="#f0f0f0", generate=_dropout_generate, explain=explain_unchanged)
 
 def _layerscale_weights(node, inputs):
-    c = inputs[0][0]
+    shape = inputs[0]
+    if len(shape) == 2:  # a token tensor: one scale per feature (CaiT's and DeiT-III's LayerScale)
+        return [("weight", (shape[1],), True)]
     # torchvision's ConvNeXt keeps its layer_scale as C x 1 x 1: in the same shape it loads as it is
-    return [("weight", (c, 1, 1) if len(inputs[0]) == 3 else (c,), True)]
+    return [("weight", (shape[0], 1, 1) if len(shape) == 3 else (shape[0],), True)]
 
 def _layerscale_explain(node, inputs, out, fields, written):
     return (Worked("params", "", sum(s[0] for _, s, _ in _layerscale_weights(node, inputs)),
-                   f"one scale per channel, each starting at {node.attrs['init']!r}"),
+                   f"one scale per {'feature' if len(inputs[0]) == 2 else 'channel'}, each starting at "
+                   f"{node.attrs['init']!r}"),
             *unchanged_field(fields[0], "unchanged: per value"))
 
 def _layerscale_generate(g, shape):
     return f"layerscale({g.draw(g.st.sampled_from([0.5, 1.5, -2.0]))})", shape
 
 LAYERSCALE = Op(
-    "layerscale", "multiply each channel by a learned scale (ConvNeXt's layer scale)",
+    "layerscale", "multiply each channel (a token tensor: each feature) by a learned scale "
+    "(ConvNeXt's layer scale)",
     (AttrSpec("init", "float", 1e-6, "the scales' initial value (torchvision's ConvNeXt: 1e-6)"),),
     positional=("init",), notation=plain_notation("layerscale"), derive=no_derived, shape=same_shape,
     weights=_layerscale_weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
