@@ -135,6 +135,40 @@ def test_stochastic_depth_rates_are_torchvisions_to_the_bit(arch):
     assert [type(p) for p in ours] == [float] * len(ours) and ours[-1] >= 0.1
 
 
+@pytest.mark.parametrize("arch", ["efficientnet_b0", "convnext_tiny"])
+def test_stochastic_depth_in_training_draws_as_torchvisions(arch):
+    """In training mode, from one seed, the imported network drops the samples torchvision drops in
+    the same blocks (StochasticDepth draws a Bernoulli per sample, block after block, only in blocks
+    with the residual) and gives torchvision's outputs; another seed drops others. Dropout is set
+    to 0 on both sides, so stochastic depth is the only draw."""
+    import dataclasses
+
+    import netdsl
+    from netdsl.ir import Graph, freeze_attrs
+    reference = torchvision.models.get_model(arch, weights=None)
+    reference = zoo_table.calibrated(zoo_table.randomised(reference)).double().train()
+    for module in reference.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    network, weights = netdsl.import_torchvision(reference.state_dict(), arch)
+    nodes = tuple(dataclasses.replace(n, attrs=freeze_attrs({**n.attrs, "p": 0.0})) if n.op == "dropout"
+                  else n for n in network.graph.nodes)
+    network = netdsl.Network(dataclasses.replace(network._expanded, graph=Graph(network.graph.name, nodes)),
+                             network.input_shape, network.path, netdsl.Limits(), False)
+    model = network.compile("torch", dtype="float64", weights=weights).train()
+    x = torch.randn(4, 3, 224, 224, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        torch.manual_seed(1)
+        expected = reference(x)
+        torch.manual_seed(1)
+        got = model(x)
+        torch.manual_seed(2)
+        other = model(x)
+    scale = float(expected.abs().max())
+    assert float((got - expected).abs().max()) <= zoo_table.TOLERANCE * scale
+    assert float((other - expected).abs().max()) > zoo_table.DISTINGUISHED * scale
+
+
 @pytest.mark.parametrize("arch,size,heads", [("inception_v3", 299, ("aux_logits",)),
                                                ("googlenet", 224, ("aux_logits1", "aux_logits2"))])
 def test_auxiliary_logits_in_training_are_torchvisions(arch, size, heads):
