@@ -29,7 +29,7 @@ class Var:
 
 @dataclass(frozen=True, slots=True)
 class BinOp:
-    op: str  # "+", "-", "*", "//", "%"; in a choice's condition also "==", "!=", "<", "<=", ">",
+    op: str  # "+", "-", "*", "/", "//", "%"; in a choice's condition also "==", "!=", "<", "<=", ">",
     # ">=", "and", "or"
     left: "Expr"
     right: "Expr"
@@ -116,9 +116,12 @@ class Merge:
 
 @dataclass(frozen=True, slots=True)
 class Repeat:
+    """`body*count`; with an index, `body*count for i`, each iteration sees i (0 .. count-1)."""
+
     body: "Element"
     count: Expr
     span: Span
+    index: Var | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -222,6 +222,15 @@ class _Sizer:
         self.depth = 0
         self.memo: dict[tuple, tuple[int, int]] = {}
         self.calls: list[str] = []
+        self.indexed_iterations = 0  # iterations of indexed repeats sized, bounded by the step limit
+        self.lower_bound = False  # whether a size was left partly counted, once over a limit
+        self.index_read: dict[int, bool] = {}  # id(repeat) -> whether its body reads its index
+
+    def reads_index(self, element: ast.Repeat) -> bool:
+        known = self.index_read.get(id(element))
+        if known is None:
+            known = self.index_read[id(element)] = _mentions(element.index.name, [element.body])
+        return known
 
     def chain(self, chain: ast.Chain, env: dict) -> tuple[int, int]:
         nodes = steps = 0
@@ -251,8 +260,22 @@ class _Sizer:
             if (isinstance(count, bool) or not isinstance(count, int) or count < 0
                     or count > self.expander.limits.max_repeat):
                 raise _Unsized  # the expander says exactly what is wrong with the count
-            n, s = self.element(element.body, env)
-            return count * n, 1 + count * s
+            if element.index is None or not self.reads_index(element):  # identical iterations
+                n, s = self.element(element.body, env)
+                return count * n, 1 + count * s
+            if index_problem(element.index.name, env):
+                raise _Unsized
+            nodes, steps = 0, 1
+            for i in range(count):  # each iteration sees its own index, so may differ
+                self.indexed_iterations += 1
+                if self.indexed_iterations > self.limits.max_expansion_steps:
+                    raise _Unsized  # the expander stops at its step limit itself
+                n, s = self.element(element.body, {**env, element.index.name: i})
+                nodes, steps = nodes + n, steps + s
+                if nodes > self.limits.max_nodes or steps > self.limits.max_expansion_steps:
+                    self.lower_bound = True  # already too large: the rest need not be sized
+                    break
+            return nodes, steps
         if isinstance(element, ast.Merge):
             sizes = [self.chain(branch, env) for branch in element.branches]
             return 1 + sum(n for n, _ in sizes), 1 + sum(s for _, s in sizes)
@@ -304,11 +327,13 @@ def _check_size(expander: "_Expander", body: ast.Chain, limits: Limits) -> None:
     if nodes + 1 > limits.max_nodes:
         raise NetDSLLimitError(
             f"the network expands to more than {limits.max_nodes:,} nodes", _culprit(sizer, body, 0),
-            [f"it would have {nodes + 1:,} nodes", "raise Limits.max_nodes to accept it"])
+            [f"it would have {'at least ' * sizer.lower_bound}{nodes + 1:,} nodes",
+             "raise Limits.max_nodes to accept it"])
     if steps > limits.max_expansion_steps:
         raise NetDSLLimitError(
             f"expansion takes more than {limits.max_expansion_steps:,} steps", _culprit(sizer, body, 1),
-            [f"it would take {steps:,} steps; a repeat or definition multiplies out too far",
+            [f"it would take {'at least ' * sizer.lower_bound}{steps:,} steps; a repeat or definition "
+             f"multiplies out too far",
              "raise Limits.max_expansion_steps to accept it"])
 
 
@@ -336,6 +361,8 @@ class _Expander:
         # the module's AST nodes and of environments this expander keeps, alive while it is.
         self.resolved_ops: dict[tuple[int, int], tuple[str, dict, tuple]] = {}
         self.bound_calls: dict[tuple[int, int, int | None], tuple[dict, str]] = {}
+        # (id(env), id(repeat), i) -> (env, env with the repeat's index = i): see indexed_env
+        self.indexed_envs: dict[tuple[int, int, int], tuple[dict, dict]] = {}
 
     # -- bookkeeping ------------------------------------------------------------------------------
 
@@ -413,9 +440,15 @@ class _Expander:
             if label is not None:
                 return self.scoped(element, label, current, scope, env, context, depth, out)
             count = self.repeat_count(element, env, context)
+            index = element.index
             for i in range(count):
-                frame = Frame(f"repeat iteration {i + 1} of {count}", element.span)
-                current = self.element(element.body, current, scope, env, (*context, frame), depth,
+                if index is None:
+                    frame = Frame(f"repeat iteration {i + 1} of {count}", element.span)
+                    inner_env = env
+                else:
+                    frame = Frame(f"repeat iteration {i + 1} of {count} ({index.name} = {i})", element.span)
+                    inner_env = self.indexed_env(element, env, i, context)
+                current = self.element(element.body, current, scope, inner_env, (*context, frame), depth,
                                        out, None)
             return current
         if isinstance(element, ast.Merge):
@@ -441,11 +474,24 @@ class _Expander:
         out.append(LayoutScope(local, LayoutChain(None, tuple(items), entry, current)))
         return current
 
+    def indexed_env(self, element: ast.Repeat, env: dict, i: int, context: tuple) -> dict:
+        """The environment of iteration i of `body*n for NAME`: env with NAME = i. One dict per
+        (env, repeat, i), kept with env for the expander's life: the caches key on id(env)."""
+        key = (id(env), id(element), i)
+        found = self.indexed_envs.get(key)
+        if found is None:
+            index = element.index
+            problem = index_problem(index.name, env)
+            if problem:
+                raise NetDSLNameError(problem, index.span, _context_notes(context))
+            found = self.indexed_envs[key] = (env, {**env, index.name: i})
+        return found[1]
+
     def repeat_count(self, element: ast.Repeat, env: dict, context: tuple) -> int:
         count = self.evaluate(element.count, env, context)
         if isinstance(count, bool) or not isinstance(count, int):
             raise NetDSLNameError(f"a repeat count must be a whole number, got {_show(count)}",
-                                  element.count.span, _context_notes(context))
+                                  element.count.span, [*_context_notes(context), *_whole_number_notes(count)])
         if count < 0:
             raise NetDSLNameError(f"a repeat count cannot be negative, got {count}", element.count.span,
                                   _context_notes(context))
@@ -773,7 +819,7 @@ class _Expander:
         if attr.kind == "int":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise NetDSLNameError(f"{op} {attr.name} must be a whole number, got {_show(value)}",
-                                      span)
+                                      span, _whole_number_notes(value))
             if value > self.limits.max_dimension:
                 raise NetDSLLimitError(f"{op} {attr.name}={value:,} is over the limit of "
                                        f"{self.limits.max_dimension:,}", span,
@@ -852,10 +898,13 @@ class _Expander:
     def arithmetic(self, expr: ast.BinOp, left, right, context: tuple):
         if expr.op in _COMPARISONS:
             return _COMPARISONS[expr.op](left, right)
-        if expr.op in ("//", "%"):
+        if expr.op in ("/", "//", "%"):
             if right == 0:
                 raise NetDSLNameError("division by zero", expr.span, _context_notes(context))
-            result = left // right if expr.op == "//" else left % right
+            if expr.op == "/":  # true division, as Python's: a decimal even when exact (4/2 is 2.0)
+                result = left / right
+            else:
+                result = left // right if expr.op == "//" else left % right
         elif expr.op == "+":
             result = left + right
         elif expr.op == "-":
@@ -916,8 +965,12 @@ _LOGIC = ("and", "or")
 def _reads_name(definition: ast.Def, name: str) -> bool:
     """Whether `name` appears as a variable anywhere in the definition (its body, its parameters'
     defaults), calls to other definitions not followed."""
-    pending: list = [definition.body, *(param.default for param in definition.params
-                                        if param.default is not None)]
+    return _mentions(name, [definition.body, *(param.default for param in definition.params
+                                               if param.default is not None)])
+
+
+def _mentions(name: str, pending: list) -> bool:
+    """Whether `name` appears as a variable in any of the AST nodes `pending` (calls not followed)."""
     while pending:
         node = pending.pop()
         if isinstance(node, ast.Var):
@@ -950,6 +1003,26 @@ def _reads_name(definition: ast.Def, name: str) -> bool:
         elif isinstance(node, ast.Call):
             pending.extend(node.args)
     return False
+
+
+def index_problem(name: str, env: dict) -> str | None:
+    """Why `body*n for NAME` cannot bind NAME where `env` holds the names in scope, or None."""
+    if name == IN_CHANNELS:
+        return f"the repeat index cannot be called {IN_CHANNELS} (a definition's input channel count)"
+    if name in RESERVED:
+        return f"{name} is a reserved word and cannot be a repeat index"
+    if name in env:
+        return (f"the repeat index {name} would hide the {name} already defined here "
+                f"(a parameter or an outer repeat's index)")
+    return None
+
+
+def _whole_number_notes(value) -> list[str]:
+    """A decimal that is whole, 2.0 or 4/2, where a whole number is needed: say how to get one."""
+    if isinstance(value, float) and value.is_integer():
+        return ["/ divides to a decimal even when it comes out whole (4/2 is 2.0): "
+                "write // for whole-number division (4//2 is 2)"]
+    return []
 
 
 def _ceil(x) -> int:

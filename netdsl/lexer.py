@@ -49,7 +49,7 @@ class NetDSLLexer(RegexLexer):
             (r"\b(def|net)(\s+)([A-Za-z_][A-Za-z0-9_]*)",
              bygroups(Keyword.Declaration, Whitespace, Name.Function)),
             (words(("use", "input", "activation"), suffix=r"\b"), Keyword.Namespace),
-            (words(("if", "then", "else"), prefix=r"\b", suffix=r"\b"), Keyword),
+            (words(("if", "then", "else", "for"), prefix=r"\b", suffix=r"\b"), Keyword),
             (words(("and", "or", "not"), prefix=r"\b", suffix=r"\b"), Operator.Word),
             (r"(cat|concat|add|mul)(\{)", bygroups(Keyword, Punctuation)),
             (r"[0-9]+(?:x[0-9]+)+(?![A-Za-z0-9_])", Number.Integer),  # a shape: 3x224x224
@@ -63,7 +63,7 @@ class NetDSLLexer(RegexLexer):
             (r"[A-Za-z_][A-Za-z0-9_]*", Name),
             (r"(?:[0-9]+\.[0-9]*|\.[0-9]+)(?:[eE][-+]?[0-9]+)?|[0-9]+[eE][-+]?[0-9]+", Number.Float),
             (r"[0-9]+", Number.Integer),
-            (r"==|!=|<=|>=|<|>|//|[-*%+=]", Operator),
+            (r"==|!=|<=|>=|<|>|//|[-*%+=/]", Operator),
             (r"[()\[\]{},|]", Punctuation),
         ],
     }

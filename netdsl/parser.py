@@ -408,7 +408,7 @@ class _ToAst:
     def name_ref(self, meta, children):
         return ast.Var(str(children[0]), self._tok(children[0]))
 
-    add_expr, sub_expr, mul_expr = _binop("+"), _binop("-"), _binop("*")
+    add_expr, sub_expr, mul_expr, div_expr = _binop("+"), _binop("-"), _binop("*"), _binop("/")
     floordiv_expr, mod_expr = _binop("//"), _binop("%")
     and_cond, or_cond = _binop("and"), _binop("or")
 
@@ -489,6 +489,10 @@ class _ToAst:
 
     def repeat(self, meta, children):
         return ast.Repeat(children[0], children[1], self._span(meta))
+
+    def indexed_repeat(self, meta, children):
+        body, count, index = children
+        return ast.Repeat(body, count, self._span(meta), ast.Var(str(index), self._tok(index)))
 
     def group(self, meta, children):
         return ast.Group(children[0], self._span(meta))

@@ -312,6 +312,102 @@ def test_integer_functions_follow_torchvisions_width_rounding_and_python():
     assert len(net.graph.nodes) == 1 + 4
 
 
+# -- true division and indexed repeats ---------------------------------------------------------------
+
+def drop_rates(net):
+    return [n.attrs["p"] for n in net.graph if n.op in ("dropout", "stochastic_depth")]
+
+
+def test_true_division_gives_pythons_decimal_and_binds_like_multiplication():
+    net = netdsl.parse("dropout(1/4) - dropout(3/4/3) - dropout(2*3/8) - dropout(1 - 3/4) - dropout(-1/-5)"
+                       " - dropout(0.1*7/17) - dropout(7 // 2 / 7) - dropout(1/3)", input="8")
+    assert drop_rates(net) == [0.25, 0.25, 0.75, 0.25, 0.2, 0.1 * 7 / 17, 3 / 7, 1 / 3]
+    assert 0.1 * 7 / 17 != 0.1 * (7 / 17)  # left to right, as Python: (0.1*7)/17, torchvision's order
+
+
+def test_slash_in_slide_notation_is_still_the_stride():
+    text = "def f(c, s) = conv3-c/s - conv1-{c // 2}/{s} - maxpool3/2 - avgpool2/1 - deconv2-c/2 - dwconv3/2\nf(8, 2)"
+    net = netdsl.parse(text, input="3x32x32")
+    strides = [(n.op, n.attrs.get("stride")) for n in net.graph][1:]
+    assert strides == [("conv", 2), ("conv", 2), ("maxpool", 2), ("avgpool", 1), ("deconv", 2), ("dwconv", 2)]
+    assert net.graph.node("f1.conv2").attrs["c"] == 4
+
+
+@pytest.mark.parametrize("text", ["conv(k=3, c=8, stride=4/2)", "conv3-{16/2}", "relu*(4/2)",
+                                  "conv(k=3, c=8, stride=2.0)"])
+def test_a_decimal_from_division_is_not_a_whole_number_even_when_exact(text):
+    # as 2.0 always was: a whole number is written whole, or made by //
+    with pytest.raises(netdsl.NetDSLNameError, match=r"must be a whole number, got 2\.0|got 8\.0") as error:
+        netdsl.parse(text, input="3x8x8")
+    assert any("4//2 is 2" in note for note in error.value.notes)
+    netdsl.parse(text.replace("/", "//").replace("2.0", "2"), input="3x8x8")
+
+
+@pytest.mark.parametrize("text,column", [("dropout(1/0)", 9), ("def f(n) = dropout(0.5/(n - 2))\nf(2)", 20)])
+def test_true_division_by_zero_is_an_error_at_the_division(text, column):
+    with pytest.raises(netdsl.NetDSLNameError, match="division by zero") as error:
+        netdsl.parse(text, input="8")
+    assert error.value.span.location().endswith(f":1:{column}")
+
+
+def test_an_indexed_repeat_gives_each_iteration_its_index_from_zero():
+    net = netdsl.parse("dropout(i/10)*4 for i - fc{3 + k}*2 for k", input="8")
+    assert drop_rates(net) == [0.0, 0.1, 0.2, 0.3]
+    assert net.output_shape == (4,) and [n.attrs["c"] for n in net.graph if n.op == "fc"] == [3, 4]
+
+
+def test_an_indexed_repeat_names_its_layers_as_the_plain_repeat_does():
+    definitions = "def block(c, p) = add{ conv3-c - bn - stochastic_depth(p) | id } - relu\n"
+    indexed = netdsl.parse(definitions + "conv3-8 - s: block(8, 0.3*i/3)*3 for i - block(8, 0.5)", input="3x8x8")
+    plain = netdsl.parse(definitions + "conv3-8 - s: block(8, 0.1)*3 - block(8, 0.5)", input="3x8x8")
+    assert [n.name for n in indexed.graph] == [n.name for n in plain.graph]
+    assert "s.block3.add1.b1.stochastic_depth1" in [n.name for n in indexed.graph]
+    assert drop_rates(indexed) == [0.0, 0.3 / 3, 0.3 * 2 / 3, 0.5]
+    assert indexed.params == plain.params
+
+
+def test_indexed_repeats_nest_and_reach_into_definitions_through_arguments():
+    text = ("def row(j, n) = dropout((j*n + i)/100)*n for i\n"
+            "row(j, 3)*2 for j - (if i == 1 then fc5 else fc6)*3 for i - fc{1 + 1}*0 for i")
+    net = netdsl.parse(text, input="8")
+    assert drop_rates(net) == [0.0, 0.01, 0.02, 0.03, 0.04, 0.05]
+    assert [n.attrs["c"] for n in net.graph if n.op == "fc"] == [6, 5, 6]
+    assert [n.name for n in net.graph][1:4] == ["row1.dropout1", "row1.dropout2", "row1.dropout3"]
+
+
+@pytest.mark.parametrize("text,message,column", [
+    ("def f(i) = relu*2 for i\nf(1)", "the repeat index i would hide the i already defined here", 23),
+    ("(relu*2 for i)*2 for i", "the repeat index i would hide the i already defined here", 13),
+    ("relu*2 for in_channels", "the repeat index cannot be called in_channels", 12),
+    ("relu*2 for pool", "pool is a reserved word and cannot be a repeat index", 12),
+    ("dropout(i/10)*2 for i - dropout(i/10)", "unknown name i", 33),
+])
+def test_indexed_repeat_mistakes_are_errors_at_their_place(text, message, column):
+    with pytest.raises(netdsl.NetDSLNameError, match=re.escape(message)) as error:
+        netdsl.parse(text, input="8")
+    assert error.value.span.location().endswith(f":1:{column}")
+
+
+def test_for_is_a_keyword_only_after_a_repeat_count():
+    # `for` ends a repeat; a name that contains it is a name
+    net = netdsl.parse("def form(c) = fc{c}\nform(4) - dropout(0.5)*2", input="8")
+    assert net.output_shape == (4,)
+    with pytest.raises(netdsl.NetDSLSyntaxError):
+        netdsl.parse("relu*2 for", input="8")
+    with pytest.raises(netdsl.NetDSLSyntaxError):
+        netdsl.parse("relu for i", input="8")
+
+
+def test_an_indexed_repeat_bomb_is_refused_before_expanding():
+    # iterations that do not read the index are sized once; those that do, until over the limit
+    error = _fails_fast("(fc{1 + i}*10000 for i)*10000 for j")
+    assert error.message == "the network expands to more than 100,000 nodes"
+    assert "it would have 100,000,001 nodes" in error.notes
+    error = _fails_fast("(fc{1 + i + j}*10000 for i)*10000 for j")
+    assert error.message == "the network expands to more than 100,000 nodes"
+    assert "it would have at least 110,001 nodes" in error.notes
+
+
 @pytest.mark.parametrize("text,message", [
     ("conv1-{mak(3, 8)}", "unknown function mak"),
     ("conv1-{min(3)}", "min takes 2 to 16 arguments, got 1"),

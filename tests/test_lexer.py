@@ -83,6 +83,15 @@ def test_floats_and_operators():
         (Name.Builtin, "fc{n//2 % 3}")]
 
 
+def test_true_division_and_an_indexed_repeat():
+    assert tokens("block(c, 0.1*i/n)*n for i - conv3-64/2") == [
+        (Name, "block"), (Punctuation, "("), (Name, "c"), (Punctuation, ","),
+        (Number.Float, "0.1"), (Operator, "*"), (Name, "i"), (Operator, "/"), (Name, "n"),
+        (Punctuation, ")"), (Operator, "*"), (Name, "n"), (Keyword, "for"), (Name, "i"),
+        (Operator, "-"), (Name.Builtin, "conv3-64/2")]
+    assert tokens("format") == [(Name, "format")]
+
+
 @pytest.mark.parametrize("path", SAMPLES, ids=lambda p: p.name)
 def test_every_shipped_file_lexes_without_an_error_token(path):
     text = path.read_text(encoding="utf-8")

@@ -1,7 +1,7 @@
 // Syntax highlighting for .net files: a CodeMirror StreamLanguage following grammars/netdsl.lark.
 import { StreamLanguage } from "@codemirror/language";
 
-const KEYWORDS = new Set(["input", "activation", "use", "def", "net", "if", "then", "else", "and", "or", "not"]);
+const KEYWORDS = new Set(["input", "activation", "use", "def", "net", "if", "then", "else", "for", "and", "or", "not"]);
 const VALUE = "(?:[0-9]+|[A-Za-z_][A-Za-z0-9_]*|\\{[^{}\\n]*\\})";
 const NUMBER_OR_BRACE = "(?:[0-9]+|\\{[^{}\\n]*\\})";
 // conv3-64, conv7-64/2, conv1x7-192, deconv4-21/2, dwconv3/2, maxpool3/2, avgpool7, fc4096, fc{n}:

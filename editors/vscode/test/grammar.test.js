@@ -112,6 +112,17 @@ test("a choice: if, then, else, comparisons and logic words", async () => {
   ]);
 });
 
+test("true division and an indexed repeat", async () => {
+  assert.deepEqual(await tokenize("block(0.1*i/n)*n for i - conv3-64/2"), [
+    ["block", "variable.other.netdsl"], ["(", "punctuation.bracket.netdsl"],
+    ["0.1", "constant.numeric.float.netdsl"], ["*", "keyword.operator.netdsl"],
+    ["i", "variable.other.netdsl"], ["/", "keyword.operator.netdsl"], ["n", "variable.other.netdsl"],
+    [")", "punctuation.bracket.netdsl"], ["*", "keyword.operator.netdsl"], ["n", "variable.other.netdsl"],
+    ["for", "keyword.control.loop.netdsl"], ["i", "variable.other.netdsl"], ["-", "keyword.operator.netdsl"],
+    ["conv3-64/2", "support.function.op.slide.netdsl"],
+  ]);
+});
+
 const samples = [
   ...fs.readdirSync(path.join(root, "networks")).map((f) => path.join(root, "networks", f)),
   ...fs.readdirSync(path.join(root, "examples")).map((f) => path.join(root, "examples", f)),
