@@ -19,6 +19,7 @@ this process may run on.
 from __future__ import annotations
 
 import os
+import threading
 from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
@@ -125,14 +126,17 @@ class _Depthwise:
         (ho, _), (hq, wq) = self.out, self.phase
         # every phase, plane after plane, then one spare row: the last tap of the last plane reads
         # up to wq - wo columns past its rows; x goes straight in, the padding stays zero
-        phases = np.zeros(sh * sw * count * hq * wq + wq, dtype=dtype)
+        phases = _scratch().array("phases", (sh * sw * count * hq * wq + wq,), dtype)
+        phases[-wq:] = 0
         grid = phases[:-wq].reshape(sh, sw, count, hq, wq)
         for a in range(sh):
             top, bottom = -(-(ph - a) // sh), -(-(ph + self.h - a) // sh)
             for b in range(sw):
                 left, right = -(-(pw - b) // sw), -(-(pw + self.w - b) // sw)
-                grid[a, b, :, top:bottom, left:right] = \
-                    planes[:, a + sh * top - ph::sh, b + sw * left - pw::sw]
+                phase = grid[a, b]
+                phase[:, :top] = phase[:, bottom:] = 0  # the padding: the buffer is reused
+                phase[:, top:bottom, :left] = phase[:, top:bottom, right:] = 0
+                phase[:, top:bottom, left:right] = planes[:, a + sh * top - ph::sh, b + sw * left - pw::sw]
         item = dtype.itemsize
         views, order = [], []
         for a in range(sh):
@@ -150,6 +154,19 @@ class _Depthwise:
                                         writeable=False))
                 order += [i * self.kw + j for i in rows for j in cols]
         return views, order
+
+
+_THREAD = threading.local()
+
+
+def _scratch() -> reference.Workspace:
+    """This thread's scratch memory, reused from call to call: a fresh array of tens of MB costs
+    as much in page faults as the copy into it (the 96x8x112x112 stride-2 depthwise layer: 21 ms
+    with fresh buffers, 15 ms with reused ones, on one core)."""
+    workspace = getattr(_THREAD, "workspace", None)
+    if workspace is None:
+        workspace = _THREAD.workspace = reference.Workspace()
+    return workspace
 
 
 def _gather(columns: np.ndarray, views: list[np.ndarray], start: int, end: int) -> np.ndarray:
@@ -181,8 +198,8 @@ def depthwise(x: np.ndarray, w: np.ndarray, stride, pad, dilation: int) -> np.nd
         weights = np.repeat(w[first:stop, 0].reshape(-1, taps)[:, order].astype(dtype), n, axis=0)[:, None]
         result = out[first:stop].reshape(planes, ho, wo)
         step = geometry.block(dtype.itemsize)
-        columns = np.empty((min(step, planes), taps, ho * wq), dtype=dtype)
-        products = np.empty((min(step, planes), 1, ho * wq), dtype=dtype)
+        columns = _scratch().array("columns", (min(step, planes), taps, ho * wq), dtype)
+        products = _scratch().array("products", (min(step, planes), 1, ho * wq), dtype)
         for start in range(0, planes, step):
             end = min(start + step, planes)
             block = _gather(columns, views, start, end)
@@ -221,12 +238,13 @@ def depthwise_grads(x: np.ndarray, w: np.ndarray, dy: np.ndarray, stride, pad,
         planes = (stop - first) * n
         views, order = geometry.tap_grids(x[first:stop].astype(dtype, copy=False).reshape(planes, h, wid))
         # dy in the columns' layout: rows of wq, zero past wo so the thrown-away columns add nothing
-        dy_rows = np.zeros((planes, ho, wq), dtype=dtype)
+        dy_rows = _scratch().array("dy rows", (planes, ho, wq), dtype)
+        dy_rows[:, :, wo:] = 0
         dy_rows[:, :, :wo] = dy[first:stop].reshape(planes, ho, wo)
         dy_rows = dy_rows.reshape(planes, ho * wq, 1)
         per_plane = np.empty((planes, taps, 1), dtype=dtype)
         step = geometry.block(dtype.itemsize)
-        columns = np.empty((min(step, planes), taps, ho * wq), dtype=dtype)
+        columns = _scratch().array("columns", (min(step, planes), taps, ho * wq), dtype)
         for start in range(0, planes, step):
             end = min(start + step, planes)
             np.matmul(_gather(columns, views, start, end), dy_rows[start:end], out=per_plane[start:end])
