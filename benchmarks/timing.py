@@ -1,4 +1,4 @@
-"""Interleaved timing shared by the benchmarks: A, B, A, B, ... so drift in the machine (another
+"""Interleaved timing shared by the benchmarks: A, B, B, A, A, B, ... so drift in the machine (another
 process, thermal throttling, a cache warming up) hits both sides alike, and the median is taken."""
 from __future__ import annotations
 
@@ -17,8 +17,11 @@ def paired(first: Callable, second: Callable, repeat: int, warmup: int = 1,
         second()
     sync()
     a, b = [], []
-    for _ in range(repeat):
-        for fn, runs in ((first, a), (second, b)):
+    for i in range(repeat):
+        # A B, then B A: whichever runs second may find the caches and the allocator as the other
+        # left them, so each side runs first in half of the pairs
+        pair = ((first, a), (second, b))
+        for fn, runs in pair if i % 2 == 0 else pair[::-1]:
             before()
             start = clock()
             fn()
