@@ -12,8 +12,8 @@ Any model of docs/zoo.md can be named with --nets (torchvision's name is the shi
 For each network: construction (from a checked Network to a ready module: code generation, exec
 of the generated source and torch's initialisation, with netdsl's caches of generated code
 cleared, against torchvision's constructor), forward (eval, no_grad) and forward+backward
-(training mode), batch 8, 224x224. Each time is the median of --pairs interleaved pairs (A, B, A,
-B, ...). Beside each pass, an A/A twin row times a second torchvision model against the first:
+(training mode), batch 8, 224x224. Each time is the median of --pairs interleaved pairs (A, B, B,
+A, ...: each side first in half of them). Beside each pass, an A/A twin row times a second torchvision model against the first:
 the noise floor. A pass whose twin falls outside 0.98-1.02 is measured again (up to --attempts
 times) and the attempt with the steadiest twin is printed. Targets (issue 11): ratios within 2%
 (0.98-1.02 is noise), construction <= 1.1x. With --compile, each pass is also timed with both
