@@ -47,6 +47,10 @@ def main() -> None:
           f"batch {args.batch}, {args.size}x{args.size}, float32, {args.threads} threads, "
           f"torch {torch.__version__}, torchvision {torchvision.__version__}, numpy {np.__version__}; "
           f"median of {args.repeat}")
+    blas = np.show_config(mode="dicts").get("Build Dependencies", {}).get("blas", {})
+    print(f"BLAS: {blas.get('openblas configuration') or blas.get('name', 'unknown')}; "
+          f"OPENBLAS_NUM_THREADS={os.environ['OPENBLAS_NUM_THREADS']}, "
+          f"OMP_NUM_THREADS={os.environ['OMP_NUM_THREADS']} (netdsl's NumPy thread pool)")
     print(f"{'network':10} {'pass':17} {'numpy s':>9} {'torch s':>9} {'ratio':>7} {'target':>7}")
 
     def paired(first, second) -> tuple[float, float]:
