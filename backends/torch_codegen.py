@@ -503,7 +503,8 @@ class _Lowering:
                 "branch": block.title, "aux": f"{block.title}: an auxiliary output (returned in training)"}[block.kind]
         lines = [f"    # {what}"]
         first = next((item for item in block.items if not isinstance(item, _Block)), None)
-        if first is not None and block.kind in ("call", "group") and self.graph[first].span is not None:
+        # every block names its .net line once; a layer repeats it only where its own line differs
+        if first is not None and block.kind != "net" and self.graph[first].span is not None:
             lines.append(f"    # {self._comment(self.graph[first])}")
         return lines
 
