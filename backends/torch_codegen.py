@@ -443,10 +443,35 @@ def _wire(graph: Graph, block: _Block, readers: list[list[int]]) -> None:
 
 # -- classes -------------------------------------------------------------------------------------------
 
+def _top_level_arguments(text: str) -> list[str]:
+    """"3, f(1, 2), 4" -> ["3", "f(1, 2)", "4"]: split at the commas outside brackets."""
+    arguments, depth, start = [], 0, 0
+    for position, char in enumerate(text):
+        depth += char in "([{"
+        depth -= char in ")]}"
+        if char == "," and depth == 0:
+            arguments.append(text[start:position].strip())
+            start = position + 1
+    if text.strip():
+        arguments.append(text[start:].strip())
+    return arguments
+
+
+def _short_number(text: str) -> str:
+    """A decimal to four significant digits for a class name (0.037500000000000006 -> 0.0375);
+    anything else as it is."""
+    if "." not in text and "e" not in text:
+        return text
+    try:
+        return f"{float(text):.4g}"
+    except ValueError:
+        return text
+
+
 @dataclass
 class _Class:
     base: str  # Bottleneck
-    variant: str  # the call's arguments, for naming variants: "256", "128_4_2"
+    variant: tuple[str, ...]  # the call's arguments, for naming variants: ("128", "4", "2")
     body: list  # lines; a child class appears as the placeholder \x00N\x00
     name: str = ""
 
@@ -474,19 +499,20 @@ class _Lowering:
             self.classes.append(_Class(base, variant, body))
         return self.by_text[key]
 
-    def _naming(self, block: _Block, owner: str) -> tuple[str, str]:
+    def _naming(self, block: _Block, owner: str) -> tuple[str, tuple[str, ...]]:
         if block.kind == "call":
             name, _, args = block.title.partition("(")
-            return class_name(name), re.sub(r"[^0-9A-Za-z]+", "_", args.rstrip(")")).strip("_")
+            return class_name(name), tuple(re.sub(r"[^0-9A-Za-z]+", "_", _short_number(arg)).strip("_")
+                                           for arg in _top_level_arguments(args[:-1]))
         if block.kind == "group":
-            return class_name(block.local), ""
+            return class_name(block.local), ()
         if block.kind == "merge":
-            return owner + class_name(block.title), ""
+            return owner + class_name(block.title), ()
         if block.kind == "branch":
-            return owner + "Branch" + block.local[1:], ""
+            return owner + "Branch" + block.local[1:], ()
         if block.kind == "aux":
-            return "AuxiliaryHead", ""
-        return class_name(self.network.name), ""
+            return "AuxiliaryHead", ()
+        return class_name(self.network.name), ()
 
     def _comment(self, node: Node) -> str:
         """`file:line: the .net source line` of a node, quoted safely."""
@@ -592,8 +618,13 @@ class _Lowering:
         used: set[str] = set(_RESERVED_CLASS_NAMES)
         order = [self.classes[root_index]] + [c for c in self.classes if c is not self.classes[root_index]]
         for cls in order:
-            several = len(groups[cls.base]) > 1
-            name = f"{cls.base}_{cls.variant}" if several and cls.variant else cls.base
+            variants = [c.variant for c in groups[cls.base]]
+            # only the arguments that tell the variants apart: Cbs_3_32_2, not Cbs_3_32_2_1e_05_0_1
+            # when every call passes the same eps and momentum
+            telling = [i for i in range(len(cls.variant))
+                       if len({len(v) for v in variants}) > 1 or len({v[i] for v in variants}) > 1]
+            suffix = "_".join(cls.variant[i] for i in telling)
+            name = f"{cls.base}_{suffix}" if len(variants) > 1 and suffix else cls.base
             candidate, n = name, 2
             while candidate in used:
                 candidate, n = f"{name}_{n}", n + 1

@@ -258,3 +258,15 @@ def test_run_and_gradients_from_numpy():
 def test_cuda_without_a_gpu_is_a_clean_error():
     with pytest.raises(netdsl.NetDSLError, match="no CUDA GPU"):
         netdsl.load("lenet5").compile("torch", device="cuda")
+
+
+def test_block_classes_are_named_by_the_arguments_that_tell_variants_apart():
+    from netdsl.backends.torch_codegen import generate_source
+    source = generate_source(netdsl.load("efficientnet_b0"))
+    classes = [line[6:].split("(")[0] for line in source.splitlines() if line.startswith("class ")]
+    # eps and momentum are the same in every cbs call: they do not name it; a decimal is shortened
+    assert "Cbs_3_32_2" in classes and not any("1e_05" in name for name in classes)
+    assert "MbconvBlock_40_5_2_6_0_0375" in classes  # p = 0.2*3/16 = 0.037500000000000006
+    # each block names its .net line once, in its header, not on each layer again
+    se = source[source.index("class SeMulBranch2("):source.index("class SeMul(")]
+    assert se.count("efficientnet.net:") == 1
