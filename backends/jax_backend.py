@@ -419,31 +419,22 @@ class JaxModule:
 
     def __init__(self, network, dtype="float32", seed: int | None = 0, weights=None,
                  kernels: Mapping[str, JaxKernel] | None = None, name: str = "jax"):
-        from netdsl.backends.numpy_backend import checked_weights, initial_weights, missing_kernel
+        from netdsl.backends.numpy_backend import checked_module_start, weight_names_by_node
         self.network = network
         self.graph = network.graph
         self.kernels = KERNELS if kernels is None else kernels
-        problem = missing_kernel(name, network, self.kernels)
-        if problem:
-            raise NotImplementedError(problem)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
-        if self.dtype == np.float64:
-            jax.config.update("jax_enable_x64", True)  # global to the process: see the module docstring
         if seed is None:
             seed = int(np.random.SeedSequence().generate_state(1)[0])
+        # without given weights, torch's default initialisation, drawn as the NumPy backend draws it
+        self.dtype, weights = checked_module_start(name, network, self.kernels, dtype, weights,
+                                                   np.random.default_rng(seed))
+        if self.dtype == np.float64:
+            jax.config.update("jax_enable_x64", True)  # global to the process: see the module docstring
         self._key = jax.random.PRNGKey(seed)
-        if weights is None:  # torch's default initialisation, drawn as the NumPy backend draws it
-            weights = initial_weights(network, np.random.default_rng(seed), self.dtype)
-        else:
-            weights = checked_weights(network, weights, None, True)
         self._weights = self._convert(weights)
         self.frozen: set[str] = set()
         self.training = True
-        self._by_node: list[dict[str, str]] = [{} for _ in self.graph.nodes]
-        for spec in network.weight_specs:
-            self._by_node[self.graph.node(spec.node).id][spec.suffix] = spec.name
+        self._by_node = weight_names_by_node(network)
         self._forward = jax.jit(self._forward_function)
         self._gradients = jax.jit(self._gradient_function)
 

@@ -1245,6 +1245,33 @@ def missing_kernel(backend: str, network, kernels) -> str | None:
     return None
 
 
+def checked_module_start(backend: str, network, kernels, dtype, weights,
+                         rng: np.random.Generator) -> tuple[np.dtype, dict[str, np.ndarray]]:
+    """What a kernel-table backend's module checks before it builds anything: that `kernels` has
+    every op of `network` (NotImplementedError naming the first it lacks), that `dtype` is float32
+    or float64 (ValueError), and the `weights` given (a dict or a file; every name and shape
+    checked) copied as `dtype` arrays; with none given, torch's initialisation drawn from `rng`.
+    Returns the dtype and the weights."""
+    problem = missing_kernel(backend, network, kernels)
+    if problem:
+        raise NotImplementedError(problem)
+    dtype = np.dtype(dtype)
+    if dtype not in (np.float32, np.float64):
+        raise ValueError(f"dtype must be float32 or float64, got {dtype}")
+    if weights is None:
+        return dtype, initial_weights(network, rng, dtype)
+    return dtype, {name: np.array(value, dtype=dtype, copy=True)
+                   for name, value in checked_weights(network, weights, None, True).items()}
+
+
+def weight_names_by_node(network) -> list[dict[str, str]]:
+    """Per node id, its weights' suffix -> canonical name (weight -> block1.conv1.weight)."""
+    by_node: list[dict[str, str]] = [{} for _ in network.graph.nodes]
+    for spec in network.weight_specs:
+        by_node[network.graph.node(spec.node).id][spec.suffix] = spec.name
+    return by_node
+
+
 # -- the module ---------------------------------------------------------------------------------------
 
 class NumpyModule:
@@ -1261,24 +1288,13 @@ class NumpyModule:
         self.network = network
         self.graph = network.graph
         self.kernels = KERNELS if kernels is None else kernels
-        problem = missing_kernel(name, network, self.kernels)
-        if problem:
-            raise NotImplementedError(problem)
-        self.dtype = np.dtype(dtype)
-        if self.dtype not in (np.float32, np.float64):
-            raise ValueError(f"dtype must be float32 or float64, got {self.dtype}")
         self.rng = np.random.default_rng(seed)
-        if weights is None:
-            self.weights = initial_weights(network, self.rng, self.dtype)
-        else:
-            self.weights = {name: np.array(value, dtype=self.dtype, copy=True)
-                            for name, value in checked_weights(network, weights, None, True).items()}
+        self.dtype, self.weights = checked_module_start(name, network, self.kernels, dtype, weights,
+                                                        self.rng)
         self.frozen: set[str] = set()
         self.grads: dict[str, np.ndarray] = {}
         self.training = True
-        self._by_node: list[dict[str, str]] = [{} for _ in self.graph.nodes]
-        for spec in network.weight_specs:
-            self._by_node[self.graph.node(spec.node).id][spec.suffix] = spec.name
+        self._by_node = weight_names_by_node(network)
         self._caches: list | None = None
         self.workspace = Workspace()
         self._aux = network.graph.aux_outputs

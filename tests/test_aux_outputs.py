@@ -71,13 +71,14 @@ def test_numpy_returns_the_heads_in_training_and_backward_takes_their_gradients(
 
 def test_torch_returns_the_heads_in_training_and_skips_them_in_eval(net):
     torch = pytest.importorskip("torch")
-    reference = net.compile("numpy", dtype="float64", seed=0)
-    model = net.compile("torch", dtype="float64", weights=reference.weights)
+    from equivalence import compare
+    # the output and both heads, and their gradients, as NumPy's; the floor is atol times the
+    # largest value (about 4 here), so 1e-13 keeps it below the absolute 1e-12 this test held
+    compare(net, modes=("train",), dtype="float64", rtol=1e-12, atol=1e-13)
+    model = net.compile("torch", dtype="float64")
     x = np.random.default_rng(1).standard_normal((2, 3, 16, 16))
     outputs = model(torch.from_numpy(x))
-    assert isinstance(outputs, tuple) and len(outputs) == 3
-    for got, want in zip(outputs, reference(x)):
-        assert np.allclose(got.detach().numpy(), want, rtol=1e-12, atol=1e-12)
+    assert isinstance(outputs, tuple) and [tuple(y.shape) for y in outputs] == [(2, 10), (2, 5), (2, 6)]
     ran = []
     model.aux1.register_forward_hook(lambda module, inputs, output: ran.append(1))
     model.eval()

@@ -25,6 +25,16 @@ DEAD_RELUS = Program(
     "- flatten - tanh - softmax\n", (9,), frozenset({"conv", "crop", "flatten", "tanh", "softmax"}))
 
 
+def agree_where_well_conditioned(program: Program, dtype: str, rtol: float, atol: float) -> None:
+    """`compare` in eval and train mode (dropout at p=0) on a batch of 8, for a program whose batch
+    norms, max-pools and layer norms are well conditioned (others are assumed away: see each check)."""
+    net = without_dropout(netdsl.parse(program.text))
+    assume(batch_norm_is_well_conditioned(net, dtype, batch=8))
+    assume(max_pool_maxima_are_unique(net, dtype, batch=8))
+    assume(layer_norm_is_well_conditioned(net, dtype, batch=8))
+    compare(net, dtype=dtype, rtol=rtol, atol=atol, batch=8)
+
+
 @given(programs())
 @example(DEAD_RELUS)  # every gradient is zero in theory: rounding noise must pass
 @example(Program("input 1\nactivation relu\nfc1 - fc1 - fc1 - bn\n", (1,), frozenset({"fc", "bn"})))
@@ -38,11 +48,7 @@ DEAD_RELUS = Program(
 def test_numpy_and_torch_agree_in_float64(program):
     # A batch of 8: batch norm over two nearly equal values amplifies rounding by up to
     # 1/sqrt(eps), past the 1e-12 floor, without any disagreement between the backends.
-    net = without_dropout(netdsl.parse(program.text))
-    assume(batch_norm_is_well_conditioned(net, "float64", batch=8))
-    assume(max_pool_maxima_are_unique(net, "float64", batch=8))
-    assume(layer_norm_is_well_conditioned(net, "float64", batch=8))
-    compare(net, dtype="float64", rtol=1e-9, atol=1e-12, batch=8)
+    agree_where_well_conditioned(program, "float64", rtol=1e-9, atol=1e-12)
 
 
 @given(programs())
@@ -51,11 +57,7 @@ def test_numpy_and_torch_agree_in_float64(program):
 @example(Program("input 1\nactivation relu\nfc1 - fc1 - fc1 - bn\n", (1,), frozenset({"fc", "bn"})))
 def test_numpy_and_torch_agree_in_float32(program):
     # A batch of 8: batch norm over two values makes its backward cancel to float32 rounding.
-    net = without_dropout(netdsl.parse(program.text))
-    assume(batch_norm_is_well_conditioned(net, "float32", batch=8))
-    assume(max_pool_maxima_are_unique(net, "float32", batch=8))
-    assume(layer_norm_is_well_conditioned(net, "float32", batch=8))
-    compare(net, dtype="float32", rtol=1e-4, atol=1e-5, batch=8)
+    agree_where_well_conditioned(program, "float32", rtol=1e-4, atol=1e-5)
 
 
 @given(programs())

@@ -190,21 +190,27 @@ def test_torch_module_and_its_export_take_the_true_sizes():
         program(torch.randn(1, 3, 14, 20))
 
 
-def test_onnx_axes_are_named_after_the_sizes_and_run_in_onnxruntime(tmp_path):
+def torch_and_onnxruntime(net, path):
+    """The net's torch module (float32) and an onnxruntime session of its ONNX export to `path`."""
     pytest.importorskip("torch")
-    onnx = pytest.importorskip("onnx")
+    pytest.importorskip("onnx")
     ort = pytest.importorskip("onnxruntime")
-    net = netdsl.parse("input 3xHxW\nconv3-8/2 - pool - conv1-4")
-    model = net.compile("torch")
-    path = tmp_path / "m.onnx"
     from netdsl.backends.torch_export import export_onnx
+    model = net.compile("torch")
     export_onnx(model, net, path)
+    return model, ort.InferenceSession(str(path))
+
+
+def test_onnx_axes_are_named_after_the_sizes_and_run_in_onnxruntime(tmp_path):
+    onnx = pytest.importorskip("onnx")
+    net = netdsl.parse("input 3xHxW\nconv3-8/2 - pool - conv1-4")
+    path = tmp_path / "m.onnx"
+    model, session = torch_and_onnxruntime(net, path)
     graph = onnx.load(str(path)).graph
     dims = [d.dim_param or d.dim_value for d in graph.input[0].type.tensor_type.shape.dim]
     assert dims == ["batch", 3, "H", "W"]
     assert [d.dim_param or d.dim_value for d in graph.output[0].type.tensor_type.shape.dim] == \
         ["batch", 4, "(H + 1)//4", "(W + 1)//4"]
-    session = ort.InferenceSession(str(path))
     for h, w in ((9, 9), (33, 20)):
         x = np.random.default_rng(h).standard_normal((2, 3, h, w)).astype(np.float32)
         np.testing.assert_allclose(session.run(None, {"input": x})[0], model.run(x), rtol=1e-4, atol=1e-5)
@@ -213,14 +219,7 @@ def test_onnx_axes_are_named_after_the_sizes_and_run_in_onnxruntime(tmp_path):
 @pytest.mark.heavy
 def test_unet_runs_at_188_572_and_1004_in_torch_and_onnxruntime_and_export_rejects_570(tmp_path):
     torch = pytest.importorskip("torch")
-    pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    net = netdsl.load("unet", input="1xHxW")
-    model = net.compile("torch")
-    path = tmp_path / "unet.onnx"
-    from netdsl.backends.torch_export import export_onnx
-    export_onnx(model, net, path)
-    session = ort.InferenceSession(str(path))
+    model, session = torch_and_onnxruntime(netdsl.load("unet", input="1xHxW"), tmp_path / "unet.onnx")
     for size, out in ((188, 4), (572, 388), (1004, 820)):
         x = np.random.default_rng(size).standard_normal((1, 1, size, size)).astype(np.float32)
         y = model.run(x)
@@ -234,15 +233,7 @@ def test_unet_runs_at_188_572_and_1004_in_torch_and_onnxruntime_and_export_rejec
 
 @pytest.mark.heavy
 def test_fcn_runs_at_two_sizes_in_torch_and_onnxruntime(tmp_path):
-    pytest.importorskip("torch")
-    pytest.importorskip("onnx")
-    ort = pytest.importorskip("onnxruntime")
-    net = netdsl.load("fcn:fcn8s", input="3xHxW")
-    model = net.compile("torch")
-    path = tmp_path / "fcn.onnx"
-    from netdsl.backends.torch_export import export_onnx
-    export_onnx(model, net, path)
-    session = ort.InferenceSession(str(path))
+    model, session = torch_and_onnxruntime(netdsl.load("fcn:fcn8s", input="3xHxW"), tmp_path / "fcn.onnx")
     for h, w in ((64, 64), (75, 101)):
         x = np.random.default_rng(h).standard_normal((1, 3, h, w)).astype(np.float32)
         y = model.run(x)

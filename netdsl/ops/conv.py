@@ -123,8 +123,9 @@ def _axes_field(node, fields, inputs):
     return max(along_h[0], along_w[0]), max(along_h[1], along_w[1])
 
 
-def _explain_axes(node, inputs, fields, written) -> list[Worked]:
-    """The derived padding, the output size per axis and the receptive field of conv and dwconv."""
+def _explain_axes(node, inputs, fields, written, own: list[Worked]) -> tuple[Worked, ...]:
+    """The worked lines of conv and dwconv: the derived padding and the output size per axis, then
+    the op's `own` lines (channels, params, MACs), then the receptive field."""
     a = node.attrs
     lines = []
     if written is not None and not {"pad", "pad_h", "pad_w"} & written:
@@ -136,12 +137,13 @@ def _explain_axes(node, inputs, fields, written) -> list[Worked]:
                              f"the default for the {what}: 'same' at stride 1")
                       for axis, kernel, what in (("h", "kh", "height"), ("w", "kw", "width"))]
     lines += explain_sliding(inputs[0], _kernel(a), _strides(a), _pads(a), a["dilation"], False)
+    lines += own
     result = _axes_field(node, fields, inputs)
     if a["kh"] == a["kw"] and a["stride_h"] == a["stride_w"]:
         lines += explain_window_field(a["kh"], a["stride_h"], a["dilation"], fields[0], result)
     else:
         lines += [Worked("rf", "", result[0], "the larger axis"), Worked("jump", "", result[1])]
-    return lines
+    return tuple(lines)
 
 
 def _kernel_text(a) -> str:
@@ -199,17 +201,14 @@ def _conv_explain(node, inputs, out, fields, written):
     a = node.attrs
     g, (c_in, _, _), (c, ho, wo) = a["groups"], inputs[0], out
     taps = _kernel_text(a)
-    lines = _explain_axes(node, inputs, fields, written)
-    rf_lines = lines[-2:]
-    lines = lines[:-2]
-    lines += explain_weight_rule(_conv_weights(node, inputs), f"{taps}*{_per_group(c_in, g)}*{c}", str(c))
-    lines.append(Worked("MACs", f"{ho}*{wo}*{c} * {taps}*{_per_group(c_in, g)}",
-                        _conv_macs(node, inputs, out), "output values * taps per output"))
-    lines.append(Worked("im2col", f"{_per_group(c_in, g)}*{taps} x {ho}*{wo}",
-                        (c_in // g * a["kh"] * a["kw"], ho * wo),
-                        f"per image: C*{'k*k' if a['kh'] == a['kw'] else 'kh*kw'} rows, Ho*Wo columns"
-                        + (f"; one matrix per group, {g} groups" if g > 1 else "")))
-    return tuple(lines + rf_lines)
+    return _explain_axes(node, inputs, fields, written, [
+        *explain_weight_rule(_conv_weights(node, inputs), f"{taps}*{_per_group(c_in, g)}*{c}", str(c)),
+        Worked("MACs", f"{ho}*{wo}*{c} * {taps}*{_per_group(c_in, g)}",
+               _conv_macs(node, inputs, out), "output values * taps per output"),
+        Worked("im2col", f"{_per_group(c_in, g)}*{taps} x {ho}*{wo}",
+               (c_in // g * a["kh"] * a["kw"], ho * wo),
+               f"per image: C*{'k*k' if a['kh'] == a['kw'] else 'kh*kw'} rows, Ho*Wo columns"
+               + (f"; one matrix per group, {g} groups" if g > 1 else ""))])
 
 
 def _shared_attr(name: str, doc: str, minimum: int = 1) -> AttrSpec:
@@ -277,14 +276,11 @@ def _dwconv_explain(node, inputs, out, fields, written):
     a = node.attrs
     m, (c_in, _, _), (c, ho, wo) = a["multiplier"], inputs[0], out
     taps = _kernel_text(a)
-    lines = _explain_axes(node, inputs, fields, written)
-    rf_lines = lines[-2:]
-    lines = lines[:-2]
-    lines.append(Worked("channels", f"{c_in}*{m}", c, "depthwise: groups = input channels"))
-    lines += explain_weight_rule(_dwconv_weights(node, inputs), f"{taps}*1*{c}", str(c))
-    lines.append(Worked("MACs", f"{ho}*{wo}*{c} * {taps}", _dwconv_macs(node, inputs, out),
-                        "output values * taps per output (one input channel each)"))
-    return tuple(lines + rf_lines)
+    return _explain_axes(node, inputs, fields, written, [
+        Worked("channels", f"{c_in}*{m}", c, "depthwise: groups = input channels"),
+        *explain_weight_rule(_dwconv_weights(node, inputs), f"{taps}*1*{c}", str(c)),
+        Worked("MACs", f"{ho}*{wo}*{c} * {taps}", _dwconv_macs(node, inputs, out),
+               "output values * taps per output (one input channel each)")])
 
 
 def dwconv_op(activations: tuple[str, ...]) -> Op:

@@ -1,4 +1,4 @@
-"""Pooling: maxpool, avgpool and gap (global average pooling)."""
+"""Pooling: maxpool, avgpool, gap and gmp (global average and max pooling), adaptive pooling."""
 from __future__ import annotations
 
 from .base import (DERIVED, AttrSpec, Op, ShapeProblem, Worked, explain_sliding, explain_whole_field,
@@ -80,52 +80,31 @@ AVGPOOL = _pool_op("avgpool", "average pooling", (
     AttrSpec("count_pad", "bool", True, "padding counts in the divisor (torch and Caffe default)")))
 
 
-def _gap_shape(node, inputs, warn):
-    return (image("gap", inputs[0])[0], 1, 1)
+def _global_pool_op(name: str, word: str, doc: str) -> Op:
+    """gap and gmp: one `word` ("average", "maximum") over each channel's whole HxW plane."""
+    def pooled_shape(node, inputs, warn):
+        return (image(name, inputs[0])[0], 1, 1)
+
+    def explain(node, inputs, out, fields, written):
+        _, h, w = inputs[0]
+        return (Worked("size", "", 1, f"global: one {word} over each {h}x{w} channel"),
+                *explain_whole_field(inputs, fields[0], whole_input_field(node, fields, inputs)))
+
+    def generate(g, shape):
+        if len(shape) != 3:
+            return None
+        return name, (shape[0], 1, 1)
+
+    return Op(
+        name, doc, (), positional=(),
+        notation=plain_notation(name), derive=no_derived, shape=pooled_shape, weights=no_weights,
+        macs=no_macs, receptive_field=whole_input_field, counts_as_activation=True, merge_word=None,
+        shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
+        colour="#fdd0a2", generate=generate, explain=explain)
 
 
-def _gap_explain(node, inputs, out, fields, written):
-    _, h, w = inputs[0]
-    return (Worked("size", "", 1, f"global: one average over each {h}x{w} channel"),
-            *explain_whole_field(inputs, fields[0], whole_input_field(node, fields, inputs)))
-
-
-def _gap_generate(g, shape):
-    if len(shape) != 3:
-        return None
-    return "gap", (shape[0], 1, 1)
-
-
-GAP = Op(
-    "gap", "global average pooling: CxHxW -> Cx1x1", (), positional=(),
-    notation=plain_notation("gap"), derive=no_derived, shape=_gap_shape, weights=no_weights,
-    macs=no_macs, receptive_field=whole_input_field, counts_as_activation=True, merge_word=None,
-    shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
-    colour="#fdd0a2", generate=_gap_generate, explain=_gap_explain)
-
-
-def _gmp_shape(node, inputs, warn):
-    return (image("gmp", inputs[0])[0], 1, 1)
-
-
-def _gmp_explain(node, inputs, out, fields, written):
-    _, h, w = inputs[0]
-    return (Worked("size", "", 1, f"global: one maximum over each {h}x{w} channel"),
-            *explain_whole_field(inputs, fields[0], whole_input_field(node, fields, inputs)))
-
-
-def _gmp_generate(g, shape):
-    if len(shape) != 3:
-        return None
-    return "gmp", (shape[0], 1, 1)
-
-
-GMP = Op(
-    "gmp", "global max pooling: CxHxW -> Cx1x1", (), positional=(),
-    notation=plain_notation("gmp"), derive=no_derived, shape=_gmp_shape, weights=no_weights,
-    macs=no_macs, receptive_field=whole_input_field, counts_as_activation=True, merge_word=None,
-    shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
-    colour="#fdd0a2", generate=_gmp_generate, explain=_gmp_explain)
+GAP = _global_pool_op("gap", "average", "global average pooling: CxHxW -> Cx1x1")
+GMP = _global_pool_op("gmp", "maximum", "global max pooling: CxHxW -> Cx1x1")
 
 
 # -- adaptive pooling: a fixed output size from any input size (torch's AdaptiveAvgPool2d) ----------

@@ -114,14 +114,21 @@ def _tokens_then(g, shape, op_text: str | None):
     return " - ".join(["tokens", *([op_text] if op_text else []), f"token({index})"]), (c,)
 
 
-CLASS_TOKEN = Op(
+def _learned_tensor_op(name: str, doc: str, shape, weights, explain) -> Op:
+    """A token op written bare that holds one learned tensor (class_token, pos_embedding); drawn
+    alone as `tokens - NAME - token(i)`."""
+    return Op(
+        name, doc, (), positional=(), notation=plain_notation(name), derive=no_derived, shape=shape,
+        weights=weights, macs=no_macs, receptive_field=same_field, counts_as_activation=False,
+        merge_word=None, shape_only_inputs=frozenset(), writable=True, activation=False,
+        takes_activation=False, colour="#fdd0a2",
+        generate=lambda g, shape: _tokens_then(g, shape, name), explain=explain)
+
+
+CLASS_TOKEN = _learned_tensor_op(
     "class_token", "TxD -> (T+1)xD: a learned token put before the others (ViT's class token; "
-    "torchvision's class_token, 1x1xD)", (), positional=(), notation=plain_notation("class_token"),
-    derive=no_derived, shape=_class_token_shape, weights=_class_token_weights, macs=no_macs,
-    receptive_field=same_field, counts_as_activation=False, merge_word=None,
-    shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
-    colour="#fdd0a2", generate=lambda g, shape: _tokens_then(g, shape, "class_token"),
-    explain=_class_token_explain)
+    "torchvision's class_token, 1x1xD)", _class_token_shape, _class_token_weights,
+    _class_token_explain)
 
 
 # -- pos_embedding: TxD + a learned TxD -------------------------------------------------------------
@@ -142,14 +149,10 @@ def _pos_embedding_explain(node, inputs, out, fields, written):
             *_token_field_notes(fields))
 
 
-POS_EMBEDDING = Op(
+POS_EMBEDDING = _learned_tensor_op(
     "pos_embedding", "add a learned position embedding, one D-vector per token (torchvision's "
-    "encoder.pos_embedding, 1xTxD)", (), positional=(), notation=plain_notation("pos_embedding"),
-    derive=no_derived, shape=_pos_embedding_shape, weights=_pos_embedding_weights, macs=no_macs,
-    receptive_field=same_field, counts_as_activation=False, merge_word=None,
-    shape_only_inputs=frozenset(), writable=True, activation=False, takes_activation=False,
-    colour="#fdd0a2", generate=lambda g, shape: _tokens_then(g, shape, "pos_embedding"),
-    explain=_pos_embedding_explain)
+    "encoder.pos_embedding, 1xTxD)", _pos_embedding_shape, _pos_embedding_weights,
+    _pos_embedding_explain)
 
 
 # -- attention: multi-head self-attention, TxD -> TxD -----------------------------------------------
