@@ -31,9 +31,9 @@ from netdsl.backends import numpy_backend as reference
 from netdsl.backends.numpy_backend import Kernel
 from netdsl.ir import Node
 
-# Output bytes per block of depthwise planes: with its scratch block and the taps it reads, within a
-# 2 MiB L2 (smaller blocks spend more in Python between NumPy calls, larger ones leave the cache).
-_BLOCK_BYTES = 1 << 19
+# Bytes of gathered depthwise columns per block: within the L2 (1 MiB per core here) with the block's
+# products; smaller blocks spend more time in Python between NumPy calls.
+_BLOCK_BYTES = 1 << 20
 # Below this many elements a split costs more in thread hand-offs than it saves.
 _PARALLEL_MIN = 1 << 15
 
@@ -80,13 +80,15 @@ def by_channel(work: Callable[[int, int], None], channels: int, size: int) -> No
 
 @dataclass(frozen=True)
 class _Depthwise:
-    """One depthwise convolution's geometry, and the views its fast forward and backward share.
+    """One depthwise convolution's geometry, and the layout its fast forward and backward share.
 
     Each input plane is padded and split into its stride phases (rows a, a+sh, ...; columns b,
-    b+sw, ...), each phase an (hq, wq) array. Then every tap reads, for every output row, a run of
-    wq consecutive elements of one phase, and consecutive rows follow each other: one output plane
-    is computed as ho rows of wq columns from one contiguous run per tap (the last wq - wo columns
-    are thrown away). NumPy's copies and BLAS then work on runs of ho*wq elements, not wo."""
+    b+sw, ...), each phase an (hq, wq) array, and the planes of a phase follow one another. Tap
+    (i, j) of output position (y, x) then reads element (y + r, x + c) of one phase, for a row
+    offset r and column offset c of that tap: over all positions of all planes, the tap reads one
+    contiguous run of the phase buffer that starts r*wq + c further on. Output planes are computed
+    at all hq x wq positions (the rows past ho and the columns past wo are thrown away): the
+    copies and BLAS then work on runs of hq*wq elements, not wo."""
     h: int
     w: int
     kh: int
@@ -113,22 +115,23 @@ class _Depthwise:
 
     def block(self, itemsize: int) -> int:
         """Planes per block: their columns fill _BLOCK_BYTES."""
-        ho, _ = self.out
-        return max(1, _BLOCK_BYTES // (self.kh * self.kw * ho * self.phase[1] * itemsize))
+        hq, wq = self.phase
+        return max(1, _BLOCK_BYTES // (self.kh * self.kw * hq * wq * itemsize))
 
-    def tap_grids(self, planes: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
-        """For input planes (P, h, w): views (P, rows, columns, ho*wq), one per phase, of the taps
-        that read that phase (they form a grid in it: rows r0, r0+dr, ...; columns c0, c0+dc, ...),
-        and the taps' order (i*kw + j) in them. The views are made once per call: as_strided costs
+    def phases(self, planes: np.ndarray) -> tuple[list[np.ndarray], list[int]]:
+        """For input planes (P, h, w): the taps as views (P, rows, columns, hq*wq) of the phase
+        buffer (this thread's scratch), one per phase: the taps that read one phase form a grid
+        in it (row offsets r0, r0+dr, ...; column offsets c0, c0+dc, ...); and the taps' order
+        (i*kw + j) in them. After the phases, one spare phase plane: a tap of the last plane reads
+        up to r*wq + c past the plane's end. The views are made once per call: as_strided costs
         microseconds, a slice of its result a fraction of one."""
         count, dtype = planes.shape[0], planes.dtype
         (sh, sw), (ph, pw), d = (self.sh, self.sw), (self.ph, self.pw), self.dilation
-        (ho, _), (hq, wq) = self.out, self.phase
-        # every phase, plane after plane, then one spare row: the last tap of the last plane reads
-        # up to wq - wo columns past its rows; x goes straight in, the padding stays zero
-        phases = _scratch().array("phases", (sh * sw * count * hq * wq + wq,), dtype)
-        phases[-wq:] = 0
-        grid = phases[:-wq].reshape(sh, sw, count, hq, wq)
+        hq, wq = self.phase
+        plane, item = hq * wq, dtype.itemsize
+        buffer = _scratch().array("phases", ((sh * sw * count + 1) * plane,), dtype)
+        buffer[-plane:] = 0
+        grid = buffer[:-plane].reshape(sh, sw, count, hq, wq)
         for a in range(sh):
             top, bottom = -(-(ph - a) // sh), -(-(ph + self.h - a) // sh)
             for b in range(sw):
@@ -137,7 +140,6 @@ class _Depthwise:
                 phase[:, :top] = phase[:, bottom:] = 0  # the padding: the buffer is reused
                 phase[:, top:bottom, :left] = phase[:, top:bottom, right:] = 0
                 phase[:, top:bottom, left:right] = planes[:, a + sh * top - ph::sh, b + sw * left - pw::sw]
-        item = dtype.itemsize
         views, order = [], []
         for a in range(sh):
             rows = [i for i in range(self.kh) if i * d % sh == a]
@@ -148,12 +150,24 @@ class _Depthwise:
                 r0, c0 = rows[0] * d // sh, cols[0] * d // sw
                 dr = rows[1] * d // sh - r0 if len(rows) > 1 else 0
                 dc = cols[1] * d // sw - c0 if len(cols) > 1 else 0
-                offset = (a * sw + b) * count * hq * wq + r0 * wq + c0
-                views.append(as_strided(phases[offset:], shape=(count, len(rows), len(cols), ho * wq),
-                                        strides=(hq * wq * item, dr * wq * item, dc * item, item),
+                offset = (a * sw + b) * count * plane + r0 * wq + c0
+                views.append(as_strided(buffer[offset:], shape=(count, len(rows), len(cols), plane),
+                                        strides=(plane * item, dr * wq * item, dc * item, item),
                                         writeable=False))
                 order += [i * self.kw + j for i in rows for j in cols]
         return views, order
+
+    @staticmethod
+    def gather(columns: np.ndarray, views: list[np.ndarray], first: int, stop: int) -> np.ndarray:
+        """Planes first..stop of every tap, copied into columns (stop-first, taps, hq*wq): one copy
+        per phase."""
+        block, filled = columns[:stop - first], 0
+        for view in views:
+            part = view[first:stop]
+            taps = part.shape[1] * part.shape[2]
+            np.copyto(block[:, filled:filled + taps].reshape(part.shape), part)
+            filled += taps
+        return block
 
 
 _THREAD = threading.local()
@@ -169,42 +183,32 @@ def _scratch() -> reference.Workspace:
     return workspace
 
 
-def _gather(columns: np.ndarray, views: list[np.ndarray], start: int, end: int) -> np.ndarray:
-    """Planes start..end of every tap, copied into columns (end-start, kh*kw, ho*wq)."""
-    block, filled = columns[:end - start], 0
-    for view in views:
-        part = view[start:end]
-        np.copyto(block[:, filled:filled + part.shape[1] * part.shape[2]].reshape(part.shape), part)
-        filled += part.shape[1] * part.shape[2]
-    return block
-
 
 def depthwise(x: np.ndarray, w: np.ndarray, stride, pad, dilation: int) -> np.ndarray:
     """reference._depthwise, a cache-sized block of planes at a time: the block's taps gathered
-    into columns (block, kh*kw, ho*wq), then one matrix-vector product per plane. BLAS's fused
-    multiply-adds beat two NumPy passes per tap by 2-3x, and the columns stay in cache between
-    the copy and the product."""
-    c, n, _, _ = x.shape
+    into columns, then one matrix-vector product per plane. BLAS's fused multiply-adds beat two
+    NumPy passes per tap by 2-3x, and the columns stay in cache between the copy and the product."""
+    c, n, h, wid = x.shape
     if w.shape[0] != c:  # a channel multiplier: rare, left to the reference
         return reference._depthwise(x, w, stride, pad, dilation)
     geometry = _Depthwise.of(x.shape, w.shape, stride, pad, dilation)
-    (ho, wo), (_, wq), taps = geometry.out, geometry.phase, geometry.kh * geometry.kw
+    (ho, wo), (hq, wq), taps = geometry.out, geometry.phase, geometry.kh * geometry.kw
     dtype = np.result_type(x, w)
     out = np.empty((c, n, ho, wo), dtype=dtype)
 
     def work(first: int, stop: int) -> None:
         planes = (stop - first) * n
-        views, order = geometry.tap_grids(x[first:stop].astype(dtype, copy=False).reshape(planes, *x.shape[2:]))
+        views, order = geometry.phases(x[first:stop].astype(dtype, copy=False).reshape(planes, h, wid))
         weights = np.repeat(w[first:stop, 0].reshape(-1, taps)[:, order].astype(dtype), n, axis=0)[:, None]
         result = out[first:stop].reshape(planes, ho, wo)
-        step = geometry.block(dtype.itemsize)
-        columns = _scratch().array("columns", (min(step, planes), taps, ho * wq), dtype)
-        products = _scratch().array("products", (min(step, planes), 1, ho * wq), dtype)
+        step = min(geometry.block(dtype.itemsize), planes)
+        columns = _scratch().array("columns", (step, taps, hq * wq), dtype)
+        products = _scratch().array("products", (step, 1, hq * wq), dtype)
         for start in range(0, planes, step):
             end = min(start + step, planes)
-            block = _gather(columns, views, start, end)
-            np.matmul(weights[start:end], block, out=products[:end - start])
-            result[start:end] = products[:end - start].reshape(end - start, ho, wq)[:, :, :wo]
+            np.matmul(weights[start:end], geometry.gather(columns, views, start, end),
+                      out=products[:end - start])
+            result[start:end] = products[:end - start].reshape(end - start, hq, wq)[:, :ho, :wo]
 
     by_channel(work, c, out.size)
     return out
@@ -219,7 +223,7 @@ def depthwise_grads(x: np.ndarray, w: np.ndarray, dy: np.ndarray, stride, pad,
     if w.shape[0] != c:
         return reference._depthwise_grads(x, w, dy, stride, pad, dilation)
     geometry = _Depthwise.of(x.shape, w.shape, stride, pad, dilation)
-    (ho, wo), (_, wq), taps = geometry.out, geometry.phase, geometry.kh * geometry.kw
+    (ho, wo), (hq, wq), taps = geometry.out, geometry.phase, geometry.kh * geometry.kw
     (sh, sw), (ph, pw), d = (geometry.sh, geometry.sw), (geometry.ph, geometry.pw), dilation
     dtype = dy.dtype
 
@@ -236,18 +240,20 @@ def depthwise_grads(x: np.ndarray, w: np.ndarray, dy: np.ndarray, stride, pad,
 
     def work(first: int, stop: int) -> None:
         planes = (stop - first) * n
-        views, order = geometry.tap_grids(x[first:stop].astype(dtype, copy=False).reshape(planes, h, wid))
-        # dy in the columns' layout: rows of wq, zero past wo so the thrown-away columns add nothing
-        dy_rows = _scratch().array("dy rows", (planes, ho, wq), dtype)
-        dy_rows[:, :, wo:] = 0
-        dy_rows[:, :, :wo] = dy[first:stop].reshape(planes, ho, wo)
-        dy_rows = dy_rows.reshape(planes, ho * wq, 1)
+        views, order = geometry.phases(x[first:stop].astype(dtype, copy=False).reshape(planes, h, wid))
+        # dy laid out as the columns are, zero where they hold thrown-away positions
+        dy_planes = _scratch().array("dy planes", (planes, hq, wq), dtype)
+        dy_planes[:, ho:] = 0
+        dy_planes[:, :ho, wo:] = 0
+        dy_planes[:, :ho, :wo] = dy[first:stop].reshape(planes, ho, wo)
+        dy_columns = dy_planes.reshape(planes, hq * wq, 1)
         per_plane = np.empty((planes, taps, 1), dtype=dtype)
-        step = geometry.block(dtype.itemsize)
-        columns = _scratch().array("columns", (min(step, planes), taps, ho * wq), dtype)
+        step = min(geometry.block(dtype.itemsize), planes)
+        columns = _scratch().array("columns", (step, taps, hq * wq), dtype)
         for start in range(0, planes, step):
             end = min(start + step, planes)
-            np.matmul(_gather(columns, views, start, end), dy_rows[start:end], out=per_plane[start:end])
+            np.matmul(geometry.gather(columns, views, start, end), dy_columns[start:end],
+                      out=per_plane[start:end])
         dw[first:stop][:, order] = per_plane.reshape(stop - first, n, taps).sum(axis=1)
 
     by_channel(work, c, x.size)
