@@ -299,13 +299,16 @@ def _conv_forward(node: Node, inputs, weights, state):
 # -- batch norm --------------------------------------------------------------------------------------
 
 def _bn_forward(node: Node, inputs, weights, state):
-    """reference._bn_forward by channel ranges; the same statistics, running averages and cache."""
+    """reference._bn_forward by channel ranges, one pass fewer: the output is the centred input
+    times scale/sqrt(var + eps), plus the shift; the normalised input the backward needs is made
+    there, from the centred input kept instead (_bn_backward). The same statistics and running
+    averages."""
     x = inputs[0]
     eps, momentum = node.attrs["eps"], node.attrs["momentum"]
     c = x.shape[0]
     flat = x.reshape(c, -1)
     count = flat.shape[1]
-    xhat = np.empty_like(flat)
+    centred = np.empty_like(flat)
     y = np.empty_like(flat)
     mean = np.empty(c, dtype=flat.dtype) if state.training else weights["running_mean"]
     var = np.empty(c, dtype=flat.dtype) if state.training else weights["running_var"]
@@ -316,12 +319,11 @@ def _bn_forward(node: Node, inputs, weights, state):
         rows = slice(first, stop)
         if state.training:
             np.mean(flat[rows], axis=1, out=mean[rows])
-        np.subtract(flat[rows], mean[rows, None], out=xhat[rows])
+        np.subtract(flat[rows], mean[rows, None], out=centred[rows])
         if state.training:
-            var[rows] = np.einsum("ij,ij->i", xhat[rows], xhat[rows]) / count
+            var[rows] = np.einsum("ij,ij->i", centred[rows], centred[rows]) / count
         inv[rows] = 1.0 / np.sqrt(var[rows] + eps)
-        xhat[rows] *= inv[rows, None]
-        np.multiply(xhat[rows], scale[rows, None], out=y[rows])
+        np.multiply(centred[rows], (scale[rows] * inv[rows])[:, None], out=y[rows])
         y[rows] += shift[rows, None]
 
     by_channel(work, c, flat.size)
@@ -330,7 +332,13 @@ def _bn_forward(node: Node, inputs, weights, state):
         weights["running_mean"] += momentum * mean
         weights["running_var"] *= 1 - momentum
         weights["running_var"] += momentum * var * count / max(count - 1, 1)
-    return y.reshape(x.shape), (xhat.reshape(x.shape), inv, state.training)
+    return y.reshape(x.shape), (centred.reshape(x.shape), inv, state.training)
+
+
+def _bn_backward(node: Node, dy, cache, weights):
+    centred, inv, training = cache
+    centred *= inv.reshape(-1, *([1] * (centred.ndim - 1)))  # the normalised input, in place
+    return reference._bn_backward(node, dy, (centred, inv, training), weights)
 
 
 # -- element-wise ops --------------------------------------------------------------------------------
@@ -387,7 +395,7 @@ KERNELS: dict[str, Kernel] = {
     **reference.KERNELS,
     "dwconv": Kernel(_dwconv_forward, _dwconv_backward),
     "conv": Kernel(_conv_forward, reference.KERNELS["conv"].backward),
-    "bn": Kernel(_bn_forward, reference.KERNELS["bn"].backward),
+    "bn": Kernel(_bn_forward, _bn_backward),
     "silu": Kernel(_silu_forward, reference.KERNELS["silu"].backward),
     "relu6": Kernel(_relu6_forward, reference.KERNELS["relu6"].backward, _relu6_in_place),
     "mul": Kernel(_mul_forward, reference.KERNELS["mul"].backward),
