@@ -54,6 +54,7 @@ ARCHITECTURES = {
     **{f"efficientnet_{v}": f"efficientnet:efficientnet_{v}"
        for v in ("b0", "b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_s", "v2_m", "v2_l")},
     "vit_b_16": "vit:vit_b_16", "vit_b_32": "vit:vit_b_32", "vit_l_16": "vit:vit_l_16",
+    "deeplabv3_resnet50": "deeplabv3:deeplabv3_resnet50",
 }
 
 
@@ -93,9 +94,22 @@ def googlenet_aux_where_they_run(tensors: list) -> list:
     return result
 
 
+def deeplabv3_aux_where_it_runs(tensors: list) -> list:
+    """torchvision's DeepLabV3 registers its backbone, then `classifier`, then `aux_classifier`
+    (the FCN head on layer3's output); netdsl's aux{ } head sits after layer3, so its weights come
+    before layer4's. Moves `aux_classifier.*` before `backbone.layer4.`'s first tensor."""
+    head = [t for t in tensors if str(t[0]).startswith("aux_classifier.")]
+    rest = [t for t in tensors if not str(t[0]).startswith("aux_classifier.")]
+    at = next((i for i, t in enumerate(rest) if str(t[0]).startswith("backbone.layer4.")), None)
+    if not head or at is None:
+        return list(tensors)  # a state_dict without the head: the aux check names what is missing
+    return rest[:at] + head + rest[at:]
+
+
 TENSOR_ORDER = {**{arch: layer_scale_after_its_block
                    for arch in ("convnext_tiny", "convnext_small", "convnext_base", "convnext_large")},
                 "googlenet": googlenet_aux_where_they_run}
+TENSOR_ORDER["deeplabv3_resnet50"] = deeplabv3_aux_where_it_runs
 
 #: torchvision models whose pretrained weights expect `transform_input`
 _TRANSFORMS_INPUT = frozenset({"googlenet", "inception_v3"})
@@ -113,6 +127,9 @@ def transform_input_note(arch: str | None) -> str | None:
 _SKIPPED_PREFIXES: tuple[str, ...] = ()
 #: where torchvision's auxiliary classifiers are in a state_dict
 _AUX_PREFIXES = {"googlenet": "aux1.", "inception_v3": "AuxLogits."}
+_AUX_PREFIXES["deeplabv3_resnet50"] = "aux_classifier."
+#: the torchvision keyword that builds the auxiliary classifiers, where it is not aux_logits
+_AUX_KEYWORD = {"deeplabv3_resnet50": "aux_loss"}
 _SKIPPED_SUFFIXES = (".num_batches_tracked",)
 #: the kinds of tensor a torchvision name ends with; netdsl's weight of the same place has the same
 _KINDS = ("weight", "bias", "running_mean", "running_var")
@@ -196,7 +213,8 @@ def import_torchvision(state_dict_or_path, arch: str | None = None, network=None
         raise NetDSLWeightsError(
             f"{source}: no auxiliary classifiers ({_AUX_PREFIXES[arch]}*), but {network.name} has "
             f"{len(network.graph.aux_outputs)}", notes=[
-                f"build torchvision's {arch} with aux_logits=True (its pretrained weights have them), "
+                f"build torchvision's {arch} with {_AUX_KEYWORD.get(arch, 'aux_logits')}=True "
+                f"(its pretrained weights have them), "
                 f"or import onto a network of yours without aux{{ }}: import_torchvision(sd, network=net)"])
     if arch in TENSOR_ORDER:
         theirs = TENSOR_ORDER[arch](theirs)

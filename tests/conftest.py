@@ -72,6 +72,11 @@ _HEAVY_BY_CHOICE = {("fcn", "fcn32s"), ("fcn", "fcn16s"), ("unet", "unet"), ("in
                     *(("efficientnet", f"efficientnet_{v}")
                       for v in ("b1", "b2", "b3", "b4", "b5", "b6", "b7", "v2_m", "v2_l")),
                     ("vit", "vit_b_16"), ("vit", "vit_l_16")}
+#: DeepLabv3's 42 M weights cost 25 s in the backend tests at any input size; its layers are
+#: ResNet-50's plus dilated convs, bilinear upsampling to another tensor's size and an aux{ } head,
+#: each covered by the op tests, every_op.net and test_aux_outputs.py, and the torchvision
+#: environment's default tier compares the whole net, both outputs, with torchvision's.
+_HEAVY_BY_CHOICE.add(("deeplabv3", "deeplabv3_resnet50"))
 
 
 def _shipped_catalogue() -> list:

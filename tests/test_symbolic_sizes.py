@@ -254,7 +254,7 @@ def test_size_free_shipped_networks_state_their_valid_sizes_and_the_statement_is
             if found:
                 stated.setdefault(path.stem, []).append(found.groups())
     assert set(stated) == {"fcn", "googlenet", "resnet", "resnet50", "resnext50", "unet", "regnet", "shufflenet",
-                           "convnext", "inception"}
+                           "convnext", "inception", "deeplabv3"}
     for stem, claims in stated.items():
         text = (NETWORKS / f"{stem}.net").read_text()
         for net_name, shape, valid, strict in claims:

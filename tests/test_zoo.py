@@ -79,6 +79,9 @@ ORACLES = [
     ("vit_b_16", 86_567_656, 17_563_828_224),
     ("vit_b_32", 88_224_232, 4_409_186_304),
     ("vit_l_16", 304_326_632, 61_554_712_576),
+    # with its auxiliary FCN head (torchvision's figure includes it); MACs of the eval forward, at
+    # 3x520x520 (test_deeplabv3_macs_with_its_head_are_torchvisions adds the head's)
+    ("deeplabv3_resnet50", 42_004_074, 168_731_205_888),
     # ... and torchvision's "GFLOPS" (meta["_ops"]), which rounds the same MACs to 3 decimals
     # (tests/test_zoo_torchvision.py counts them exactly on the built torchvision models)
     # the papers, recomputed exactly
@@ -343,15 +346,19 @@ def test_docs_zoo_table_lists_every_torchvision_model_with_netdsls_figures():
     from netdsl.network import resolve_path
     text = (NETWORKS.parent / "docs" / "zoo.md").read_text()
     rows = re.findall(r"^\| (\w+) \| (\w+) \| `([\w:]+)` \| ([\d,]+)(?: \(([\d,]+) without the auxiliary "
-                      r"heads, as meta\))? \| ([\d,]+) \| ([\d,]+) \| ([\d.]+) \| .* \| (\w+) \|$", text, re.M)
+                      r"heads, as meta\))? \| ([\d,]+)(?: \(([\d,]+) with the auxiliary head, as torchvision "
+                      r"runs it\))? \| ([\d,]+) \| ([\d.]+) \| .* \| (\w+) \|$", text, re.M)
     assert sorted(row[1] for row in rows) == sorted(ARCHITECTURES)
-    for family, arch, where, params, without_heads, macs, torchvision_macs, gflops, exact in rows:
+    for family, arch, where, params, without_heads, macs, with_heads, torchvision_macs, gflops, exact in rows:
         net = netdsl.load(arch)
         path, named = resolve_path(arch)
         assert where == (f"{Path(path).stem}:{named}" if named else Path(path).stem), arch
-        assert (f"{net.params:,}", f"{net.macs:,}") == (params, macs) == (params, torchvision_macs), arch
+        # DeepLabv3: torchvision's eval forward runs the auxiliary head, netdsl's does not
+        torchvisions = net.macs + (net.stats.aux_macs if with_heads else 0)
+        assert (f"{net.params:,}", f"{net.macs:,}") == (params, macs), arch
+        assert with_heads in ("", f"{torchvisions:,}") and torchvision_macs == f"{torchvisions:,}", arch
         assert without_heads in ("", f"{net.params - net.stats.aux_params:,}"), arch
-        assert f"{round(net.macs / 1e9, 3):.3f}" == gflops and exact == "yes", arch
+        assert f"{round(torchvisions / 1e9, 3):.3f}" == gflops and exact == "yes", arch
     assert f"{len(ARCHITECTURES)} of {len(ARCHITECTURES)} models exact." in text
 
 
@@ -363,3 +370,22 @@ def test_convnext_stochastic_depth_rises_linearly_to_torchvisions_rate(name, blo
     rates = [node.attrs["p"] for node in netdsl.load(name).graph if node.op == "stochastic_depth"]
     assert len(rates) == blocks and rates[0] == 0.0 and rates[-1] == pytest.approx(rate, rel=1e-15)
     assert rates == pytest.approx([rate * i / (blocks - 1) for i in range(blocks)], rel=1e-15)
+
+
+def test_deeplabv3_macs_with_its_head_are_torchvisions():
+    """torchvision's DeepLabV3 runs its auxiliary FCN head in eval mode too, so the hooks on the
+    built model count 178,721,945,088 MACs at 3x520x520 and meta["_ops"] is 178.722; netdsl's eval
+    forward leaves the aux{ } head out and reports it apart. The backbone is ResNet-50's weights
+    with output stride 8: 2048x65x65 features."""
+    net = netdsl.load("deeplabv3_resnet50")
+    assert net.stats.aux_macs == 9_990_739_200 and net.stats.aux_params == 2_365_205
+    assert net.macs + net.stats.aux_macs == 178_721_945_088
+    assert round((net.macs + net.stats.aux_macs) / 1e9, 3) == 178.722
+    assert net.output_shape == (21, 520, 520) and [net.shapes[node.id] for node in net.graph.aux_outputs] == [
+        (21, 520, 520)]
+    assert net.shapes[[node for node in net.graph if node.name.startswith("layer4.")][-1].id] == (2048, 65, 65)
+    threes = [node for node in net.graph if node.op == "conv" and node.attrs["kh"] == 3]
+    # layer3: 1 (the previous stage's), then 2 x5; the aux head's 1; layer4: 2, then 4 x2; the ASPP's
+    # 12, 24, 36; the DeepLab head's 1. Each padded by its dilation: the size stays 65x65.
+    assert [node.attrs["dilation"] for node in threes[-14:]] == [1, 2, 2, 2, 2, 2, 1, 2, 4, 4, 12, 24, 36, 1]
+    assert all(node.attrs["pad"] == node.attrs["dilation"] and node.attrs["stride"] == 1 for node in threes[-14:])

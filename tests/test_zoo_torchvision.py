@@ -30,13 +30,18 @@ _spec.loader.exec_module(zoo_table)
 DEFAULT_TIER = {"alexnet", "vgg11", "resnext50_32x4d", "googlenet", "densenet121", "squeezenet1_1",
                 "mnasnet0_5", "shufflenet_v2_x0_5", "regnet_y_400mf",
                 "convnext_tiny", "inception_v3", "mobilenet_v3_small", "efficientnet_b0", "vit_b_32"}
+#: families whose one model is too slow for the default tier's full comparison (DeepLabv3 at
+#: 3x520x520: 80 s on two cores): the default tier runs these tests of theirs at a small size
+#: instead, and the heavy tier the full comparison
+SMALL_DEFAULT_TESTS = {"deeplabv3": "test_deeplabv3_out_and_aux_heads_are_torchvisions_in_both_modes"}
 
 
 def test_the_table_covers_every_architecture_and_every_family_has_a_default():
     from netdsl.backends.torchvision_weights import ARCHITECTURES
     assert sorted(arch for _, arch in zoo_table.ZOO) == sorted(ARCHITECTURES)
     families = {family for family, _ in zoo_table.ZOO}
-    assert {family for family, arch in zoo_table.ZOO if arch in DEFAULT_TIER} == families
+    assert {family for family, arch in zoo_table.ZOO if arch in DEFAULT_TIER} | set(SMALL_DEFAULT_TESTS) == families
+    assert all(name in globals() for name in SMALL_DEFAULT_TESTS.values())
 
 
 @pytest.fixture(autouse=True)
@@ -56,8 +61,10 @@ def test_torchvision_model(arch):
     # meta["num_params"] leaves GoogLeNet's auxiliary classifiers out (and counts Inception-v3's)
     assert c.params == c.torchvision_params == c.meta_params + c.aux_params
     assert c.aux_params == 0 or c.arch in zoo_table.META_WITHOUT_AUX
-    assert c.macs == c.torchvision_macs
-    assert round(c.macs / 1e9, 3) == c.meta_gflops
+    # torchvision's DeepLabV3 runs its auxiliary head in eval mode too: its MACs are in the count
+    assert c.aux_macs == 0 or c.arch in zoo_table.META_MACS_WITH_AUX
+    assert c.macs + c.aux_macs == c.torchvision_macs
+    assert round((c.macs + c.aux_macs) / 1e9, 3) == c.meta_gflops
     assert c.relative_error <= zoo_table.TOLERANCE, c.relative_error
     assert c.input_difference > zoo_table.DISTINGUISHED, c.input_difference
     assert c.exact
@@ -236,3 +243,68 @@ def test_fine_tuning_works_on_each_family(arch):
     state = model.state_dict()
     kept = [spec.name for spec in network.weight_specs if spec.trainable][-3]  # a weight before the head
     assert torch.equal(state[kept].float(), weights[kept].float())
+
+
+def test_deeplabv3_out_and_aux_heads_are_torchvisions_in_both_modes():
+    """DeepLabv3's FCN head on layer3 is an aux{ } output: in training mode the module returns
+    (out, aux), torchvision's {"out", "aux"}, both upsampled to the input's size; in eval mode the
+    scores alone, torchvision's "out". At 3x64x80 (features of 8x10; every ASPP rate pads past
+    them): the full comparison at 520x520 is the heavy tier's. Dropout is set to 0 on both sides."""
+    import netdsl
+    from equivalence import without_dropout
+    arch = "deeplabv3_resnet50"
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model(arch, weights=None, **zoo_table.MODEL_KWARGS[arch])
+    reference = zoo_table.calibrated(zoo_table.randomised(reference), 0, 64).double()
+    for module in reference.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    small = netdsl.load(arch, input="3x64x80")
+    network, weights = netdsl.import_torchvision(reference.state_dict(), arch, network=small)
+    model = without_dropout(network).compile("torch", dtype="float64", weights=weights)
+    x = torch.randn(2, 3, 64, 80, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():  # eval first: a training forward moves the running statistics
+        expected, got = reference.eval()(x)["out"], model.eval()(x)
+        assert isinstance(got, torch.Tensor)
+        scale = float(expected.abs().max())
+        assert float((got - expected).abs().max()) <= zoo_table.TOLERANCE * scale
+        assert float((got[0] - got[1]).abs().max()) > zoo_table.DISTINGUISHED * scale
+        expected = reference.train()(x)
+        outputs = model.train()(x)
+    assert len(outputs) == 2 and all(o.shape == (2, 21, 64, 80) for o in outputs)
+    for got, name in zip(outputs, ("out", "aux")):
+        want = expected[name]
+        assert float((got - want).abs().max()) <= zoo_table.TOLERANCE * float(want.abs().max()), name
+    assert float((outputs[0] - outputs[1]).abs().max()) > zoo_table.DISTINGUISHED * float(
+        expected["out"].abs().max())
+
+
+def test_deeplabv3_compiles_with_torchvisions_weights_and_needs_the_aux_head(tmp_path, capsys):
+    """`netdsl compile deeplabv3_resnet50 --torchvision FILE` takes a state_dict with the auxiliary
+    classifier (torchvision's aux_loss=True, as its pretrained weights have it); one built without
+    it (torchvision's default when no weights are asked for) is refused, saying how to build it."""
+    import numpy as np
+
+    import netdsl
+    from netdsl.cli import main
+    from netdsl.weights_io import read_weights
+    arch = "deeplabv3_resnet50"
+    with_head = torchvision.models.get_model(arch, weights=None, **zoo_table.MODEL_KWARGS[arch])
+    path = tmp_path / "deeplabv3.pth"
+    torch.save(with_head.state_dict(), path)
+    saved = tmp_path / "deeplabv3.safetensors"
+    assert main(["compile", arch, "--torchvision", str(path), "--save-weights", str(saved), "--quiet"]) == 0
+    # the head's tensors, last in torchvision's state_dict, are the aux{ } head's after layer3
+    theirs, ours = with_head.state_dict(), read_weights(saved)
+    for mine, torchvisions in (("aux1.fcn_head1.cbr1.conv1.weight", "aux_classifier.0.weight"),
+                               ("aux1.fcn_head1.conv1.bias", "aux_classifier.4.bias"),
+                               ("layer4.bottleneck_down1.add1.b1.cbr1.conv1.weight", "backbone.layer4.0.conv1.weight"),
+                               ("deeplab_head1.conv1.bias", "classifier.4.bias")):
+        assert np.array_equal(ours[mine], theirs[torchvisions].numpy()), mine
+    without = torchvision.models.get_model(arch, weights=None, weights_backbone=None)
+    assert without.aux_classifier is None
+    with pytest.raises(netdsl.NetDSLWeightsError) as error:
+        netdsl.import_torchvision(without.state_dict(), arch)
+    assert error.value.message == ("the state_dict: no auxiliary classifiers (aux_classifier.*), "
+                                   "but deeplabv3_resnet50 has 1")
+    assert "with aux_loss=True" in error.value.notes[0]
