@@ -16,10 +16,11 @@ concat) act on axis 0 for images and vectors alike. The module converts at its b
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import dataclass
-from typing import Callable, Mapping
+from typing import Callable, ContextManager, Mapping
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -110,7 +111,7 @@ def _col2im(cols: np.ndarray, padded_shape: tuple, k, stride, dilation: int,
 
 
 def _conv(x: np.ndarray, w: np.ndarray, stride, pad, dilation: int, groups: int,
-          workspace: Workspace | None = None) -> np.ndarray:
+          workspace: Workspace | None = None, matmul: Callable = np.matmul) -> np.ndarray:
     """Convolution of x (C, N, H, W) with w (Cout, C/groups, kh, kw) -> (Cout, N, Ho, Wo);
     `stride` and `pad` are one number or (height, width) pairs."""
     (sh, sw), (ph, pw) = _pair(stride), _pair(pad)
@@ -120,12 +121,13 @@ def _conv(x: np.ndarray, w: np.ndarray, stride, pad, dilation: int, groups: int,
     wo = (wid + 2 * pw - dilation * (kw - 1) - 1) // sw + 1
     xp = _pad(x, ph, ph, pw, pw, workspace=workspace)
     cols = _im2col(xp, (kh, kw), (sh, sw), dilation, ho, wo, groups, workspace)
-    out = np.matmul(w.reshape(groups, cout // groups, -1), cols)
+    out = matmul(w.reshape(groups, cout // groups, -1), cols)
     return out.reshape(cout, n, ho, wo)
 
 
 def _conv_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple, stride, pad,
-                     dilation: int, groups: int, workspace: Workspace | None = None) -> np.ndarray:
+                     dilation: int, groups: int, workspace: Workspace | None = None,
+                     matmul: Callable = np.matmul) -> np.ndarray:
     """d(conv)/dx applied to dy (Cout, N, Ho, Wo) -> (C, N, H, W)."""
     (sh, sw), (ph, pw) = _pair(stride), _pair(pad)
     c, n, h, wid = x_shape
@@ -133,7 +135,7 @@ def _conv_grad_input(dy: np.ndarray, w: np.ndarray, x_shape: tuple, stride, pad,
     _, _, ho, wo = dy.shape
     wg = w.reshape(groups, cout // groups, -1)
     dcols = (workspace or _SCRATCH).array("cols", (groups, wg.shape[2], n * ho * wo), dy.dtype)
-    np.matmul(wg.transpose(0, 2, 1), dy.reshape(groups, cout // groups, n * ho * wo), out=dcols)
+    matmul(wg.transpose(0, 2, 1), dy.reshape(groups, cout // groups, n * ho * wo), out=dcols)
     hp = max(h + 2 * ph, (ho - 1) * sh + dilation * (kh - 1) + 1)
     wp = max(wid + 2 * pw, (wo - 1) * sw + dilation * (kw - 1) + 1)
     dxp = _col2im(dcols, (c, n, hp, wp), (kh, kw), (sh, sw), dilation, ho, wo)
@@ -218,6 +220,19 @@ class _State:
     training: bool
     rng: np.random.Generator
     workspace: Workspace
+    matmul: Callable = np.matmul  # the matrix product of forward kernels (Execution.matmul)
+
+
+@dataclass(frozen=True)
+class Execution:
+    """How a module runs its forward: the matrix product its kernels use, and the context the
+    whole forward runs in. The plain one is np.matmul in no context; backends/numpy_fast.py's
+    splits products over its threads while BLAS keeps to one."""
+    matmul: Callable = np.matmul
+    context: Callable[[], ContextManager] = contextlib.nullcontext
+
+
+PLAIN = Execution()
 
 
 def _strides(a) -> tuple[int, int]:
@@ -231,7 +246,8 @@ def _pads(a) -> tuple[int, int]:
 def _conv_forward(node: Node, inputs, weights, state):
     a = node.attrs
     x = inputs[0]
-    y = _conv(x, weights["weight"], _strides(a), _pads(a), a["dilation"], a["groups"], state.workspace)
+    y = _conv(x, weights["weight"], _strides(a), _pads(a), a["dilation"], a["groups"], state.workspace,
+              state.matmul)
     if a["bias"]:
         y += weights["bias"].reshape(-1, 1, 1, 1)
     return y, (x, state.workspace)
@@ -284,7 +300,7 @@ def _deconv_forward(node: Node, inputs, weights, state):
     x = inputs[0]
     w = weights["weight"]
     y = _conv_grad_input(x, w, _deconv_out(node, x.shape, w), a["stride"], a["pad"], a["dilation"],
-                         a["groups"], state.workspace)
+                         a["groups"], state.workspace, state.matmul)
     y = np.ascontiguousarray(y)
     if a["bias"]:
         y += weights["bias"].reshape(-1, 1, 1, 1)
@@ -487,7 +503,7 @@ def _fc_forward(node: Node, inputs, weights, state):
     if inputs[0].ndim == 3:  # tokens (T, N, D): each token on its own, as torch's Linear
         return _token_fc_forward(node, inputs, weights, state)
     x = _as_matrix(inputs[0])
-    y = weights["weight"] @ x
+    y = state.matmul(weights["weight"], x)
     if node.attrs["bias"]:
         y += weights["bias"][:, None]
     return y, (x, inputs[0].shape)
@@ -508,7 +524,7 @@ def _fc_backward(node: Node, dy, cache, weights):
 
 def _token_fc_forward(node: Node, inputs, weights, state):
     x = inputs[0]
-    y = x @ weights["weight"].T
+    y = state.matmul(x, weights["weight"].T)
     if node.attrs["bias"]:
         y += weights["bias"]
     return y, x
@@ -557,15 +573,15 @@ def _attention_forward(node: Node, inputs, weights, state):
     n, t, d = x.shape
     heads = node.attrs["heads"]
     scale = x.dtype.type(1 / math.sqrt(d // heads))
-    qkv = x @ weights["in_proj_weight"].T + weights["in_proj_bias"]
+    qkv = state.matmul(x, weights["in_proj_weight"].T) + weights["in_proj_bias"]
     q, k, v = (part.reshape(n, t, heads, d // heads).transpose(0, 2, 1, 3)
                for part in np.split(qkv, 3, axis=-1))  # (N, heads, T, D/heads)
-    scores = (q * scale) @ k.transpose(0, 1, 3, 2)
+    scores = state.matmul(q * scale, k.transpose(0, 1, 3, 2))
     scores -= scores.max(axis=-1, keepdims=True)
     a = np.exp(scores)
     a /= a.sum(axis=-1, keepdims=True)
-    joined = (a @ v).transpose(0, 2, 1, 3).reshape(n, t, d)
-    y = joined @ weights["out_proj.weight"].T + weights["out_proj.bias"]
+    joined = state.matmul(a, v).transpose(0, 2, 1, 3).reshape(n, t, d)
+    y = state.matmul(joined, weights["out_proj.weight"].T) + weights["out_proj.bias"]
     return np.ascontiguousarray(y.transpose(1, 0, 2)), (x, q, k, v, a, joined, scale)
 
 
@@ -1284,10 +1300,12 @@ class NumpyModule:
     """
 
     def __init__(self, network, dtype="float32", seed: int | None = 0, weights=None,
-                 kernels: Mapping[str, Kernel] | None = None, name: str = "numpy"):
+                 kernels: Mapping[str, Kernel] | None = None, name: str = "numpy",
+                 execution: Execution = PLAIN):
         self.network = network
         self.graph = network.graph
         self.kernels = KERNELS if kernels is None else kernels
+        self.execution = execution
         self.rng = np.random.default_rng(seed)
         self.dtype, self.weights = checked_module_start(name, network, self.kernels, dtype, weights,
                                                         self.rng)
@@ -1366,7 +1384,7 @@ class NumpyModule:
     def _run(self, x: np.ndarray, keep: bool) -> list:
         x = np.asarray(x, dtype=self.dtype)
         check_input(self.network, x.shape)
-        state = _State(self.training, self.rng, self.workspace)
+        state = _State(self.training, self.rng, self.workspace, self.execution.matmul)
         # caches[id] = (the layer's cache, its fused activation's cache)
         caches: list = [[None, None] for _ in self.graph.nodes]
         nodes = self.graph.nodes
@@ -1385,8 +1403,9 @@ class NumpyModule:
             return run
 
         # the caches keep what backward needs; values no later node reads are dropped
-        values = interpret(self.graph, kernel, np.ascontiguousarray(np.swapaxes(x, 0, 1)), keep=keep,
-                           only=None if self.training or keep else self._inference)
+        with self.execution.context():
+            values = interpret(self.graph, kernel, np.ascontiguousarray(np.swapaxes(x, 0, 1)), keep=keep,
+                               only=None if self.training or keep else self._inference)
         self._caches = caches
         return [None if v is None else np.swapaxes(v, 0, 1) for v in values]
 
@@ -1447,10 +1466,12 @@ def compile_network(network, dtype="float32", seed: int | None = 0, weights=None
     By default the faster kernels of backends/numpy_fast.py stand in for a few of these (the same
     functions, computed in another order); `reference=True` runs this file's kernels alone.
     `kernels` replaces the kernel table (a backend built from these kernels, under `name`)."""
+    execution = PLAIN
     if kernels is None and not reference:
-        from netdsl.backends.numpy_fast import KERNELS as fast_kernels
-        kernels = fast_kernels
-    return NumpyModule(network, dtype=dtype, seed=seed, weights=weights, kernels=kernels, name=name)
+        from netdsl.backends import numpy_fast
+        kernels, execution = numpy_fast.KERNELS, numpy_fast.EXECUTION
+    return NumpyModule(network, dtype=dtype, seed=seed, weights=weights, kernels=kernels, name=name,
+                       execution=execution)
 
 
 BACKEND = Backend(

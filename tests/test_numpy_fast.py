@@ -133,3 +133,45 @@ def test_silu_is_exact_in_the_tails_and_keeps_relative_accuracy():
     expected = reference.KERNELS["silu"].forward(None, [x.astype(np.float64)], {}, None)[0]
     np.testing.assert_allclose(y, expected, rtol=4e-7, atol=np.finfo(np.float32).tiny)
     assert y[0] == 0.0 and y[-1] == 100.0
+
+
+@pytest.mark.parametrize("a_shape,b_shape", [
+    ((300, 40), (40, 70)),          # more rows than columns: the rows are split
+    ((20, 64), (64, 5000)),         # fewer rows: the columns are split
+    ((4, 90, 30), (4, 30, 80)),     # a stack (grouped convolution's columns)
+    ((3, 50, 16), (16, 40)),        # broadcast over the stack
+])
+def test_parallel_matmul_is_matmul(monkeypatch, a_shape, b_shape):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(fast, "_PARALLEL_MIN", 1)
+    rng = np.random.default_rng(6)
+    a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
+    np.testing.assert_allclose(fast.parallel_matmul(a, b), np.matmul(a, b), rtol=1e-13, atol=1e-13)
+    out = np.empty(np.matmul(a, b).shape)
+    assert fast.parallel_matmul(a, b, out=out) is out
+    np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-13, atol=1e-13)
+
+
+def test_blas_keeps_to_one_thread_during_a_fast_forward_and_gets_its_count_back():
+    from threadpoolctl import threadpool_info
+
+    def blas_threads():
+        return [lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"]
+
+    before = blas_threads()
+    assert before, "NumPy's BLAS is visible to threadpoolctl"
+    seen = []
+    net = netdsl.parse(MOBILE)
+    module = net.compile("numpy", dtype="float32", seed=0)
+    relu6 = module.kernels["relu6"]
+
+    def watching(node, inputs, weights, state):
+        seen.append(blas_threads())
+        return relu6.forward(node, inputs, weights, state)
+    module.kernels = {**module.kernels, "relu6": fast.Kernel(watching, relu6.backward)}
+    module(np.ones((1, 8, 18, 18), dtype=np.float32))
+    assert seen and all(threads == [1] * len(before) for threads in seen)
+    assert blas_threads() == before
+    # the reference runs BLAS as it finds it
+    reference_module = net.compile("numpy", dtype="float32", seed=0, reference=True)
+    assert reference_module.execution is reference.PLAIN
