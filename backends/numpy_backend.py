@@ -213,6 +213,9 @@ class Kernel:
     forward: Callable
     backward: Callable
     in_place: Callable | None = None
+    # whether its cache holds its own output (an activation's backward reads its output): a later
+    # activation may then not overwrite that output
+    caches_output: bool = True
 
 
 @dataclass
@@ -230,6 +233,9 @@ class Execution:
     splits products over its threads while BLAS keeps to one."""
     matmul: Callable = np.matmul
     context: Callable[[], ContextManager] = contextlib.nullcontext
+    # an activation that is its own layer overwrites its input where nothing else needs it (the
+    # input's only reader, a producer whose cache does not hold it), as a fused one always does
+    activations_in_place: bool = False
 
 
 PLAIN = Execution()
@@ -1129,13 +1135,13 @@ def _identity_backward(node: Node, dy, cache, weights):
 
 KERNELS: dict[str, Kernel] = {
     "input": Kernel(_identity_forward, _identity_backward),
-    "conv": Kernel(_conv_forward, _conv_backward),
+    "conv": Kernel(_conv_forward, _conv_backward, caches_output=False),
     "deconv": Kernel(_deconv_forward, _deconv_backward),
     "maxpool": Kernel(_maxpool_forward, _maxpool_backward),
     "avgpool": Kernel(_avgpool_forward, _avgpool_backward),
     "gap": Kernel(_gap_forward, _gap_backward),
-    "fc": Kernel(_fc_forward, _fc_backward),
-    "bn": Kernel(_bn_forward, _bn_backward),
+    "fc": Kernel(_fc_forward, _fc_backward, caches_output=False),
+    "bn": Kernel(_bn_forward, _bn_backward, caches_output=False),
     "lrn": Kernel(_lrn_forward, _lrn_backward),
     "dropout": Kernel(_dropout_forward, _dropout_backward),
     "relu": _activation(lambda x, a, out: np.maximum(x, 0, out=out),
@@ -1166,7 +1172,7 @@ KERNELS: dict[str, Kernel] = {
     "crop": Kernel(_crop_forward, _crop_backward),
     "concat": Kernel(_concat_forward, _concat_backward),
     "add": Kernel(_add_forward, _add_backward),
-    "dwconv": Kernel(_dwconv_forward, _dwconv_backward),
+    "dwconv": Kernel(_dwconv_forward, _dwconv_backward, caches_output=False),
     "adaptive_avgpool": Kernel(_adaptive_avgpool_forward, _adaptive_avgpool_backward),
     "adaptive_maxpool": Kernel(_adaptive_maxpool_forward, _adaptive_maxpool_backward),
     "gmp": Kernel(_gmp_forward, _gmp_backward),
@@ -1317,6 +1323,21 @@ class NumpyModule:
         self.workspace = Workspace()
         self._aux = network.graph.aux_outputs
         self._inference = network.graph.inference_nodes() if self._aux else None
+        self._overwritable = self._activations_that_may_overwrite() if execution.activations_in_place else set()
+
+    def _activations_that_may_overwrite(self) -> set[int]:
+        """The activation layers whose input is read by them alone and kept by no cache."""
+        readers = self.graph.consumers()
+        outputs = {self.graph.nodes[-1].id, *(node.id for node in self._aux)}
+        found = set()
+        for node in self.graph.nodes:
+            if not self.kernels[node.op].in_place or len(node.inputs) != 1:
+                continue
+            source = self.graph.nodes[node.inputs[0]]
+            if (source.id != 0 and source.id not in outputs and len(readers[source.id]) == 1
+                    and fused_activation(source) is None and not self.kernels[source.op].caches_output):
+                found.add(node.id)
+        return found
 
     def train(self, mode: bool = True) -> "NumpyModule":
         self.training = mode
@@ -1389,11 +1410,14 @@ class NumpyModule:
         caches: list = [[None, None] for _ in self.graph.nodes]
         nodes = self.graph.nodes
 
+        overwritable = set() if keep else self._overwritable
+
         def kernel(node: Node):
             fused = node is not nodes[node.id]  # the activation fused into layer node.id
             table = self.kernels[node.op]
             # the layer's own fresh output is its fused activation's input: safe to overwrite
-            forward = table.in_place if fused and table.in_place else table.forward
+            in_place = table.in_place and (fused or node.id in overwritable)
+            forward = table.in_place if in_place else table.forward
             weights = {} if fused else self._node_weights(node.id)
 
             def run(node: Node, inputs: list):

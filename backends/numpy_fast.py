@@ -432,13 +432,14 @@ def _relu6_in_place(node: Node, inputs, weights, state):
 # The reference's table with these kernels in place of its own.
 KERNELS: dict[str, Kernel] = {
     **reference.KERNELS,
-    "dwconv": Kernel(_dwconv_forward, _dwconv_backward),
-    "conv": Kernel(_conv_forward, reference.KERNELS["conv"].backward),
-    "bn": Kernel(_bn_forward, _bn_backward),
+    "dwconv": Kernel(_dwconv_forward, _dwconv_backward, caches_output=False),
+    "conv": Kernel(_conv_forward, reference.KERNELS["conv"].backward, caches_output=False),
+    "bn": Kernel(_bn_forward, _bn_backward, caches_output=False),
     "silu": Kernel(_silu_forward, reference.KERNELS["silu"].backward),
     "relu6": Kernel(_relu6_forward, reference.KERNELS["relu6"].backward, _relu6_in_place),
     "mul": Kernel(_mul_forward, reference.KERNELS["mul"].backward),
 }
 
 # The faster kernels' way of running: products split over the pool, BLAS single-threaded meanwhile.
-EXECUTION = reference.Execution(matmul=parallel_matmul, context=_SingleThreadedBlas())
+EXECUTION = reference.Execution(matmul=parallel_matmul, context=_SingleThreadedBlas(),
+                                activations_in_place=True)

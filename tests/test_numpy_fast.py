@@ -94,6 +94,10 @@ def test_the_fast_table_computes_the_references_forward_and_backward(train):
     fast_module = net.compile("numpy", dtype="float64", seed=3)
     reference_module = net.compile("numpy", dtype="float64", seed=3, reference=True)
     assert fast_module.kernels is fast.KERNELS and reference_module.kernels is reference.KERNELS
+    # the ReLU6 layers after batch norm, and the gate's sigmoid after its conv, overwrite their
+    # input (nothing else reads or keeps it); the reference allocates theirs
+    in_place = {node.id for node in net.graph.nodes if node.op in ("relu6", "sigmoid")}
+    assert fast_module._overwritable == in_place and reference_module._overwritable == set()
     for module in (fast_module, reference_module):
         module.train() if train else module.eval()
     rng = np.random.default_rng(4)
