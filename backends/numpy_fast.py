@@ -1,31 +1,34 @@
 """Faster NumPy kernels for the ops where the reference spends its time in MobileNet and EfficientNet:
 depthwise convolution, batch norm, SiLU, ReLU6, the squeeze-and-excitation multiply and 1x1
-convolutions.
+convolutions, and a faster way of running a module's forward (EXECUTION).
 
 Kept apart from backends/numpy_backend.py on purpose: that file states each op plainly and stays the
 oracle (`net.compile("numpy", reference=True)` runs it alone). Each kernel here computes the same
-function in another order, shares the reference's backward (it leaves the same cache), and is
-checked against the reference in tests/test_numpy_fast.py. The tricks, and why they pay:
-- Work is split by channel over a pool of threads: NumPy's element-wise loops run on one core and
-  release the GIL, so two cores do two channel ranges at once. BLAS is threaded already and is left
-  alone (1x1 convolutions only skip the copy into columns).
+function in another order, with its own backward where it keeps another cache (depthwise
+convolution, batch norm), and is checked against the reference in tests/test_numpy_fast.py. The
+tricks, and why they pay:
+- Work is split by channel (or, for matrix products, by rows or columns) over a pool of threads:
+  NumPy's element-wise loops run on one core and release the GIL, so two cores do two ranges at
+  once. Meanwhile BLAS keeps to one thread (see _SingleThreadedBlas).
 - Depthwise convolution gathers its taps for a cache-sized block of planes and takes one
   matrix-vector product per plane (BLAS), instead of two NumPy passes over the whole output per
   tap; a strided convolution first splits its input into stride phases so that every tap reads
-  long contiguous runs.
-The threads: OMP_NUM_THREADS if set (the variable that also sizes OpenBLAS's pool), else the CPUs
-this process may run on.
+  long contiguous runs. A 1x1 convolution skips the copy into columns.
+- An activation that is its own layer overwrites its input where nothing else needs it
+  (Execution.activations_in_place).
+The threads: OMP_NUM_THREADS if set, else the CPUs this process may run on.
 """
 from __future__ import annotations
 
 import os
 import threading
-from dataclasses import dataclass
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
+from threadpoolctl import ThreadpoolController
 
 from netdsl.backends import numpy_backend as reference
 from netdsl.backends.numpy_backend import Kernel
@@ -79,8 +82,6 @@ def split(work: Callable[[int, int], None], length: int, size: int) -> None:
         future.result()
 
 
-
-
 def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
     """np.matmul(a, b), the rows of a (or, where a has fewer rows than b has columns, the columns of
     b) split over the threads; each part one single-threaded BLAS call (see EXECUTION)."""
@@ -112,8 +113,7 @@ class _SingleThreadedBlas:
         self._controller = None
 
     def __call__(self):
-        if self._controller is None:
-            from threadpoolctl import ThreadpoolController
+        if self._controller is None:  # it looks through the loaded libraries: once, when first used
             self._controller = ThreadpoolController()
         return self._controller.limit(limits=1, user_api="blas")
 
