@@ -74,7 +74,7 @@ def test_the_torch_lowering_reads_as_written_by_hand():
     source = generate_source(netdsl.parse(BLOCK, input="3x16x12"))
     assert "class Encoder(nn.Module):" in source
     assert "nn.MultiheadAttention(8, 2, batch_first=True)" in source
-    assert "attention1 = self.attention1(layernorm1, layernorm1, layernorm1, need_weights=False)[0]" in source
+    assert "x = self.attention1(x, x, x, need_weights=False)[0]" in source
     assert ".flatten(2).transpose(1, 2)" in source and "[:, 0]" in source
     assert "nn.Linear(8, 16, bias=True)" in source  # a token's features, not T*D
 

@@ -119,9 +119,9 @@ def test_the_modern_activations_lower_to_the_modules_torchvision_uses():
     assert type(model.gelu1) is nn.GELU and model.gelu1.approximate == "none"
     assert type(model.gelu_tanh1) is nn.GELU and model.gelu_tanh1.approximate == "tanh"
     source = model.source()
-    for fused in ("F.silu(self.conv2(gelu_tanh1), inplace=True)", "F.gelu(self.conv3(conv2))",
-                  "F.relu6(self.conv4(conv3), inplace=True)", "F.hardsigmoid(self.conv5(conv4), inplace=True)",
-                  "F.gelu(self.conv6(conv5), approximate='tanh')"):
+    for fused in ("x = F.silu(self.conv2(x), inplace=True)", "x = F.gelu(self.conv3(x))",
+                  "x = F.relu6(self.conv4(x), inplace=True)", "x = F.hardsigmoid(self.conv5(x), inplace=True)",
+                  "x = F.gelu(self.conv6(x), approximate='tanh')"):
         assert fused in source
     x = torch.randn(2, 3, 8, 8, dtype=torch.float64) * 4
     model = model.double().eval()

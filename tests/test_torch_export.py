@@ -43,8 +43,9 @@ def test_generated_source_reads_like_the_network(tmp_path):
     source = generate_source(netdsl.load("vgg16"))
     assert "class Block_2_64(nn.Module):\n    # block(2, 64)\n    # vgg16.net:7: def block(n, c) = (conv3-c)*n - pool" in source
     assert "        self.conv1 = nn.Conv2d(3, 64, 3, stride=1, padding=1" in source
-    assert "        conv1 = F.relu(self.conv1(x), inplace=True)  # 64x224x224" in source
-    assert "        block1 = self.block1(x)  # 64x112x112" in source
+    # a chain as torch code is written by hand: each layer's output takes the name x
+    assert "        x = F.relu(self.conv1(x), inplace=True)  # 64x224x224" in source
+    assert "        x = self.block1(x)  # 64x112x112" in source
     assert "lambda" not in source
 
 
