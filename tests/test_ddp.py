@@ -26,9 +26,9 @@ def test_ddp_replicas_stay_identical(tmp_path):
         # After the check, both ranks passed the final barrier and destroyed the process group;
         # gloo's worker thread may still abort the process as the interpreter exits (a known
         # gloo/torch teardown race, pytorch/pytorch#190489: "terminate called without an active
-        # exception", SIGABRT; it happened once in a CI run on 2026-11-26, while 6 local runs passed).
-        # That exit says nothing of
-        # the replicas, which the line above checked; any other failure does.
+        # exception", SIGABRT; it happened once in a CI run on 2026-11-26, while 6 local runs
+        # passed). That exit says nothing of the replicas, which the line above checked; any other
+        # failure does.
         teardown_abort = process.returncode == -6 and \
             err.strip().endswith("terminate called without an active exception")
         assert process.returncode == 0 or teardown_abort, err[-2000:]
