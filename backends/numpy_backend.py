@@ -227,15 +227,28 @@ class _State:
 
 
 @dataclass(frozen=True)
+class Fusion:
+    """Two ops run by one forward where the first's output is read by the second alone, and the
+    second has no weights: forward(first, second, inputs, weights, state) -> (first's output, its
+    cache, second's output, its cache), with the first's weights. Each op keeps its own backward,
+    which gets the cache its own forward would have made. (The pair's point: the second reads the
+    first's output block by block while it is still in cache.)"""
+    first: str
+    second: str
+    forward: Callable
+
+
+@dataclass(frozen=True)
 class Execution:
-    """How a module runs its forward: the matrix product its kernels use, and the context the
-    whole forward runs in. The plain one is np.matmul in no context; backends/numpy_fast.py's
-    splits products over its threads while BLAS keeps to one."""
+    """How a module runs its forward: the matrix product its kernels use, the context the whole
+    forward runs in, and which pairs of ops run as one. The plain one is np.matmul in no context;
+    backends/numpy_fast.py's splits products over its threads while BLAS keeps to one."""
     matmul: Callable = np.matmul
     context: Callable[[], ContextManager] = contextlib.nullcontext
     # an activation that is its own layer overwrites its input where nothing else needs it (the
     # input's only reader, a producer whose cache does not hold it), as a fused one always does
     activations_in_place: bool = False
+    fusions: tuple[Fusion, ...] = ()
 
 
 PLAIN = Execution()
@@ -1324,6 +1337,7 @@ class NumpyModule:
         self._aux = network.graph.aux_outputs
         self._inference = network.graph.inference_nodes() if self._aux else None
         self._overwritable = self._activations_that_may_overwrite() if execution.activations_in_place else set()
+        self._pairs = self._fused_pairs()
 
     def _activations_that_may_overwrite(self) -> set[int]:
         """The activation layers whose input is read by them alone and kept by no cache."""
@@ -1338,6 +1352,31 @@ class NumpyModule:
                     and fused_activation(source) is None and not self.kernels[source.op].caches_output):
                 found.add(node.id)
         return found
+
+    def _fused_pairs(self) -> dict[int, tuple[Fusion, Node]]:
+        """{first's id: (the fusion, the second node)} for each pair of nodes that one of
+        execution.fusions runs: the second is the first's fused activation, or a layer of its own
+        that alone reads the first's output (which is no output of the net)."""
+        by_ops = {(fusion.first, fusion.second): fusion for fusion in self.execution.fusions}
+        if not by_ops:
+            return {}
+        readers = self.graph.consumers()
+        outputs = {self.graph.nodes[-1].id, *(node.id for node in self._aux)}
+        pairs = {}
+        for node in self.graph.nodes[1:]:
+            act = fused_activation(node)
+            if act is not None:
+                second = act
+            elif len(readers[node.id]) == 1 and node.id not in outputs:
+                second = self.graph.nodes[readers[node.id][0]]
+                if second.inputs != (node.id,) or self._by_node[second.id]:
+                    continue
+            else:
+                continue
+            fusion = by_ops.get((node.op, second.op))
+            if fusion is not None:
+                pairs[node.id] = (fusion, second)
+        return pairs
 
     def train(self, mode: bool = True) -> "NumpyModule":
         self.training = mode
@@ -1411,9 +1450,24 @@ class NumpyModule:
         nodes = self.graph.nodes
 
         overwritable = set() if keep else self._overwritable
+        # the second op's output of a fused pair, made by the first's kernel: {(id, fused): value}
+        made_early: dict[tuple[int, bool], np.ndarray] = {}
+
+        def run_pair(node: Node, inputs: list):
+            fusion, second = self._pairs[node.id]
+            second_fused = second is not nodes[second.id]
+            y, cache, z, second_cache = fusion.forward(node, second, inputs, self._node_weights(node.id), state)
+            caches[node.id][0] = cache
+            caches[second.id][second_fused] = second_cache
+            made_early[second.id, second_fused] = z
+            return y
 
         def kernel(node: Node):
             fused = node is not nodes[node.id]  # the activation fused into layer node.id
+            if (node.id, fused) in made_early:
+                return lambda node, inputs: made_early.pop((node.id, fused))
+            if not fused and node.id in self._pairs:
+                return run_pair
             table = self.kernels[node.op]
             # the layer's own fresh output is its fused activation's input: safe to overwrite
             in_place = table.in_place and (fused or node.id in overwritable)

@@ -9,7 +9,7 @@ convolution, batch norm), and is checked against the reference in tests/test_num
 tricks, and why they pay:
 - Work is split by channel (or, for matrix products, by rows or columns) over a pool of threads:
   NumPy's element-wise loops run on one core and release the GIL, so two cores do two ranges at
-  once. Meanwhile BLAS keeps to one thread (see _SingleThreadedBlas).
+  once. Meanwhile BLAS keeps to one thread (see _ForwardSettings).
 - Depthwise convolution gathers its taps for a cache-sized block of planes and takes one
   matrix-vector product per plane (BLAS), instead of two NumPy passes over the whole output per
   tap; a strided convolution first splits its input into stride phases so that every tap reads
@@ -20,6 +20,7 @@ The threads: OMP_NUM_THREADS if set, else the CPUs this process may run on.
 """
 from __future__ import annotations
 
+import ctypes
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +39,16 @@ from netdsl.ir import Node
 # cores, 1 MiB of L2 each, 32 MiB of L3): 2 MiB blocks beat 1 and 4 MiB by about 5%; smaller
 # blocks spend more time in Python between NumPy calls.
 _BLOCK_BYTES = 1 << 21
+# Above this many bytes of phases per thread, a strided depthwise convolution makes them a block at
+# a time (see depthwise): measured on EfficientNet-B0's stride-2 layers, 20 MB gained, 3.5 MB lost,
+# 7.8 MB broke even (32 MiB of L3 here).
+_PHASES_IN_CACHE = 8 << 20
 # Below this many elements a split costs more in thread hand-offs than it saves.
 _PARALLEL_MIN = 1 << 15
+# Elements per block of an element-wise op that makes several passes (batch norm, SiLU): 1 MiB of
+# float32. Measured on EfficientNet-B0's batch norm + SiLU layers (batch 8, 2 cores, 32 MiB of
+# L3): 2^18 beat 2^16 (more time between NumPy calls) and 2^21 (out of cache on the big layers).
+_PASS_BLOCK = 1 << 18
 
 
 def thread_count() -> int:
@@ -102,12 +111,35 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None)
     return out
 
 
-class _SingleThreadedBlas:
+# glibc's mallopt parameters (malloc.h)
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
+
+
+def keep_freed_memory() -> bool:
+    """Asks glibc's malloc to keep the memory that is freed for later allocations, rather than
+    give it back to the system: no separate mapping for big arrays (glibc's default for those over
+    32 MiB, and its limit grows to that by itself) and no trimming of the heap until 2 GiB of it
+    are free. Memory given back comes back zeroed one 4 KiB page at a time, on first write: on
+    EfficientNet-B0 (batch 8) every other training forward wrote 60,000 fresh pages, 240 MB,
+    which took 50-70 ms of a 0.23 s forward (the module holds one forward's caches while the next
+    runs, then frees them). The process keeps the memory of its biggest forward, as torch's
+    caching allocator does on a GPU. Returns whether it could (glibc only: elsewhere nothing
+    changes)."""
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return False
+    mallopt.argtypes, mallopt.restype = (ctypes.c_int, ctypes.c_int), ctypes.c_int
+    return bool(mallopt(_M_MMAP_MAX, 0)) and bool(mallopt(_M_TRIM_THRESHOLD, (1 << 31) - 1))
+
+
+class _ForwardSettings:
     """While a fast module's forward runs, BLAS keeps to one thread and this file's pool does the
     splitting. OpenBLAS's own workers, once woken, spin for a long while after each product
     (OPENBLAS_THREAD_TIMEOUT: 2^28 cycles by default), and a spinning worker takes the core a pool
     thread needs: with them, the pool gained nothing on EfficientNet-B0. threadpoolctl sets the
-    loaded BLAS's thread count and restores it after."""
+    loaded BLAS's thread count and restores it after. The first forward also asks malloc to keep
+    freed memory (keep_freed_memory), for the rest of the process."""
 
     def __init__(self):
         self._controller = None
@@ -115,6 +147,7 @@ class _SingleThreadedBlas:
     def __call__(self):
         if self._controller is None:  # it looks through the loaded libraries: once, when first used
             self._controller = ThreadpoolController()
+            keep_freed_memory()
         return self._controller.limit(limits=1, user_api="blas")
 
 
@@ -240,15 +273,26 @@ def depthwise(x: np.ndarray, w: np.ndarray, stride, pad, dilation: int) -> np.nd
 
     def work(first: int, stop: int) -> None:
         planes = (stop - first) * n
-        views, order = geometry.phases(x[first:stop].astype(dtype, copy=False).reshape(planes, h, wid))
+        source = x[first:stop].astype(dtype, copy=False).reshape(planes, h, wid)
+        step = min(geometry.block(dtype.itemsize), planes)
+        # A strided convolution whose phases would not stay in cache splits its input into phases
+        # a block of planes at a time, and the gathers find the block's phases in cache
+        # (96x8x112x112, stride 2, 20 MB of phases per thread: 14 -> 10 ms). Smaller ones, and
+        # stride 1 (the phases are a padded copy), lose more to the calls per block than they
+        # gain (240x8x28x28: 2.8 -> 4.9 ms).
+        hq_wq_bytes = geometry.sh * geometry.sw * hq * wq * dtype.itemsize
+        by_block = geometry.sh * geometry.sw > 1 and planes * hq_wq_bytes > _PHASES_IN_CACHE
+        views, order = geometry.phases(source[:step] if by_block else source)
         weights = np.repeat(w[first:stop, 0].reshape(-1, taps)[:, order].astype(dtype), n, axis=0)[:, None]
         result = out[first:stop].reshape(planes, ho, wo)
-        step = min(geometry.block(dtype.itemsize), planes)
         columns = _scratch().array("columns", (step, taps, hq * wq), dtype)
         products = _scratch().array("products", (step, 1, hq * wq), dtype)
         for start in range(0, planes, step):
             end = min(start + step, planes)
-            np.matmul(weights[start:end], geometry.gather(columns, views, start, end),
+            if by_block and start:
+                views, _ = geometry.phases(source[start:end])
+            in_views = 0 if by_block else start
+            np.matmul(weights[start:end], geometry.gather(columns, views, in_views, in_views + end - start),
                       out=products[:end - start])
             result[start:end] = products[:end - start].reshape(end - start, hq, wq)[:, :ho, :wo]
 
@@ -338,70 +382,103 @@ def _conv_forward(node: Node, inputs, weights, state):
     return y, (x, state.workspace)
 
 
-# -- batch norm --------------------------------------------------------------------------------------
+# -- batch norm, and SiLU after it ----------------------------------------------------------------------
 
-def _bn_forward(node: Node, inputs, weights, state):
-    """reference._bn_forward by channel ranges, one pass fewer: the output is the centred input
-    times scale/sqrt(var + eps), plus the shift; the normalised input the backward needs is made
-    there, from the centred input kept instead (_bn_backward). The same statistics and running
-    averages."""
-    x = inputs[0]
+def split_in_blocks(work: Callable[[int, int], None], length: int, row_size: int) -> None:
+    """split() over rows of row_size elements, each thread taking its range a block of about
+    _PASS_BLOCK elements at a time, so that work's later passes over a block find it in cache."""
+    per_block = max(1, _PASS_BLOCK // row_size)
+
+    def blocks(first: int, stop: int) -> None:
+        for start in range(first, stop, per_block):
+            work(start, min(start + per_block, stop))
+
+    split(blocks, length, length * row_size)
+
+
+def _silu_into(x: np.ndarray, out: np.ndarray) -> None:
+    """x / (1 + exp(-x)): as accurate as the reference's logistic (no cancellation: the sum is of
+    two positive numbers), in four NumPy passes instead of seven."""
+    np.negative(x, out=out)
+    # exp(88.8) is inf in float32, and x / inf is the limit 0; exp(-104) underflows to 0, and x / 1
+    # is x
+    with np.errstate(over="ignore", under="ignore"):
+        np.exp(out, out=out)
+    out += 1
+    np.divide(x, out, out=out)
+
+
+def _batch_norm(node: Node, x: np.ndarray, weights, state, then: Callable | None = None):
+    """reference._bn_forward, a block of channels at a time: the block's mean, its centred values
+    (in scratch memory), their variance and the output, while the block is in cache; then
+    then(output block, block of the next op's output), if given. Its cache keeps the input, not
+    the normalised input (_bn_backward makes that): one array fewer to write. The same
+    statistics and running averages. Returns the output, the next op's output (or None) and the
+    cache."""
     eps, momentum = node.attrs["eps"], node.attrs["momentum"]
     c = x.shape[0]
     flat = x.reshape(c, -1)
     count = flat.shape[1]
-    centred = np.empty_like(flat)
     y = np.empty_like(flat)
-    mean = np.empty(c, dtype=flat.dtype) if state.training else weights["running_mean"]
-    var = np.empty(c, dtype=flat.dtype) if state.training else weights["running_var"]
-    inv = np.empty(c, dtype=x.dtype)
+    after = None if then is None else np.empty_like(flat)
+    training = state.training
+    mean = np.empty(c, dtype=flat.dtype) if training else weights["running_mean"]
+    var = np.empty(c, dtype=flat.dtype) if training else weights["running_var"]
+    inv = np.empty(c, dtype=flat.dtype)
     scale, shift = weights["weight"], weights["bias"]
+    per_block = max(1, _PASS_BLOCK // count)
 
     def work(first: int, stop: int) -> None:
         rows = slice(first, stop)
-        if state.training:
+        centred = _scratch().array("centred", (per_block, count), flat.dtype)[:stop - first]
+        if training:
             np.mean(flat[rows], axis=1, out=mean[rows])
-        np.subtract(flat[rows], mean[rows, None], out=centred[rows])
-        if state.training:
-            var[rows] = np.einsum("ij,ij->i", centred[rows], centred[rows]) / count
+        np.subtract(flat[rows], mean[rows, None], out=centred)
+        if training:
+            var[rows] = np.einsum("ij,ij->i", centred, centred) / count
         inv[rows] = 1.0 / np.sqrt(var[rows] + eps)
-        np.multiply(centred[rows], (scale[rows] * inv[rows])[:, None], out=y[rows])
+        np.multiply(centred, (scale[rows] * inv[rows])[:, None], out=y[rows])
         y[rows] += shift[rows, None]
+        if then is not None:
+            then(y[rows], after[rows])
 
-    split(work, c, flat.size)
-    if state.training:  # torch keeps the unbiased variance
+    split_in_blocks(work, c, count)
+    if training:  # torch keeps the unbiased variance
         weights["running_mean"] *= 1 - momentum
         weights["running_mean"] += momentum * mean
         weights["running_var"] *= 1 - momentum
         weights["running_var"] += momentum * var * count / max(count - 1, 1)
-    return y.reshape(x.shape), (centred.reshape(x.shape), inv, state.training)
+    return (y.reshape(x.shape), None if after is None else after.reshape(x.shape),
+            (x, mean, inv, training))
+
+
+def _bn_forward(node: Node, inputs, weights, state):
+    y, _, cache = _batch_norm(node, inputs[0], weights, state)
+    return y, cache
 
 
 def _bn_backward(node: Node, dy, cache, weights):
-    centred, inv, training = cache
-    centred *= inv.reshape(-1, *([1] * (centred.ndim - 1)))  # the normalised input, in place
-    return reference._bn_backward(node, dy, (centred, inv, training), weights)
+    x, mean, inv, training = cache
+    shape = (-1, *([1] * (x.ndim - 1)))
+    normalised = x - mean.reshape(shape)
+    normalised *= inv.reshape(shape)
+    return reference._bn_backward(node, dy, (normalised, inv, training), weights)
+
+
+def _bn_silu_forward(bn: Node, silu: Node, inputs, weights, state):
+    """Batch norm, then SiLU on each block of its output while the block is in cache: on
+    EfficientNet-B0 (batch 8) the SiLU's input would otherwise come back from memory."""
+    y, z, cache = _batch_norm(bn, inputs[0], weights, state, then=_silu_into)
+    return y, cache, z, y  # SiLU's backward reads its input
 
 
 # -- element-wise ops --------------------------------------------------------------------------------
 
 def _silu_forward(node: Node, inputs, weights, state):
-    """x / (1 + exp(-x)): as accurate as the reference's logistic (no cancellation: the sum is of
-    two positive numbers), in three passes instead of seven."""
     x = inputs[0]
     y = np.empty_like(x)
-
-    def work(first: int, stop: int) -> None:
-        part = y[first:stop]
-        np.negative(x[first:stop], out=part)
-        # exp(88.8) is inf in float32, and x / inf is the limit 0; exp(-104) underflows to 0, and
-        # x / 1 is x
-        with np.errstate(over="ignore", under="ignore"):
-            np.exp(part, out=part)
-        part += 1
-        np.divide(x[first:stop], part, out=part)
-
-    split(work, x.shape[0], x.size)
+    split_in_blocks(lambda first, stop: _silu_into(x[first:stop], y[first:stop]),
+                    x.shape[0], x.size // max(1, x.shape[0]))
     return y, x
 
 
@@ -443,6 +520,8 @@ KERNELS: dict[str, Kernel] = {
     "mul": Kernel(_mul_forward, reference.KERNELS["mul"].backward),
 }
 
-# The faster kernels' way of running: products split over the pool, BLAS single-threaded meanwhile.
-EXECUTION = reference.Execution(matmul=parallel_matmul, context=_SingleThreadedBlas(),
-                                activations_in_place=True)
+# The faster kernels' way of running: products split over the pool, BLAS single-threaded meanwhile,
+# batch norm and the SiLU after it in one pass of blocks.
+EXECUTION = reference.Execution(matmul=parallel_matmul, context=_ForwardSettings(),
+                                activations_in_place=True,
+                                fusions=(reference.Fusion("bn", "silu", _bn_silu_forward),))

@@ -1,6 +1,9 @@
 """backends/numpy_fast.py: each faster kernel computes its reference kernel's function, leaves the
 cache the reference's backward reads, and the NumPy backend uses them unless asked for the
 reference."""
+import resource
+import sys
+
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
@@ -46,10 +49,13 @@ def test_depthwise_gradients_are_the_references_for_any_geometry(case):
     np.testing.assert_allclose(dw, expected_dw, rtol=1e-12, atol=1e-12)
 
 
-def test_depthwise_splits_channels_over_threads_and_blocks_planes(monkeypatch):
-    """Big enough to be split by channel (two threads) and to need several blocks per thread."""
+@pytest.mark.parametrize("phases", ["of each thread's planes at once", "a block at a time"])
+def test_depthwise_splits_channels_over_threads_and_blocks_planes(monkeypatch, phases):
+    """Big enough to be split by channel (two threads) and to need several blocks per thread;
+    a strided one's phases made for all of a thread's planes first, or block by block."""
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
     monkeypatch.setattr(fast, "_BLOCK_BYTES", 1 << 12)
+    monkeypatch.setattr(fast, "_PHASES_IN_CACHE", 0 if phases == "a block at a time" else 1 << 40)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((6, 3, 48, 47)).astype(np.float32)
     w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
@@ -84,21 +90,16 @@ conv3-16/2(bias=false) - bn - relu6 - dwconv3/2(bias=false) - bn - silu
 """
 
 
-@pytest.mark.parametrize("train", [True, False])
-def test_the_fast_table_computes_the_references_forward_and_backward(train):
-    net = netdsl.parse(MOBILE)
+def assert_fast_module_is_the_reference(net, train: bool, x_shape: tuple, dy_shape: tuple):
+    """Forward, backward and running statistics of the default (fast) module equal the
+    reference module's, float64."""
     fast_module = net.compile("numpy", dtype="float64", seed=3)
     reference_module = net.compile("numpy", dtype="float64", seed=3, reference=True)
-    assert fast_module.kernels is fast.KERNELS and reference_module.kernels is reference.KERNELS
-    # the ReLU6 layers after batch norm, and the gate's sigmoid after its conv, overwrite their
-    # input (nothing else reads or keeps it); the reference allocates theirs
-    in_place = {node.id for node in net.graph.nodes if node.op in ("relu6", "sigmoid")}
-    assert fast_module._overwritable == in_place and reference_module._overwritable == set()
     for module in (fast_module, reference_module):
         module.train() if train else module.eval()
     rng = np.random.default_rng(4)
-    x = rng.standard_normal((2, 8, 18, 18))
-    dy = rng.standard_normal((2, 10))
+    x = rng.standard_normal(x_shape)
+    dy = rng.standard_normal(dy_shape)
     dx_fast, grads_fast = fast_module.gradients(x, dy)
     dx_reference, grads_reference = reference_module.gradients(x, dy)
     np.testing.assert_allclose(fast_module(x), reference_module(x), rtol=1e-12, atol=1e-12)
@@ -111,6 +112,67 @@ def test_the_fast_table_computes_the_references_forward_and_backward(train):
     for name in reference_module.weights:
         np.testing.assert_allclose(fast_module.weights[name], reference_module.weights[name],
                                    rtol=1e-12, atol=1e-15, err_msg=name)
+
+
+@pytest.mark.parametrize("train", [True, False])
+def test_the_fast_table_computes_the_references_forward_and_backward(train):
+    net = netdsl.parse(MOBILE)
+    fast_module = net.compile("numpy", dtype="float64", seed=3)
+    reference_module = net.compile("numpy", dtype="float64", seed=3, reference=True)
+    assert fast_module.kernels is fast.KERNELS and reference_module.kernels is reference.KERNELS
+    # the ReLU6 layers after batch norm, and the gate's sigmoid after its conv, overwrite their
+    # input (nothing else reads or keeps it); the reference allocates theirs
+    in_place = {node.id for node in net.graph.nodes if node.op in ("relu6", "sigmoid")}
+    assert fast_module._overwritable == in_place and reference_module._overwritable == set()
+    assert_fast_module_is_the_reference(net, train, (2, 8, 18, 18), (2, 10))
+
+
+# Batch norm and SiLU in every arrangement: fused when the SiLU is its own layer and alone reads
+# the batch norm (the first, and the last, before the net's output), or is the batch norm's act=
+# (the second); not where a second layer reads the batch norm too (the third, read by the add) or
+# the next layer is another op (the fourth).
+FUSIBLE = """
+input 4x12x12
+activation none
+conv3-8 - bn - silu - conv3-8 - bn(act=silu) - conv1-8 - bn - add{ silu | id } - bn - relu
+- conv1-6 - bn - silu
+"""
+
+
+@pytest.mark.parametrize("train", [True, False])
+@pytest.mark.parametrize("blocks", ["one block per thread", "many blocks"])
+def test_batch_norm_and_the_silu_that_alone_reads_it_run_as_one(monkeypatch, train, blocks):
+    net = netdsl.parse(FUSIBLE)
+    module = net.compile("numpy", dtype="float64")
+    batch_norms = [node.id for node in net.graph.nodes if node.op == "bn"]
+    fused = {first: second.op for first, (_, second) in module._pairs.items()}
+    assert fused == {batch_norms[0]: "silu", batch_norms[1]: "silu", batch_norms[4]: "silu"}
+    assert net.compile("numpy", reference=True)._pairs == {}
+    if blocks == "many blocks":  # channels over two threads, each range a few blocks of 2 channels
+        monkeypatch.setenv("OMP_NUM_THREADS", "2")
+        monkeypatch.setattr(fast, "_PASS_BLOCK", 2 * 3 * 12 * 12)
+        monkeypatch.setattr(fast, "_PARALLEL_MIN", 1)
+    assert_fast_module_is_the_reference(net, train, (3, 4, 12, 12), (3, 6, 12, 12))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
+def test_memory_freed_by_a_forward_is_kept_for_the_next():
+    """Once a fast forward has run, an array allocated again after it was freed does not come
+    back as fresh pages from the system (without keep_freed_memory, glibc maps every array of more
+    than 32 MiB anew: 64 MiB wrote 544 fresh huge and small pages each time here)."""
+    module = netdsl.parse(MOBILE).compile("numpy", dtype="float32")
+    module(np.zeros((1, 8, 18, 18), dtype=np.float32))  # the first forward sets it
+    assert fast.keep_freed_memory()
+
+    def fresh_pages() -> int:
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        array = np.empty(64 << 20, dtype=np.uint8)
+        array.fill(1)
+        del array
+        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
+
+    fresh_pages()
+    assert fresh_pages() < 64
 
 
 def test_fast_kernels_keep_float32_and_in_place_relu6_overwrites_its_input():
