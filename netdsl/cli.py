@@ -181,8 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
     compile_.add_argument("--arch", metavar="NAME",
                           help="the torchvision model of --torchvision (default: inferred, e.g. resnet50)")
     compile_.add_argument("--head", type=_count_arg(1, "a count"), metavar="N",
-                          help="replace the output layer with one of N outputs (fc1000 -> fc10), keeping "
-                               "every other weight")
+                          help="replace the output layer with one of N outputs (fc1000 -> fc10), and each "
+                               "auxiliary head's, keeping every other weight")
     compile_.add_argument("--freeze", metavar="NAME",
                           help="freeze every weight up to and including this layer or scope (e.g. stage3)")
     compile_.add_argument("--seed", type=_count_arg(0, "a seed"), default=0,

@@ -31,12 +31,34 @@ def head_layer(network: Network):
                           notes=["a head is the last fc or conv before the output"])
 
 
+def aux_head_layers(network: Network) -> list:
+    """The output layer of each auxiliary output (aux{ }: GoogLeNet's and Inception-v3's
+    classifiers, DeepLabv3's FCN head): the last fc or conv that feeds it through weightless ops
+    that are no merges (an upsample's or a crop's `like=` tensor is read for its size only). An
+    auxiliary output with none (an aux{ } of a bare tensor) has no head."""
+    graph = network.graph
+    readers = graph.consumers()
+    heads = []
+    for aux in graph.aux_outputs:
+        node = graph.nodes[aux.inputs[0]]
+        # back along the head's own chain: a node another layer reads too is the main net's
+        while len(readers[node.id]) == 1:
+            if node.op in WEIGHT_OPS:
+                heads.append(node)
+                break
+            if not node.inputs or OPS[node.op].merge_word:
+                break
+            node = graph.nodes[node.inputs[0]]
+    return heads
+
+
 def with_head(network: Network, classes: int) -> Network:
-    """The same network with its output layer giving `classes` outputs (fc1000 -> fc10)."""
+    """The same network with its output layer giving `classes` outputs (fc1000 -> fc10), and
+    each auxiliary output's too (they are trained on the same classes)."""
     if classes < 1:
         raise ValueError(f"a head needs at least one output, got {classes}")
-    head = head_layer(network)
-    nodes = tuple(dataclasses.replace(n, attrs=freeze_attrs({**n.attrs, "c": classes})) if n.id == head.id
+    heads = {node.id for node in (head_layer(network), *aux_head_layers(network))}
+    nodes = tuple(dataclasses.replace(n, attrs=freeze_attrs({**n.attrs, "c": classes})) if n.id in heads
                   else n for n in network.graph.nodes)
     expanded = dataclasses.replace(network._expanded, graph=Graph(network.graph.name, nodes))
     return Network(expanded, network.input_shape, network.path, network.limits, network.strict)
@@ -59,7 +81,8 @@ def frozen_names(network: Network, until: str) -> list[str]:
 def finetune(network: Network, weights: dict | None, head: int | None = None,
              freeze: str | None = None, backend: str = "torch", **options):
     """A compiled module for fine-tuning, through any backend's contract (netdsl/backend.py):
-    pretrained `weights` everywhere but a new, freshly initialised head of `head` outputs, with
+    pretrained `weights` everywhere but a new, freshly initialised head of `head` outputs (and
+    likewise each auxiliary output's head), with
     the weights up to and including `freeze` frozen. weights=None keeps the seeded initial weights
     (only the head and the freezing change)."""
     from .weights_io import check_weights
@@ -69,8 +92,8 @@ def finetune(network: Network, weights: dict | None, head: int | None = None,
     if checked:
         replaced: set[str] = set()
         if head is not None:
-            head_name = head_layer(network).name
-            replaced = {spec.name for spec in network.weight_specs if spec.node == head_name}
+            head_names = {node.name for node in (head_layer(network), *aux_head_layers(network))}
+            replaced = {spec.name for spec in network.weight_specs if spec.node in head_names}
         module.load_weights({name: value for name, value in checked.items() if name not in replaced},
                             strict=not replaced)
     if freeze is not None:

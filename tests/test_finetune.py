@@ -118,3 +118,32 @@ def test_googlenet_and_inception_weights_come_with_the_transform_input_note(tmp_
     torch.save(state, pth)
     assert main(["compile", "googlenet", "--torchvision", str(pth), "--quiet"]) == 0
     assert "note: torchvision's pretrained googlenet re-normalises its input" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("name,heads", [
+    ("googlenet", ["aux1.tv_aux1.fc2", "aux2.tv_aux1.fc2", "fc1"]),
+    ("inception_v3", ["aux1.aux_logits1.fc1", "fc1"]),
+    ("deeplabv3_resnet50", ["aux1.fcn_head1.conv1", "deeplab_head1.conv1"]),
+])
+def test_a_new_head_replaces_the_auxiliary_heads_output_layers_too(name, heads):
+    """Every output is trained on the new classes: GoogLeNet's and Inception-v3's auxiliary
+    classifiers, DeepLabv3's FCN head (through its upsample, whose `like=` input is the net's)."""
+    net = netdsl.load(name)
+    tuned = netdsl.with_head(net, 10)
+    changed = [node.name for before, node in zip(net.graph.nodes, tuned.graph.nodes) if before.attrs != node.attrs]
+    assert changed == heads
+    for aux in tuned.graph.aux_outputs:
+        assert tuned.shapes[aux.id][0] == 10 and net.shapes[aux.id][0] in (1000, 21)
+
+
+def test_finetune_gives_the_auxiliary_head_fresh_weights_and_keeps_the_rest():
+    net = netdsl.parse("input 3x12x12\nconv3-8 - aux{ conv1-4 - relu - gap - fc7 } - conv3-8 - gap - fc7")
+    pretrained = net.compile("numpy", seed=1).weights
+    model = netdsl.finetune(net, pretrained, head=3, backend="numpy", seed=2)
+    y, aux = model(np.random.default_rng(0).standard_normal((2, 3, 12, 12)))
+    assert y.shape == (2, 3) and aux.shape == (2, 3)
+    kept = {name for name in pretrained if np.array_equal(model.weights[name], pretrained[name])}
+    assert kept == set(pretrained) - {"fc1.weight", "fc1.bias", "aux1.fc1.weight", "aux1.fc1.bias"}
+    # a tensor of the main net that an aux{ } reads as it is has no head of its own
+    bare = netdsl.parse("input 3x12x12\nconv3-8 - aux{ relu } - conv3-8 - gap - fc7")
+    assert [node.name for node in netdsl.with_head(bare, 3).graph.nodes if node.attrs.get("c") == 3] == ["fc1"]
