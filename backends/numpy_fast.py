@@ -1,6 +1,6 @@
 """Faster NumPy kernels for the ops where the reference spends its time in MobileNet and EfficientNet:
-depthwise convolution, batch norm, SiLU, ReLU6, the squeeze-and-excitation multiply and 1x1
-convolutions, and a faster way of running a module's forward (EXECUTION).
+depthwise convolution, batch norm, SiLU, ReLU6, the squeeze-and-excitation gate's mean and
+multiply and 1x1 convolutions, and a faster way of running a module's forward (EXECUTION).
 
 Kept apart from backends/numpy_backend.py on purpose: that file states each op plainly and stays the
 oracle (`net.compile("numpy", reference=True)` runs it alone). Each kernel here computes the same
@@ -494,6 +494,16 @@ def _silu_forward(node: Node, inputs, weights, state):
     return y, x
 
 
+def _gap_forward(node: Node, inputs, weights, state):
+    """Each plane's mean as a matrix-vector product with a vector of 1/(H*W) (BLAS, split over
+    the pool): EfficientNet-B0's squeeze-and-excitation inputs, 0.25 -> 0.07 ms (1152x8x7x7) and
+    0.58 -> 0.23 ms (144x8x56x56) against NumPy's mean."""
+    x = inputs[0]
+    c, n, h, w = x.shape
+    by_plane = np.full((h * w, 1), 1 / (h * w), dtype=x.dtype)
+    return state.matmul(x.reshape(c * n, h * w), by_plane).reshape(c, n, 1, 1), x.shape
+
+
 def _relu6(x: np.ndarray, attrs, out) -> np.ndarray:
     y = np.empty_like(x) if out is None else out
     split(lambda a, b: np.clip(x[a:b], 0, 6, out=y[a:b]), x.shape[0], x.size)
@@ -530,6 +540,7 @@ KERNELS: dict[str, Kernel] = {
     "silu": Kernel(_silu_forward, reference.KERNELS["silu"].backward),
     "relu6": Kernel(_relu6_forward, reference.KERNELS["relu6"].backward, _relu6_in_place),
     "mul": Kernel(_mul_forward, reference.KERNELS["mul"].backward),
+    "gap": Kernel(_gap_forward, reference.KERNELS["gap"].backward),
 }
 
 # The faster kernels' way of running: products split over the pool, BLAS single-threaded meanwhile,
