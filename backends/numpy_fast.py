@@ -43,8 +43,15 @@ _BLOCK_BYTES = 1 << 21
 # a time (see depthwise): measured on EfficientNet-B0's stride-2 layers, 20 MB gained, 3.5 MB lost,
 # 7.8 MB broke even (32 MiB of L3 here).
 _PHASES_IN_CACHE = 8 << 20
-# Below this many elements a split costs more in thread hand-offs than it saves.
-_PARALLEL_MIN = 1 << 15
+# A split hands work to the pool's threads and waits for them: about 60 us here (a thread waking on
+# a 2-core VM), so work is split only where one thread would take several times that. Costs are
+# estimated from one thread's rates measured here: a NumPy pass over a float32 element in cache,
+# an element a BLAS product reads or writes, a multiply-add of one. (EfficientNet-B0 made 152
+# splits a forward with a threshold of 2^15 elements, a third of them on work of under 60 us.)
+_SPLIT_NS = 200_000
+_NS_PER_PASS = 0.2
+_NS_PER_ELEMENT_MOVED = 0.25
+_NS_PER_MULTIPLY_ADD = 0.05
 # Elements per block of an element-wise op that makes several passes (batch norm, SiLU): 1 MiB of
 # float32. Measured on EfficientNet-B0's batch norm + SiLU layers (batch 8, 2 cores, 32 MiB of
 # L3): 2^18 beat 2^16 (more time between NumPy calls) and 2^21 (out of cache on the big layers).
@@ -77,11 +84,12 @@ def _ranges(length: int, parts: int) -> list[tuple[int, int]]:
     return [(a, b) for a, b in zip(bounds, bounds[1:]) if a < b]
 
 
-def split(work: Callable[[int, int], None], length: int, size: int) -> None:
+def split(work: Callable[[int, int], None], length: int, nanoseconds: float) -> None:
     """Runs work(first, stop) over ranges that together cover 0..length (channels, rows), one range
-    per thread; in this thread alone when the work (`size` elements) is small."""
+    per thread; in this thread alone when the work (an estimate of one thread's `nanoseconds`)
+    is too small to gain from threads."""
     threads = thread_count()
-    if threads == 1 or size < _PARALLEL_MIN or length == 1:
+    if threads == 1 or nanoseconds < _SPLIT_NS or length == 1:
         work(0, length)
         return
     first, *others = _ranges(length, threads)
@@ -101,13 +109,13 @@ def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None)
         shape = np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (rows, columns)
         out = np.empty(shape, dtype=np.result_type(a, b))
     result = out
-    size = rows * columns * a.shape[-1]
+    cost = out.size * a.shape[-1] * _NS_PER_MULTIPLY_ADD + (a.size + b.size + out.size) * _NS_PER_ELEMENT_MOVED
     if rows >= columns:
         split(lambda first, stop: np.matmul(a[..., first:stop, :], b, out=result[..., first:stop, :]),
-              rows, size)
+              rows, cost)
     else:
         split(lambda first, stop: np.matmul(a, b[..., first:stop], out=result[..., first:stop]),
-              columns, size)
+              columns, cost)
     return out
 
 
@@ -307,7 +315,7 @@ def depthwise(x: np.ndarray, w: np.ndarray, stride, pad, dilation: int) -> np.nd
             rows = products[:end - start].reshape(end - start, ho, n, wq)
             result[start:end] = rows[:, :, :, :wo].transpose(0, 2, 1, 3)
 
-    split(work, c, out.size)
+    split(work, c, out.size * taps * _NS_PER_PASS)
     return out
 
 
@@ -354,7 +362,7 @@ def depthwise_grads(x: np.ndarray, w: np.ndarray, dy: np.ndarray, stride, pad,
                       out=per_channel[start:end])
         dw[first:stop][:, order] = per_channel[:, :, 0]
 
-    split(work, c, x.size)
+    split(work, c, x.size * taps * _NS_PER_PASS)
     return dx, dw.reshape(w.shape)
 
 
@@ -396,16 +404,17 @@ def _conv_forward(node: Node, inputs, weights, state):
 
 # -- batch norm, and SiLU after it ----------------------------------------------------------------------
 
-def split_in_blocks(work: Callable[[int, int], None], length: int, row_size: int) -> None:
+def split_in_blocks(work: Callable[[int, int], None], length: int, row_size: int, passes: int) -> None:
     """split() over rows of row_size elements, each thread taking its range a block of about
-    _PASS_BLOCK elements at a time, so that work's later passes over a block find it in cache."""
+    _PASS_BLOCK elements at a time, so that work's later passes (of `passes`) over a block find it
+    in cache."""
     per_block = max(1, _PASS_BLOCK // row_size)
 
     def blocks(first: int, stop: int) -> None:
         for start in range(first, stop, per_block):
             work(start, min(start + per_block, stop))
 
-    split(blocks, length, length * row_size)
+    split(blocks, length, length * row_size * passes * _NS_PER_PASS)
 
 
 def _silu_into(x: np.ndarray, out: np.ndarray) -> None:
@@ -454,7 +463,8 @@ def _batch_norm(node: Node, x: np.ndarray, weights, state, then: Callable | None
         if then is not None:
             then(y[rows], after[rows])
 
-    split_in_blocks(work, c, count)
+    # mean, centre, variance, scale and shift; four more for a SiLU
+    split_in_blocks(work, c, count, passes=5 if then is None else 9)
     if training:  # torch keeps the unbiased variance
         weights["running_mean"] *= 1 - momentum
         weights["running_mean"] += momentum * mean
@@ -490,7 +500,7 @@ def _silu_forward(node: Node, inputs, weights, state):
     x = inputs[0]
     y = np.empty_like(x)
     split_in_blocks(lambda first, stop: _silu_into(x[first:stop], y[first:stop]),
-                    x.shape[0], x.size // max(1, x.shape[0]))
+                    x.shape[0], x.size // max(1, x.shape[0]), passes=4)
     return y, x
 
 
@@ -506,7 +516,7 @@ def _gap_forward(node: Node, inputs, weights, state):
 
 def _relu6(x: np.ndarray, attrs, out) -> np.ndarray:
     y = np.empty_like(x) if out is None else out
-    split(lambda a, b: np.clip(x[a:b], 0, 6, out=y[a:b]), x.shape[0], x.size)
+    split(lambda a, b: np.clip(x[a:b], 0, 6, out=y[a:b]), x.shape[0], x.size * _NS_PER_PASS)
     return y
 
 
@@ -517,7 +527,7 @@ def _mul_forward(node: Node, inputs, weights, state):
     x, gate = inputs
     y = np.empty_like(x, dtype=np.result_type(x, gate))
     split(lambda a, b: np.multiply(x[a:b], gate[a:b] if gate.shape[0] > 1 else gate, out=y[a:b]),
-               x.shape[0], x.size)
+               x.shape[0], x.size * _NS_PER_PASS)
     return y, inputs
 
 

@@ -51,15 +51,16 @@ def test_depthwise_gradients_are_the_references_for_any_geometry(case):
 
 @pytest.mark.parametrize("phases", ["of each thread's planes at once", "a block at a time"])
 def test_depthwise_splits_channels_over_threads_and_blocks_planes(monkeypatch, phases):
-    """Big enough to be split by channel (two threads) and to need several blocks per thread;
-    a strided one's phases made for all of a thread's planes first, or block by block."""
+    """Split by channel (two threads, the threshold for splitting taken away) and several blocks
+    per thread; a strided one's phases made for all of a thread's planes first, or block by
+    block."""
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    monkeypatch.setattr(fast, "_SPLIT_NS", 0)
     monkeypatch.setattr(fast, "_BLOCK_BYTES", 1 << 12)
     monkeypatch.setattr(fast, "_PHASES_IN_CACHE", 0 if phases == "a block at a time" else 1 << 40)
     rng = np.random.default_rng(1)
     x = rng.standard_normal((6, 3, 48, 47)).astype(np.float32)
     w = rng.standard_normal((6, 1, 3, 3)).astype(np.float32)
-    assert x.size >= fast._PARALLEL_MIN
     for stride in (1, 2):
         expected = reference._depthwise(x, w, stride, 1, 1)
         np.testing.assert_allclose(fast.depthwise(x, w, stride, 1, 1), expected, rtol=1e-5, atol=1e-5)
@@ -151,7 +152,7 @@ def test_batch_norm_and_the_silu_that_alone_reads_it_run_as_one(monkeypatch, tra
     if blocks == "many blocks":  # channels over two threads, each range a few blocks of 2 channels
         monkeypatch.setenv("OMP_NUM_THREADS", "2")
         monkeypatch.setattr(fast, "_PASS_BLOCK", 2 * 3 * 12 * 12)
-        monkeypatch.setattr(fast, "_PARALLEL_MIN", 1)
+        monkeypatch.setattr(fast, "_SPLIT_NS", 0)
     assert_fast_module_is_the_reference(net, train, (3, 4, 12, 12), (3, 6, 12, 12))
 
 
@@ -205,7 +206,7 @@ def test_silu_is_exact_in_the_tails_and_keeps_relative_accuracy():
 ])
 def test_parallel_matmul_is_matmul(monkeypatch, a_shape, b_shape):
     monkeypatch.setenv("OMP_NUM_THREADS", "2")
-    monkeypatch.setattr(fast, "_PARALLEL_MIN", 1)
+    monkeypatch.setattr(fast, "_SPLIT_NS", 0)
     rng = np.random.default_rng(6)
     a, b = rng.standard_normal(a_shape), rng.standard_normal(b_shape)
     np.testing.assert_allclose(fast.parallel_matmul(a, b), np.matmul(a, b), rtol=1e-13, atol=1e-13)
