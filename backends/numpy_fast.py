@@ -131,8 +131,10 @@ def keep_freed_memory() -> bool:
     EfficientNet-B0 (batch 8) every other training forward wrote 60,000 fresh pages, 240 MB,
     which took 50-70 ms of a 0.23 s forward (the module holds one forward's caches while the next
     runs, then frees them). The process keeps the memory of its biggest forward, as torch's
-    caching allocator does on a GPU. Returns whether it could (glibc only: elsewhere nothing
-    changes)."""
+    caching allocator does on a GPU. NETDSL_KEEP_FREED_MEMORY=0 in the environment leaves malloc
+    as it is. Returns whether it asked (glibc only: elsewhere nothing changes)."""
+    if os.environ.get("NETDSL_KEEP_FREED_MEMORY", "1") == "0":
+        return False
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):

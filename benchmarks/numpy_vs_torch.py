@@ -7,13 +7,15 @@ The torch side is torchvision's own model, so this runs in the torchvision envir
     PYTHONPATH=. $(bash .ci/torchvision-env)/bin/python benchmarks/numpy_vs_torch.py --nets mobilenet_v2 --batch 2
 
 Both sides run in this one process on the same input; each time is the median of --repeat runs
-after one warm-up, interleaved with the other side's. Targets: forward <= 2x torch, forward+backward
+after one warm-up, interleaved with the other side's; then the fresh pages (minor page faults) a NumPy
+forward writes, the mean of four more. Targets: forward <= 2x torch, forward+backward
 <= 3x torch (issue 3); forward <= 1.5x torch on mobilenet_v2 and efficientnet_b0 (issue 12).
 """
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import sys
 from pathlib import Path
 
@@ -86,6 +88,13 @@ def main() -> None:
             verdict = "ok" if a / b <= target else "MISSED"
             print(f"{name:10} {label:17} {a:9.3f} {b:9.3f} {a / b:7.2f} {'<=' + str(target):>7} {verdict}")
             sys.stdout.flush()
+        # memory the system hands back zeroed, a page at a time, on first write (see
+        # numpy_fast.keep_freed_memory): the mean over four more forwards
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        for _ in range(4):
+            numpy_forward()
+        faults = (resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults) // 4
+        print(f"{name:10} fresh pages written by a NumPy forward (minor page faults, mean of 4): {faults:,}")
 
 
 if __name__ == "__main__":

@@ -176,6 +176,17 @@ def test_memory_freed_by_a_forward_is_kept_for_the_next():
     assert fresh_pages() < 64
 
 
+def test_keeping_freed_memory_can_be_turned_off(monkeypatch):
+    def no_c_library(*args):
+        raise AssertionError("mallopt was looked up")
+    monkeypatch.setattr(fast.ctypes, "CDLL", no_c_library)
+    monkeypatch.setenv("NETDSL_KEEP_FREED_MEMORY", "0")
+    assert fast.keep_freed_memory() is False
+    monkeypatch.delenv("NETDSL_KEEP_FREED_MEMORY")
+    with pytest.raises(AssertionError, match="mallopt was looked up"):
+        fast.keep_freed_memory()
+
+
 def test_fast_kernels_keep_float32_and_in_place_relu6_overwrites_its_input():
     net = netdsl.parse(MOBILE)
     module = net.compile("numpy", dtype="float32", seed=0)
