@@ -154,6 +154,10 @@ def test_batch_norm_and_the_silu_that_alone_reads_it_run_as_one(monkeypatch, tra
         monkeypatch.setattr(fast, "_PASS_BLOCK", 2 * 3 * 12 * 12)
         monkeypatch.setattr(fast, "_SPLIT_NS", 0)
     assert_fast_module_is_the_reference(net, train, (3, 4, 12, 12), (3, 6, 12, 12))
+    # on vectors (batch norm after an fc): one channel's row is the batch
+    vectors = netdsl.parse("input 3x8x8\nconv3-4 - gap - flatten - fc6 - bn - silu - fc2")
+    assert len(vectors.compile("numpy")._pairs) == 1
+    assert_fast_module_is_the_reference(vectors, train, (5, 3, 8, 8), (5, 2))
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
