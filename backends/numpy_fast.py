@@ -21,6 +21,7 @@ The threads: OMP_NUM_THREADS if set, else the CPUs this process may run on.
 from __future__ import annotations
 
 import ctypes
+import itertools
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
@@ -52,6 +53,7 @@ _SPLIT_NS = 200_000
 _NS_PER_PASS = 0.2
 _NS_PER_ELEMENT_MOVED = 0.25
 _NS_PER_MULTIPLY_ADD = 0.05
+_PARTS_PER_THREAD = 2
 # Elements per block of an element-wise op that makes several passes (batch norm, SiLU): 1 MiB of
 # float32. Measured on EfficientNet-B0's batch norm + SiLU layers (batch 8, 2 cores, 32 MiB of
 # L3): 2^18 beat 2^16 (more time between NumPy calls) and 2^21 (out of cache on the big layers).
@@ -92,11 +94,29 @@ def split(work: Callable[[int, int], None], length: int, nanoseconds: float) -> 
     if threads == 1 or nanoseconds < _SPLIT_NS or length == 1:
         work(0, length)
         return
-    first, *others = _ranges(length, threads)
-    futures = [_pool().submit(work, a, b) for a, b in others]
-    work(*first)  # this thread takes a range too, rather than wait idle
-    for future in futures:
-        future.result()
+    # More parts than threads, each thread taking the next part left: a thread that wakes late (on
+    # a busy machine, hundreds of microseconds) takes fewer, rather than keep the others waiting.
+    parts = _ranges(length, threads * _PARTS_PER_THREAD)
+    taken = itertools.count()  # next() on it is atomic under the GIL
+    finished = itertools.count(1)
+    all_done = threading.Event()
+    failures: list[BaseException] = []
+
+    def take_parts() -> None:
+        while (index := next(taken)) < len(parts):
+            try:
+                work(*parts[index])
+            except BaseException as error:  # noqa: BLE001 - raised again in the calling thread
+                failures.append(error)
+            if next(finished) == len(parts):
+                all_done.set()
+
+    for _ in range(threads - 1):
+        _pool().submit(take_parts)
+    take_parts()  # this thread takes parts too, rather than wait idle
+    all_done.wait()
+    if failures:
+        raise failures[0]
 
 
 def parallel_matmul(a: np.ndarray, b: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:

@@ -230,6 +230,23 @@ def test_parallel_matmul_is_matmul(monkeypatch, a_shape, b_shape):
     np.testing.assert_allclose(out, np.matmul(a, b), rtol=1e-13, atol=1e-13)
 
 
+def test_split_covers_the_range_once_over_the_threads_and_raises_what_a_part_raised(monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "2")
+    seen = []
+
+    fast.split(lambda first, stop: seen.append((first, stop)), 101, fast._SPLIT_NS)
+    assert sorted(seen) == fast._ranges(101, 2 * fast._PARTS_PER_THREAD) and len(seen) == 4
+    seen.clear()
+    fast.split(lambda first, stop: seen.append((first, stop)), 101, fast._SPLIT_NS - 1)  # too little work: one part, in this thread
+    assert seen == [(0, 101)]
+
+    def failing(first, stop):
+        if first == 0:
+            raise ValueError("part 0")
+    with pytest.raises(ValueError, match="part 0"):
+        fast.split(failing, 101, fast._SPLIT_NS)
+
+
 def test_blas_keeps_to_one_thread_during_a_fast_forward_and_gets_its_count_back():
     from threadpoolctl import threadpool_info
 
