@@ -10,12 +10,15 @@ tricks, and why they pay:
 - Work is split by channel (or, for matrix products, by rows or columns) over a pool of threads:
   NumPy's element-wise loops run on one core and release the GIL, so two cores do two ranges at
   once. Meanwhile BLAS keeps to one thread (see _ForwardSettings).
-- Depthwise convolution gathers its taps for a cache-sized block of planes and takes one
-  matrix-vector product per plane (BLAS), instead of two NumPy passes over the whole output per
+- Depthwise convolution gathers its taps for a cache-sized block of channels and takes one
+  matrix-vector product per channel (BLAS), instead of two NumPy passes over the whole output per
   tap; a strided convolution first splits its input into stride phases so that every tap reads
   long contiguous runs. A 1x1 convolution skips the copy into columns.
+- Batch norm works a cache-sized block of channels at a time, and runs the SiLU that alone reads
+  its output on each block as it is made (EXECUTION.fusions).
 - An activation that is its own layer overwrites its input where nothing else needs it
   (Execution.activations_in_place).
+- malloc keeps the memory a forward frees for the next one (keep_freed_memory).
 The threads: OMP_NUM_THREADS if set, else the CPUs this process may run on.
 """
 from __future__ import annotations
@@ -197,7 +200,7 @@ class _Depthwise:
     for those): the copies and BLAS then work on one run per channel and tap, and only the ho
     rows that are outputs are computed. (Planes (hq, wq) one after another, as first written,
     computed the hq - ho rows too: 121 positions for 49 on a 7x7 map with a 5x5 kernel, and one
-    product per plane: 1152x8x7x7 took 5.1 ms, now 2.3.)"""
+    product per plane: 1152x8x7x7 took 5.1 ms on two cores, now 2.3.)"""
     h: int
     w: int
     kh: int
