@@ -90,9 +90,9 @@ def _ranges(length: int, parts: int) -> list[tuple[int, int]]:
 
 
 def split(work: Callable[[int, int], None], length: int, nanoseconds: float) -> None:
-    """Runs work(first, stop) over ranges that together cover 0..length (channels, rows), one range
-    per thread; in this thread alone when the work (an estimate of one thread's `nanoseconds`)
-    is too small to gain from threads."""
+    """Runs work(first, stop) over ranges that together cover 0..length (channels, rows), shared
+    out between the threads; in this thread alone, as one range, when the work (an estimate of
+    one thread's `nanoseconds`) is too small to gain from threads."""
     threads = thread_count()
     if threads == 1 or nanoseconds < _SPLIT_NS or length == 1:
         work(0, length)
@@ -472,11 +472,10 @@ def _batch_norm(node: Node, x: np.ndarray, weights, state, then: Callable | None
     var = np.empty(c, dtype=flat.dtype) if training else weights["running_var"]
     inv = np.empty(c, dtype=flat.dtype)
     scale, shift = weights["weight"], weights["bias"]
-    per_block = max(1, _PASS_BLOCK // count)
 
-    def work(first: int, stop: int) -> None:
+    def work(first: int, stop: int) -> None:  # a block of channels (split_in_blocks)
         rows = slice(first, stop)
-        centred = _scratch().array("centred", (per_block, count), flat.dtype)[:stop - first]
+        centred = _scratch().array("centred", (stop - first, count), flat.dtype)
         if training:
             np.mean(flat[rows], axis=1, out=mean[rows])
         np.subtract(flat[rows], mean[rows, None], out=centred)

@@ -18,38 +18,37 @@ from .network import Network
 from .ops import OPS, WEIGHT_OPS
 
 
+def _head_along(graph: Graph, node, readers: list[list[int]]):
+    """The last fc or conv that feeds `node` through weightless ops that are no merges (an
+    upsample's or a crop's `like=` tensor is read for its size only) and that nothing else reads,
+    or None: a node another layer reads too belongs to the rest of the net."""
+    while len(readers[node.id]) <= 1:
+        if node.op in WEIGHT_OPS:
+            return node
+        if not node.inputs or OPS[node.op].merge_word:
+            return None
+        node = graph.nodes[node.inputs[0]]
+    return None
+
+
 def head_layer(network: Network):
     """The network's output layer: the last fc (or conv) that feeds the output through weightless ops."""
     graph = network.graph
-    readers = graph.consumers()
-    for node in reversed(graph.nodes):
-        if node.op in WEIGHT_OPS:
-            return node
-        if OPS[node.op].merge_word or len(readers[node.id]) > 1:
-            break
-    raise NetDSLNameError(f"{network.name} has no single output layer to replace",
-                          notes=["a head is the last fc or conv before the output"])
+    head = _head_along(graph, graph.output, graph.consumers())
+    if head is None:
+        raise NetDSLNameError(f"{network.name} has no single output layer to replace",
+                              notes=["a head is the last fc or conv before the output"])
+    return head
 
 
-def aux_head_layers(network: Network) -> list:
-    """The output layer of each auxiliary output (aux{ }: GoogLeNet's and Inception-v3's
-    classifiers, DeepLabv3's FCN head): the last fc or conv that feeds it through weightless ops
-    that are no merges (an upsample's or a crop's `like=` tensor is read for its size only). An
-    auxiliary output with none (an aux{ } of a bare tensor) has no head."""
+def head_layers(network: Network) -> list:
+    """The output layer, then each auxiliary output's (aux{ }: GoogLeNet's and Inception-v3's
+    classifiers, DeepLabv3's FCN head); an auxiliary output of a tensor of the main net itself has
+    none."""
     graph = network.graph
     readers = graph.consumers()
-    heads = []
-    for aux in graph.aux_outputs:
-        node = graph.nodes[aux.inputs[0]]
-        # back along the head's own chain: a node another layer reads too is the main net's
-        while len(readers[node.id]) == 1:
-            if node.op in WEIGHT_OPS:
-                heads.append(node)
-                break
-            if not node.inputs or OPS[node.op].merge_word:
-                break
-            node = graph.nodes[node.inputs[0]]
-    return heads
+    auxiliary = (_head_along(graph, graph.nodes[aux.inputs[0]], readers) for aux in graph.aux_outputs)
+    return [head_layer(network), *(head for head in auxiliary if head is not None)]
 
 
 def with_head(network: Network, classes: int) -> Network:
@@ -57,7 +56,7 @@ def with_head(network: Network, classes: int) -> Network:
     each auxiliary output's too (they are trained on the same classes)."""
     if classes < 1:
         raise ValueError(f"a head needs at least one output, got {classes}")
-    heads = {node.id for node in (head_layer(network), *aux_head_layers(network))}
+    heads = {node.id for node in head_layers(network)}
     nodes = tuple(dataclasses.replace(n, attrs=freeze_attrs({**n.attrs, "c": classes})) if n.id in heads
                   else n for n in network.graph.nodes)
     expanded = dataclasses.replace(network._expanded, graph=Graph(network.graph.name, nodes))
@@ -92,7 +91,7 @@ def finetune(network: Network, weights: dict | None, head: int | None = None,
     if checked:
         replaced: set[str] = set()
         if head is not None:
-            head_names = {node.name for node in (head_layer(network), *aux_head_layers(network))}
+            head_names = {node.name for node in head_layers(network)}
             replaced = {spec.name for spec in network.weight_specs if spec.node in head_names}
         module.load_weights({name: value for name, value in checked.items() if name not in replaced},
                             strict=not replaced)
